@@ -1,0 +1,174 @@
+"""Durations and sizes as written in configuration files.
+
+Durations use Go's notation, as the seed's ``daemon.yaml`` does (``30s``, ``5m``,
+``1h30m``, ``500ms``), plus ``d`` for days; a bare non-negative number means seconds.
+Sizes are bytes, or a number with a decimal (``MB`` = 1000**2) or binary (``MiB`` =
+1024**2) unit.
+
+Parsing is exact: every component is read as a decimal fraction and summed before the
+single rounding to float, so ``1h30m0.1s`` is the float nearest to 5400.1 and
+:func:`format_duration` can promise that its output parses back to the same float.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from fractions import Fraction
+
+__all__ = ["format_duration", "parse_duration", "parse_size"]
+
+_DURATION_UNITS: dict[str, int | Fraction] = {
+    "ms": Fraction(1, 1000),
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+}
+# One "<number><unit>" component; "ms" is listed before "m" so the longer unit wins.
+_COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_COMPONENT.pattern})+")
+
+_SIZE_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"(\d+\.?\d*|\.\d+)\s*([A-Za-z]*)")
+
+_DURATION_EXPECTED = "expected a duration such as 30s, 5m or 1h30m, or seconds"
+_SIZE_EXPECTED = "expected a size such as 500MB, 512KiB or 1GiB, or bytes"
+
+
+def show(value: object) -> str:
+    """Render an offending value for an error message: its repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def parse_duration(value: object) -> float:
+    """Read a duration in seconds.
+
+    Args:
+        value: A Go-style string of one or more ``<number><unit>`` components with
+            units ``ms``, ``s``, ``m``, ``h`` and ``d`` (``"1h30m"``, ``"1.5s"``,
+            ``"0s"``), or a non-negative int or float meaning seconds.
+
+    Returns:
+        The duration in seconds, finite and non-negative.
+
+    Raises:
+        ValueError: The value is negative, empty, infinite, NaN, a bool, has an
+            unknown unit or is of another type. The message names the value.
+    """
+    exact: int | float | Fraction
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DURATION.fullmatch(text):
+            raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
+        exact = sum(
+            (Fraction(Decimal(number)) * _DURATION_UNITS[unit])
+            for number, unit in _COMPONENT.findall(text)
+        )
+    else:
+        exact = value
+    try:
+        seconds = float(exact)
+    except OverflowError:  # float(10**400): as wrong as an infinite duration
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
+    return seconds
+
+
+def parse_size(value: object) -> int:
+    """Read a size in bytes.
+
+    Args:
+        value: A non-negative int (bytes), a float with an integral value, or a string:
+            digits with an optional unit ``B``, ``KB``/``MB``/``GB``/``TB`` (powers of
+            1000) or ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024), case-insensitive,
+            e.g. ``"500MB"``, ``"1.5GiB"``.
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        ValueError: The value is negative, not a whole number of bytes, has an unknown
+            unit, or is of another type (bools included). The message names the value.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
+    if isinstance(value, int):
+        size = Fraction(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
+        size = Fraction(value)
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        number, unit = match.groups()
+        if unit.lower() not in _SIZE_UNITS:
+            raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
+        size = Fraction(Decimal(number)) * _SIZE_UNITS[unit.lower()]
+    else:
+        raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
+    if size < 0:
+        raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
+    if size.denominator != 1:
+        raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)} (not a whole number of bytes)")
+    return size.numerator
+
+
+def _positional(number: Decimal) -> str:
+    text = format(number, "f")  # never exponent notation, which our syntax lacks
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """Write a duration the way a person would, in a form :func:`parse_duration` reads back.
+
+    Whole seconds are split into days, hours, minutes and seconds (``5400`` gives
+    ``"1h30m"``, ``5400.5`` gives ``"1h30m0.5s"``) and durations under a second use
+    ``ms`` (``"500ms"``).
+
+    Args:
+        seconds: A finite, non-negative number of seconds.
+
+    Returns:
+        A string ``s`` with ``parse_duration(s) == seconds``.
+
+    Raises:
+        ValueError: ``seconds`` is negative, infinite, NaN or a bool.
+    """
+    if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected a finite, non-negative number of seconds; got {show(seconds)}")
+    # The shortest repr is the shortest decimal that rounds back to this float, and the
+    # parser sums decimal components exactly before rounding once: so any split of this
+    # decimal into components reads back as the same float.
+    exact = Decimal(repr(float(seconds)))
+    if exact == 0:
+        return "0s"
+    if exact < 1:
+        return f"{_positional(exact * 1000)}ms"
+    whole = int(exact)
+    fraction = exact - whole
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if whole or fraction:
+        parts.append(f"{_positional(whole + fraction)}s")
+    return "".join(parts)

@@ -1,0 +1,171 @@
+"""Per-agent log files: opened for the child, rotated by size, read back with tail.
+
+An agent writes its stdout and stderr straight into its log file, opened ``O_APPEND``: no
+pipe sits between them, so the agent never blocks or dies of SIGPIPE when the supervisor
+is busy or gone, and the file keeps filling while a new daemon adopts the agent.
+
+Rotation (``max_bytes``, ``backups``) happens in two ways:
+
+* before a spawn, by renaming (``x.log`` -> ``x.log.1`` -> ...): lossless, because no
+  process holds the file;
+* while the agent runs, by copy-then-truncate (what logrotate calls ``copytruncate``):
+  the agent's descriptor stays valid and, being ``O_APPEND``, continues at the new end.
+  Lines written between the end of the copy and the truncation (microseconds) are lost;
+  that is the price of not owning a pipe.
+
+A log path that is not a regular file (``/dev/stdout``, a FIFO, a terminal) is written to
+but never rotated, and never seeked (supervisord's "Illegal seek", issue #1224).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+__all__ = ["MAX_TAIL_LINES", "AgentLog"]
+
+#: The seed's GetAgentLogs limit.
+MAX_TAIL_LINES = 1000
+_BLOCK = 64 * 1024
+
+
+class AgentLog:
+    """One agent's log file.
+
+    Args:
+        path: The log file.
+        max_bytes: Rotate past this size; 0 disables rotation.
+        backups: Rotated files kept.
+    """
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def open_for_child(self) -> int:
+        """Open the file for a new process's stdout/stderr; the caller closes the fd.
+
+        Rotates first (by renaming) when the file is over its limit.
+        """
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.rotate_if_needed(running=False)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        if self._is_special():
+            flags = os.O_RDWR | os.O_CLOEXEC  # a FIFO opened read-write never blocks
+        return os.open(self.path, flags, 0o640)
+
+    def _is_special(self) -> bool:
+        try:
+            return not stat.S_ISREG(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def rotate_if_needed(self, *, running: bool) -> bool:
+        """Rotate when the file has outgrown ``max_bytes``.
+
+        Args:
+            running: Whether a process may be writing to the file now (copy-truncate)
+                or not (rename).
+
+        Returns:
+            Whether a rotation happened.
+        """
+        if self.max_bytes <= 0:
+            return False
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= self.max_bytes:
+            return False
+        self._shift_backups()
+        if self.backups == 0:
+            os.truncate(self.path, 0)
+        elif running:
+            self._copy_truncate(f"{self.path}.1")
+        else:
+            os.replace(self.path, f"{self.path}.1")
+        return True
+
+    def _shift_backups(self) -> None:
+        if self.backups == 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.path}.{self.backups}")
+        for index in range(self.backups - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}.{index}", f"{self.path}.{index + 1}")
+
+    def _copy_truncate(self, target: str) -> None:
+        src = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            try:
+                # Copy to the end as it is at each step, so the loss window stays tiny.
+                while True:
+                    copied = os.copy_file_range(src, dst, 1 << 30)
+                    if copied == 0:
+                        break
+                os.truncate(self.path, 0)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+
+    def files(self) -> list[str]:
+        """The current file and its existing backups, newest first."""
+        names = [self.path]
+        names += [f"{self.path}.{i}" for i in range(1, self.backups + 1)]
+        return [name for name in names if os.path.exists(name)]
+
+    def tail(self, lines: int = 100) -> list[str]:
+        """The last ``lines`` lines, continuing into backups when the file is short.
+
+        Args:
+            lines: How many lines, 1 to :data:`MAX_TAIL_LINES`.
+
+        Returns:
+            Lines without their newline, oldest first; undecodable bytes replaced.
+
+        Raises:
+            ValueError: ``lines`` out of range.
+        """
+        if not 1 <= lines <= MAX_TAIL_LINES:
+            raise ValueError(f"lines must be between 1 and {MAX_TAIL_LINES}; got {lines!r}")
+        collected: list[bytes] = []
+        for name in self.files():
+            if self._is_special_path(name):
+                break
+            chunk = _last_lines(name, lines - len(collected))
+            collected = chunk + collected
+            if len(collected) >= lines:
+                break
+        return [line.decode(errors="replace") for line in collected[-lines:]]
+
+    @staticmethod
+    def _is_special_path(name: str) -> bool:
+        try:
+            return not stat.S_ISREG(os.stat(name).st_mode)
+        except FileNotFoundError:
+            return True
+
+
+def _last_lines(path: str, wanted: int) -> list[bytes]:
+    """Read the last ``wanted`` lines of a regular file by reading blocks from its end."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        position = end
+        data = b""
+        while position > 0 and data.count(b"\n") <= wanted:
+            step = min(_BLOCK, position)
+            position -= step
+            f.seek(position)
+            data = f.read(step) + data
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if position > 0:
+        lines = lines[1:]  # the first one is probably cut
+    return lines[-wanted:] if wanted else []

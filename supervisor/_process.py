@@ -1,0 +1,476 @@
+"""Process control on Trio: spawn, watch, stop a whole tree, adopt, reap orphans.
+
+This is the only module that creates, signals or reaps processes.
+
+* Spawning: argv without a shell, its own session and process group (``setsid``), stdin
+  from /dev/null, stdout and stderr to an already opened log file (no pipe: an agent can
+  never die of SIGPIPE because the supervisor is gone), the inherited environment plus
+  the agent's overrides and two markers (:data:`ENV_AGENT_ID`, :data:`ENV_RUN_ID`).
+* Watching: Trio waits for its own children through a pidfd, so death is noticed at once
+  with the exit status. A process adopted from an earlier daemon is not our child: it is
+  pinned with ``pidfd_open`` (so its PID cannot be recycled under us) and watched for
+  readability; its exit status is unknowable.
+* Stopping (systemd's KillMode=control-group, done with process groups): the stop signal
+  to the whole group and to every descendant that left it with ``setsid``, then SIGCONT
+  (a stopped process must be able to act on the signal), wait up to the stop timeout for
+  the tree to go, then SIGKILL to whatever is left.
+* Orphans: with :func:`set_child_subreaper`, descendants whose parent died are re-parented
+  to us instead of init. :class:`OrphanReaper` reaps those (never with ``waitpid(-1)``,
+  which would steal the statuses Trio waits for) and lets stops find them by their marker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import psutil
+import trio
+
+from ._errors import SpawnError
+from ._machine import ExitStatus
+
+__all__ = [
+    "ENV_AGENT_ID",
+    "ENV_RUN_ID",
+    "AdoptedChild",
+    "Child",
+    "OrphanReaper",
+    "ProcessIdentity",
+    "SpawnedChild",
+    "adopt",
+    "identify",
+    "set_child_subreaper",
+    "spawn",
+    "terminate_tree",
+]
+
+logger = logging.getLogger("supervisor.process")
+
+#: Environment variable carrying the agent id into the agent and its descendants.
+ENV_AGENT_ID = "HOSTVISOR_AGENT_ID"
+#: Environment variable unique to one spawn; lets a stop find descendants that escaped.
+ENV_RUN_ID = "HOSTVISOR_RUN_ID"
+
+# psutil's create_time has clock-tick resolution (10 ms); allow for float rounding.
+_CREATE_TIME_TOLERANCE_S = 0.05
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """What makes a PID *this* process: PID, kernel start time and executable.
+
+    Attributes:
+        pid: The process id.
+        create_time: Start time in seconds since the epoch, as psutil reports it.
+        exe: The executable's path ("" when the kernel does not say).
+    """
+
+    pid: int
+    create_time: float
+    exe: str
+
+    def matches(self, other: ProcessIdentity) -> bool:
+        """Whether ``other`` is the same process (start times within clock resolution)."""
+        return (
+            self.pid == other.pid
+            and abs(self.create_time - other.create_time) <= _CREATE_TIME_TOLERANCE_S
+            and self.exe == other.exe
+        )
+
+
+def identify(pid: int) -> ProcessIdentity | None:
+    """Read a live process's identity; None if it does not exist or is a zombie."""
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            try:
+                exe = proc.exe()
+            except (psutil.AccessDenied, psutil.ZombieProcess):
+                exe = ""
+            return ProcessIdentity(pid, proc.create_time(), exe)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+
+
+class Child:
+    """A supervised process, spawned by us or adopted; see the two subclasses.
+
+    Exactly one task (the owner's watcher) calls :meth:`watch`, which waits for the exit
+    at the OS level; any number of tasks may :meth:`wait` for its result.
+    """
+
+    pid: int
+    identity: ProcessIdentity | None
+    run_id: str
+
+    def __init__(self) -> None:
+        self.status: ExitStatus | None = None
+        self._done = trio.Event()
+
+    async def _wait_os(self) -> ExitStatus:
+        raise NotImplementedError
+
+    async def watch(self) -> ExitStatus:
+        """Wait at the OS level until the process exits; record and return how."""
+        status = await self._wait_os()
+        self.status = status
+        self._done.set()
+        return status
+
+    async def wait(self) -> ExitStatus:
+        """Wait until :meth:`watch` has seen the process exit; return how."""
+        await self._done.wait()
+        assert self.status is not None
+        return self.status
+
+    @property
+    def exited(self) -> bool:
+        """Whether the process is known to have exited."""
+        return self.status is not None
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the process itself (not its group); no-op once it has exited."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the handle without touching the process (daemon-mode exit)."""
+
+
+class SpawnedChild(Child):
+    """A child process we started; its exit status is known."""
+
+    def __init__(self, process: trio.Process, run_id: str) -> None:
+        super().__init__()
+        self._process = process
+        self.pid = process.pid
+        self.run_id = run_id
+        self.identity = identify(self.pid)
+
+    async def _wait_os(self) -> ExitStatus:
+        return ExitStatus.from_returncode(await self._process.wait())
+
+    def send_signal(self, sig: int) -> None:
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(sig)
+
+
+class AdoptedChild(Child):
+    """A process left running by an earlier daemon, pinned by a pidfd."""
+
+    def __init__(self, pidfd: int, identity: ProcessIdentity, run_id: str) -> None:
+        super().__init__()
+        self._pidfd: int | None = pidfd
+        self.pid = identity.pid
+        self.identity = identity
+        self.run_id = run_id
+
+    async def _wait_os(self) -> ExitStatus:
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            self.close()
+        return ExitStatus()
+
+    def send_signal(self, sig: int) -> None:
+        if self._pidfd is not None and self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sig)
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            fd, self._pidfd = self._pidfd, None
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+
+async def spawn(
+    argv: tuple[str, ...],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    output_fd: int,
+    run_id: str,
+    reaper: OrphanReaper | None = None,
+) -> SpawnedChild:
+    """Start a process in its own session, with output to ``output_fd``.
+
+    Args:
+        argv: Executable and arguments; no shell is involved.
+        cwd: Working directory (must exist).
+        env: The complete environment of the child.
+        output_fd: File descriptor for both stdout and stderr (a log file).
+        run_id: This spawn's marker, also put in the environment by the caller.
+        reaper: The orphan reaper to tell about the new child, if one runs.
+
+    Raises:
+        SpawnError: the process could not be created; ``__cause__`` is the OSError.
+    """
+    guard = reaper.spawning() if reaper is not None else contextlib.nullcontext()
+    with guard:
+        try:
+            process = await trio.lowlevel.open_process(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=output_fd,
+                stderr=output_fd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise SpawnError(f"cannot execute {argv[0]!r}: {exc.strerror or exc}") from exc
+        if reaper is not None:
+            reaper.own(process.pid)
+    return SpawnedChild(process, run_id)
+
+
+def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
+    """Pin and take over a process left running by an earlier daemon.
+
+    The PID is pinned with ``pidfd_open`` first, then the identity (start time and
+    executable) is checked, so a recycled PID is never mistaken for the agent.
+
+    Returns:
+        The adopted child, or None when the process is gone or is not the same process.
+    """
+    try:
+        pidfd = os.pidfd_open(identity.pid)
+    except (ProcessLookupError, OSError):
+        return None
+    current = identify(identity.pid)
+    if current is None or not identity.matches(current):
+        os.close(pidfd)
+        return None
+    return AdoptedChild(pidfd, current, run_id)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a zombie has nothing left to stop)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may itself contain ")".
+    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+def _descendants(child: Child, reaper: OrphanReaper | None) -> list[int]:
+    """Every process of the agent's tree we can find: descendants, plus marked orphans."""
+    found: dict[int, None] = {}
+    with contextlib.suppress(psutil.Error):
+        for proc in psutil.Process(child.pid).children(recursive=True):
+            found[proc.pid] = None
+    if reaper is not None:
+        for pid in reaper.orphans_of(child.run_id):
+            found[pid] = None
+            with contextlib.suppress(psutil.Error):
+                for proc in psutil.Process(pid).children(recursive=True):
+                    found[proc.pid] = None
+    return list(found)
+
+
+def _outside_group(pids: list[int], pgid: int) -> list[int]:
+    escaped = []
+    for pid in pids:
+        try:
+            if os.getpgid(pid) != pgid:
+                escaped.append(pid)
+        except ProcessLookupError:
+            continue
+    return escaped
+
+
+async def _wait_tree_gone(child: Child, tree: list[int], deadline: float) -> bool:
+    """Wait until the leader has exited and every known process of its tree is gone."""
+    with trio.move_on_at(deadline):
+        await child.wait()
+        delay = 0.002
+        while any(_alive(pid) for pid in tree):
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return True
+    return False
+
+
+def _signal_tree(child: Child, escaped: list[int], sig: int) -> None:
+    _signal_group(child.pid, sig)
+    child.send_signal(sig)
+    for pid in escaped:
+        _signal_pid(pid, sig)
+
+
+async def terminate_tree(
+    child: Child,
+    *,
+    stop_signal: int,
+    timeout_s: float,
+    graceful: bool = True,
+    reaper: OrphanReaper | None = None,
+) -> ExitStatus:
+    """Stop a process, its group and its escaped descendants; return the leader's status.
+
+    Args:
+        child: The process to stop (the leader of its own process group).
+        stop_signal: The polite signal (e.g. SIGTERM).
+        timeout_s: How long to wait after it before SIGKILL.
+        graceful: False sends SIGKILL at once.
+        reaper: The orphan reaper, to also find descendants re-parented to us.
+    """
+    tree = _descendants(child, reaper)
+    escaped = _outside_group(tree, child.pid)
+    if graceful:
+        _signal_tree(child, escaped, stop_signal)
+        _signal_tree(child, escaped, signal.SIGCONT)
+        if await _wait_tree_gone(child, tree, trio.current_time() + timeout_s):
+            # Anything of the group we could not see (re-parented elsewhere) goes too.
+            _signal_group(child.pid, signal.SIGKILL)
+            return await child.wait()
+        logger.warning(
+            "pid %d: still running %.3gs after %s; killing",
+            child.pid,
+            timeout_s,
+            signal.Signals(stop_signal).name,
+        )
+        more = _descendants(child, reaper)
+        escaped = sorted(set(escaped) | set(_outside_group(more, child.pid)))
+    _signal_tree(child, escaped, signal.SIGKILL)
+    return await child.wait()
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux prctl).
+
+    Returns:
+        Whether it worked (False on kernels or platforms without it).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _own_children() -> set[int]:
+    """PIDs of this process's children (threads included), from /proc."""
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return {p.pid for p in psutil.Process().children()}
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+class OrphanReaper:
+    """Reaps descendants re-parented to us, never touching the children Trio waits for.
+
+    Owned children (the agents' leaders) are registered with :meth:`own` and released
+    with :meth:`disown` once Trio has reaped them; while a spawn is in flight nothing is
+    reaped (the new PID is not registered yet). Every other child is an orphan: its
+    agent marker is read while it lives so that a stop can find it, and it is reaped
+    with ``waitpid(pid, WNOHANG)`` once it exits.
+    """
+
+    def __init__(self) -> None:
+        self._owned: set[int] = set()
+        self._spawning = 0
+        self._markers: dict[int, str] = {}
+        self.reaped = 0
+
+    def own(self, pid: int) -> None:
+        """Register a child that Trio waits for."""
+        self._owned.add(pid)
+
+    def disown(self, pid: int) -> None:
+        """Forget a child after Trio has reaped it."""
+        self._owned.discard(pid)
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Hold reaping off while a spawn is in flight."""
+        self._spawning += 1
+        try:
+            yield
+        finally:
+            self._spawning -= 1
+
+    def orphans_of(self, run_id: str) -> list[int]:
+        """Live orphans whose environment carries this run's marker."""
+        self.sweep()
+        return [pid for pid, marker in self._markers.items() if marker == run_id]
+
+    def sweep(self) -> int:
+        """Record the markers of new orphans and reap dead ones; return how many reaped."""
+        if self._spawning:
+            return 0
+        reaped = 0
+        children = _own_children() - self._owned
+        for pid in children:
+            if pid not in self._markers:
+                self._markers[pid] = self._read_marker(pid)
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                reaped += 1
+                self._markers.pop(pid, None)
+        for pid in list(self._markers):
+            if pid not in children:
+                self._markers.pop(pid, None)
+        self.reaped += reaped
+        return reaped
+
+    @staticmethod
+    def _read_marker(pid: int) -> str:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                data = f.read()
+        except OSError:
+            return ""
+        prefix = f"{ENV_RUN_ID}=".encode()
+        for item in data.split(b"\0"):
+            if item.startswith(prefix):
+                return item[len(prefix) :].decode(errors="replace")
+        return ""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Reap on every SIGCHLD (or every 5 s when signals can't be received here)."""
+        try:
+            with trio.open_signal_receiver(signal.SIGCHLD) as signals:
+                task_status.started()
+                self.sweep()
+                async for _ in signals:
+                    self.sweep()
+        except RuntimeError:  # not in the main thread: signals are not ours to take
+            task_status.started()
+            while True:
+                self.sweep()
+                await trio.sleep(5)

@@ -1,0 +1,167 @@
+"""The daemon's persisted state: which agent runs as which process, and what the user wants.
+
+Daemon mode leaves agents running when the daemon exits (seed 3.1.2). The next daemon
+reads this file to adopt them instead of starting duplicates, and to keep an agent the
+user stopped stopped (supervisord forgets that, issue #591).
+
+The file is JSON, replaced atomically (write a temporary file, fsync it, rename it over
+the old one, fsync the directory): after a crash or power loss it is the old or the new
+version, never a mix. A daemon lock (``flock``) on the work directory makes sure only one
+daemon supervises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ._errors import DaemonLockedError, StateFileError
+from ._process import ProcessIdentity
+from ._spec import AgentSpec
+
+__all__ = ["AgentRecord", "DaemonLock", "read_state", "spec_digest", "write_state"]
+
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """What the daemon remembers of one agent across its own restarts.
+
+    Attributes:
+        desired: "running" or "stopped": what the user last asked for.
+        process: The agent's process, if one was running.
+        run_id: The marker of that process's spawn.
+        digest: :func:`spec_digest` of the spec it was started with.
+        restart_count: Restarts so far, carried over for the status.
+    """
+
+    desired: str
+    process: ProcessIdentity | None = None
+    run_id: str = ""
+    digest: str = ""
+    restart_count: int = 0
+
+
+def spec_digest(spec: AgentSpec) -> str:
+    """A stable digest of the fields that define an agent's process."""
+    data = json.dumps([str(part) for part in spec.process_key()], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+def read_state(path: str) -> dict[str, AgentRecord]:
+    """Read the state file; a missing file is an empty state.
+
+    Raises:
+        StateFileError: the file exists but cannot be read or understood.
+    """
+    try:
+        with open(path, "rb") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StateFileError(f"cannot read state file {path}: {exc}") from exc
+    try:
+        if document.get("version") != _VERSION:
+            raise ValueError(f"unsupported version {document.get('version')!r}")
+        return {agent_id: _record(raw) for agent_id, raw in document["agents"].items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise StateFileError(f"state file {path} is malformed: {exc}") from exc
+
+
+def _record(raw: Mapping[str, Any]) -> AgentRecord:
+    proc = raw.get("process")
+    identity = (
+        ProcessIdentity(int(proc["pid"]), float(proc["create_time"]), str(proc["exe"]))
+        if proc
+        else None
+    )
+    desired = str(raw["desired"])
+    if desired not in ("running", "stopped"):
+        raise ValueError(f"desired must be running or stopped; got {desired!r}")
+    return AgentRecord(
+        desired=desired,
+        process=identity,
+        run_id=str(raw.get("run_id", "")),
+        digest=str(raw.get("digest", "")),
+        restart_count=int(raw.get("restart_count", 0)),
+    )
+
+
+def _identity(identity: ProcessIdentity | None) -> dict[str, Any] | None:
+    return asdict(identity) if identity is not None else None
+
+
+def write_state(path: str, records: Mapping[str, AgentRecord]) -> None:
+    """Replace the state file atomically and durably.
+
+    Raises:
+        StateFileError: it could not be written.
+    """
+    document = {
+        "version": _VERSION,
+        "agents": {
+            agent_id: {**asdict(record), "process": _identity(record.process)}
+            for agent_id, record in records.items()
+        },
+    }
+    data = json.dumps(document, indent=1, sort_keys=True).encode()
+    directory = os.path.dirname(path) or "."
+    tmp = f"{path}.tmp"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StateFileError(f"cannot write state file {path}: {exc}") from exc
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on a file in the work directory, holding our PID.
+
+    Raises (from :meth:`acquire`):
+        DaemonLockedError: another live daemon holds it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock without waiting."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown pid"
+            os.close(fd)
+            raise DaemonLockedError(self.path, f"pid {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -1,0 +1,447 @@
+"""The supervisor: the seed's MultiAgentManager, as a Trio service.
+
+:class:`Supervisor` owns one task per agent (:class:`~supervisor._runner.AgentRunner`),
+each owning at most one process. ``await nursery.start(supervisor.run)`` starts it (the
+enabled agents are started, or adopted in daemon mode) and returns once it is up; the
+public methods then operate on agents. Cancelling the scope it runs in ends it:
+
+* library mode (the default): every agent is stopped, gracefully, concurrently;
+* daemon mode: agents keep running and their state is persisted, so the next daemon
+  adopts them (seed 3.1.2), unless ``daemon.stop_agents_on_exit`` is set.
+
+:func:`open_supervisor` wraps this in an ``async with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import trio
+
+from ._errors import SupervisorClosedError
+from ._events import EventHub, EventSubscription
+from ._lifecycle import AgentState
+from ._process import OrphanReaper, adopt, set_child_subreaper, terminate_tree
+from ._registry import Registry, ReloadPlan, plan_reload
+from ._runner import AgentRunner, RunnerContext
+from ._spec import AgentSpec, AgentType, Config
+from ._state import AgentRecord, DaemonLock, read_state, spec_digest, write_state
+from ._status import AgentInfo, Outcome
+
+__all__ = ["Supervisor", "open_supervisor"]
+
+logger = logging.getLogger("supervisor")
+
+#: Log files are checked for rotation on this shared tick (one timer for all agents).
+LOG_CHECK_INTERVAL_S = 10.0
+#: State-file writes are coalesced over this window.
+STATE_WRITE_DELAY_S = 0.05
+
+
+class Supervisor:
+    """Supervises a set of agents.
+
+    Args:
+        config: A loaded configuration, or just the agents to supervise.
+        daemon_mode: Leave agents running on exit, persist their state, and adopt
+            agents left by an earlier run instead of starting duplicates.
+        work_dir: Runtime directory (logs, state, default agent work dirs); defaults to
+            ``config.daemon.work_dir``.
+        subreaper: Become the child subreaper so that orphaned descendants of agents are
+            re-parented to us, found at stop time and reaped. Defaults to ``daemon_mode``;
+            only enable it when this process spawns no other children it waits for
+            through ``waitpid`` outside Trio.
+        stop_agents_on_exit: Override the exit behaviour (defaults to True in library
+            mode, ``config.daemon.stop_agents_on_exit`` in daemon mode).
+    """
+
+    def __init__(
+        self,
+        config: Config | Sequence[AgentSpec] = (),
+        *,
+        daemon_mode: bool = False,
+        work_dir: str | None = None,
+        subreaper: bool | None = None,
+        stop_agents_on_exit: bool | None = None,
+    ) -> None:
+        if not isinstance(config, Config):
+            config = Config(agents=tuple(config))
+        self.config = config
+        self.daemon_mode = daemon_mode
+        self.work_dir = os.path.abspath(work_dir or config.daemon.work_dir)
+        if stop_agents_on_exit is None:
+            stop_agents_on_exit = config.daemon.stop_agents_on_exit if daemon_mode else True
+        self._subreaper = daemon_mode if subreaper is None else subreaper
+        self._hub = EventHub()
+        self.reaper: OrphanReaper | None = OrphanReaper() if self._subreaper else None
+        self._ctx = RunnerContext(
+            work_dir=self.work_dir,
+            publish=self._hub.publish,
+            persist=self._mark_dirty,
+            reaper=self.reaper,
+            stop_on_exit=stop_agents_on_exit,
+        )
+        self.registry = Registry(is_active=self._is_active)
+        self._runners: dict[str, AgentRunner] = {}
+        for spec in config.agents:
+            self.registry.register(spec)
+            self._runners[spec.id] = AgentRunner(spec, self._ctx)
+        self._nursery: trio.Nursery | None = None
+        self._dirty = trio.Event()
+        self._lock = DaemonLock(os.path.join(self.work_dir, "daemon.lock"))
+        self.state_file = os.path.join(self.work_dir, "state.json")
+
+    # -- service ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise until cancelled. Signals readiness once the initial starts are done.
+
+        Raises:
+            DaemonLockedError: daemon mode, and another daemon uses this work directory.
+            StateFileError: daemon mode, and the state file is unreadable.
+            RuntimeError: this supervisor is already running.
+        """
+        if self._nursery is not None:
+            raise RuntimeError("this Supervisor is already running")
+        records: dict[str, AgentRecord] = {}
+        if self.daemon_mode:
+            self._lock.acquire()
+        try:
+            if self.daemon_mode:
+                records = read_state(self.state_file)
+            if self._subreaper and not set_child_subreaper():
+                logger.warning("could not become child subreaper; escaped orphans go to init")
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.reaper is not None:
+                    await nursery.start(self.reaper.run)
+                nursery.start_soon(self._rotate_logs)
+                if self.daemon_mode:
+                    nursery.start_soon(self._write_state_loop)
+                for runner in self._runners.values():
+                    await nursery.start(self._run_runner, runner)
+                await self._initial_start(records)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._hub.close()
+            if self.daemon_mode:
+                with contextlib.suppress(Exception):
+                    self._write_state()
+                self._lock.release()
+
+    async def _run_runner(
+        self, runner: AgentRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await runner.run(task_status=task_status)
+
+    async def _initial_start(self, records: dict[str, AgentRecord]) -> None:
+        async with trio.open_nursery() as nursery:
+            for agent_id, runner in self._runners.items():
+                nursery.start_soon(self._bring_up, runner, records.pop(agent_id, None))
+            for agent_id, record in records.items():
+                nursery.start_soon(self._stop_leftover, agent_id, record)
+
+    async def _bring_up(self, runner: AgentRunner, record: AgentRecord | None) -> None:
+        spec = runner.spec
+        if record is not None and record.process is not None:
+            child = adopt(record.process, record.run_id)
+            if child is not None:
+                runner.machine.restart_count = record.restart_count
+                await runner.request("adopt", child=child)
+                logger.info("agent %s: adopted running pid %d", spec.id, child.pid)
+                if not spec.enabled or record.desired == "stopped":
+                    await runner.request("stop")
+                elif record.digest != spec_digest(spec):
+                    logger.info("agent %s: spec changed while we were away; restarting", spec.id)
+                    await runner.request("restart")
+                return
+        desired = record.desired if record is not None else "running"
+        runner.desired = desired if spec.enabled else "stopped"
+        if runner.desired == "running":
+            await runner.request("start")
+
+    async def _stop_leftover(self, agent_id: str, record: AgentRecord) -> None:
+        """Stop a process left by an earlier daemon for an agent no longer configured."""
+        if record.process is None:
+            return
+        child = adopt(record.process, record.run_id)
+        if child is None:
+            return
+        logger.info("agent %s is no longer configured; stopping its pid %d", agent_id, child.pid)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child.watch)
+            await terminate_tree(child, stop_signal=15, timeout_s=30.0, reaper=self.reaper)
+
+    async def _rotate_logs(self) -> None:
+        while True:
+            await trio.sleep(LOG_CHECK_INTERVAL_S)
+            for runner in list(self._runners.values()):
+                try:
+                    runner.log.rotate_if_needed(running=runner.child is not None)
+                except OSError as exc:
+                    logger.warning("agent %s: log rotation failed: %s", runner.spec.id, exc)
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def _write_state_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await trio.sleep(STATE_WRITE_DELAY_S)
+            self._dirty = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self._write_state)
+            except Exception as exc:
+                logger.error("%s", exc)
+
+    def _write_state(self) -> None:
+        records = {}
+        for agent_id, runner in self._runners.items():
+            child = runner.child
+            identity = child.identity if child is not None and not child.exited else None
+            records[agent_id] = AgentRecord(
+                desired=runner.desired,
+                process=identity,
+                run_id=child.run_id if identity is not None and child is not None else "",
+                digest=spec_digest(runner.spec),
+                restart_count=runner.machine.restart_count,
+            )
+        write_state(self.state_file, records)
+
+    # -- agents -----------------------------------------------------------------------
+
+    def _is_active(self, agent_id: str) -> bool:
+        runner = self._runners.get(agent_id)
+        return runner is not None and runner.active
+
+    def _runner(self, agent_id: str) -> AgentRunner:
+        self.registry.get(agent_id)  # raises UnknownAgentError
+        if self._nursery is None:
+            raise SupervisorClosedError("the supervisor is not running")
+        return self._runners[agent_id]
+
+    async def start(self, agent_id: str) -> Outcome:
+        """Start an agent (also a disabled one); clears ``failed`` and the retry count.
+
+        Returns once the process is spawned (state ``starting``) or could not be.
+
+        Raises:
+            UnknownAgentError: no such agent.
+            SupervisorClosedError: the supervisor is not running.
+        """
+        return await self._runner(agent_id).request("start")
+
+    async def stop(self, agent_id: str, *, graceful: bool = True) -> Outcome:
+        """Stop an agent and its whole process tree; returns once it is gone.
+
+        Args:
+            agent_id: The agent.
+            graceful: Send the stop signal and wait ``stop_timeout`` before SIGKILL;
+                False sends SIGKILL at once.
+
+        Raises:
+            UnknownAgentError: no such agent.
+            SupervisorClosedError: the supervisor is not running.
+        """
+        return await self._runner(agent_id).request("stop", graceful=graceful)
+
+    async def restart(self, agent_id: str) -> Outcome:
+        """Stop an agent gracefully (if running) and start it again at once.
+
+        Raises:
+            UnknownAgentError: no such agent.
+            SupervisorClosedError: the supervisor is not running.
+        """
+        return await self._runner(agent_id).request("restart")
+
+    async def report_unhealthy(self, agent_id: str, reason: str) -> Outcome:
+        """Ask for recovery of an unhealthy agent through its restart policy.
+
+        This is the seam for health checks: the agent is stopped and restarted with the
+        same backoff and retry budget as after a crash; ``reason`` becomes its last error.
+        """
+        return await self._runner(agent_id).request("unhealthy", reason=reason)
+
+    async def _all(self, kind: str, ids: Iterable[str], **kwargs: object) -> dict[str, Outcome]:
+        results: dict[str, Outcome] = {}
+
+        async def one(agent_id: str) -> None:
+            try:
+                results[agent_id] = await self._runner(agent_id).request(kind, **kwargs)
+            except SupervisorClosedError as exc:
+                results[agent_id] = Outcome(
+                    agent_id, False, self._runners[agent_id].state, str(exc)
+                )
+
+        async with trio.open_nursery() as nursery:
+            for agent_id in ids:
+                nursery.start_soon(one, agent_id)
+        return {agent_id: results[agent_id] for agent_id in self._runners if agent_id in results}
+
+    async def start_all(self, *, include_disabled: bool = False) -> dict[str, Outcome]:
+        """Start every enabled agent concurrently; return each one's outcome."""
+        ids = [s.id for s in self.registry.list() if s.enabled or include_disabled]
+        return await self._all("start", ids)
+
+    async def stop_all(self, *, graceful: bool = True) -> dict[str, Outcome]:
+        """Stop every agent concurrently; return each one's outcome."""
+        return await self._all("stop", [s.id for s in self.registry.list()], graceful=graceful)
+
+    def status(self, agent_id: str) -> AgentInfo:
+        """A snapshot of one agent.
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        self.registry.get(agent_id)
+        return self._runners[agent_id].info()
+
+    def statuses(self) -> list[AgentInfo]:
+        """Snapshots of every agent, in registration order."""
+        return [self._runners[spec.id].info() for spec in self.registry.list()]
+
+    def list_by_type(self, agent_type: AgentType) -> list[AgentInfo]:
+        """Snapshots of the agents of one type."""
+        return [self._runners[spec.id].info() for spec in self.registry.list_by_type(agent_type)]
+
+    async def wait_state(self, agent_id: str, *states: AgentState) -> AgentInfo:
+        """Wait until the agent is in one of ``states``; return its snapshot.
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        self.registry.get(agent_id)
+        runner = self._runners[agent_id]
+        await runner.wait_state(frozenset(states))
+        return runner.info()
+
+    def subscribe(self, max_buffer: int = 1024) -> EventSubscription:
+        """Follow state changes from now on (``async with`` / ``async for``)."""
+        return self._hub.subscribe(max_buffer)
+
+    def tail(self, agent_id: str, lines: int = 100) -> list[str]:
+        """The last lines of an agent's output (the seed's GetAgentLogs).
+
+        Args:
+            agent_id: The agent.
+            lines: 1 to 1000 (default 100).
+
+        Raises:
+            UnknownAgentError: no such agent.
+            ValueError: ``lines`` out of range.
+        """
+        self.registry.get(agent_id)
+        return self._runners[agent_id].log.tail(lines)
+
+    # -- registry changes ---------------------------------------------------------------
+
+    async def add(self, spec: AgentSpec, *, start: bool = True) -> Outcome:
+        """Register a new agent while running, and start it if enabled and ``start``.
+
+        Raises:
+            DuplicateAgentError: the id is taken.
+            SupervisorClosedError: the supervisor is not running.
+        """
+        if self._nursery is None:
+            raise SupervisorClosedError("the supervisor is not running")
+        self.registry.register(spec)
+        runner = AgentRunner(spec, self._ctx)
+        self._runners[spec.id] = runner
+        await self._nursery.start(self._run_runner, runner)
+        if start and spec.enabled:
+            return await runner.request("start")
+        runner.desired = "stopped"
+        self._mark_dirty()
+        return runner.outcome()
+
+    async def remove(self, agent_id: str) -> Outcome:
+        """Stop an agent and unregister it.
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        runner = self._runner(agent_id)
+        outcome = await runner.request("stop")
+        self.registry.unregister(agent_id)
+        runner.scope.cancel()
+        del self._runners[agent_id]
+        self._mark_dirty()
+        return outcome
+
+    async def reload(self, config: Config) -> ReloadPlan:
+        """Apply a re-read configuration: add, remove, restart changed, update in place.
+
+        Unchanged agents are not touched. Returns the plan that was applied.
+
+        Raises:
+            SupervisorClosedError: the supervisor is not running.
+        """
+        plan = plan_reload(self.registry.list(), config.agents)
+        async with trio.open_nursery() as nursery:
+            for agent_id in plan.remove:
+                nursery.start_soon(self.remove, agent_id)
+            for spec in plan.add:
+                nursery.start_soon(self._add_for_reload, spec)
+            for spec in plan.restart:
+                nursery.start_soon(self._replace, spec)
+            for spec in plan.update:
+                self.registry.replace(spec)
+                nursery.start_soon(self._request_discarding, self._runners[spec.id], "update", spec)
+        self.config = config
+        return plan
+
+    async def _add_for_reload(self, spec: AgentSpec) -> None:
+        await self.add(spec)
+
+    async def _request_discarding(self, runner: AgentRunner, kind: str, spec: AgentSpec) -> None:
+        await runner.request(kind, spec=spec)
+
+    async def _replace(self, spec: AgentSpec) -> None:
+        runner = self._runners[spec.id]
+        was_active = runner.active
+        if was_active:
+            await runner.request("stop")
+        self.registry.replace(spec)
+        await runner.request("update", spec=spec)
+        runner.log = runner._make_log(spec)
+        if spec.enabled and (was_active or runner.desired == "running"):
+            await runner.request("start")
+        elif not spec.enabled:
+            runner.desired = "stopped"
+
+    def statistics(self) -> dict[str, int]:
+        """Counts of agents by state, plus orphans reaped."""
+        counts = {state.value: 0 for state in AgentState}
+        for runner in self._runners.values():
+            counts[runner.state.value] += 1
+        counts["orphans_reaped"] = self.reaper.reaped if self.reaper else 0
+        return counts
+
+
+@contextlib.asynccontextmanager
+async def open_supervisor(
+    config: Config | Sequence[AgentSpec] = (),
+    **options: object,
+) -> AsyncIterator[Supervisor]:
+    """Run a :class:`Supervisor` for the duration of an ``async with`` block.
+
+    Leaving the block stops every agent (library mode) or leaves them running
+    (``daemon_mode=True``). Keyword options are those of :class:`Supervisor`.
+
+    Example::
+
+        async with open_supervisor([AgentSpec(id="web", binary_path="/usr/bin/web")]) as sup:
+            await sup.wait_state("web", AgentState.RUNNING)
+    """
+    supervisor = Supervisor(config, **options)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        try:
+            yield supervisor
+        finally:
+            nursery.cancel_scope.cancel()
