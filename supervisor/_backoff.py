@@ -9,10 +9,13 @@ lock step, and pure: the random draw is an argument.
 
 from __future__ import annotations
 
-__all__ = ["JITTER", "backoff_delay", "nominal_delay"]
+__all__ = ["JITTER", "MIN_RETRY_DELAY_S", "backoff_delay", "nominal_delay"]
 
 #: Largest fraction by which a delay is shortened at random.
 JITTER = 0.1
+#: No second restart in a row comes sooner than this, whatever the configuration says:
+#: a command that fails at once must not spin (Circus issue #1157).
+MIN_RETRY_DELAY_S = 0.1
 
 # 2**62 times any sane base is far past any cap; stops float overflow for huge attempts.
 _MAX_EXPONENT = 62
@@ -27,7 +30,8 @@ def nominal_delay(attempt: int, base_s: float, max_s: float) -> float:
         max_s: The cap.
 
     Returns:
-        0 for attempt 0, else ``min(max_s, base_s * 2 ** (attempt - 1))``.
+        0 for attempt 0, else ``min(max_s, base_s * 2 ** (attempt - 1))``, but never
+        less than :data:`MIN_RETRY_DELAY_S`.
 
     Raises:
         ValueError: a negative attempt or duration.
@@ -37,7 +41,7 @@ def nominal_delay(attempt: int, base_s: float, max_s: float) -> float:
     if attempt == 0:
         return 0.0
     exponent = min(attempt - 1, _MAX_EXPONENT)
-    return float(min(max_s, base_s * 2.0**exponent))
+    return float(max(MIN_RETRY_DELAY_S, min(max_s, base_s * 2.0**exponent)))
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, draw: float) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -36,6 +35,7 @@ class AgentEvent:
         pid: The agent's process id after the change (0 when none).
         last_exit: The last exit status, if the agent has exited before.
         dropped: Events this subscriber missed just before this one (it fell behind).
+        at: The same moment on Trio's monotonic clock (for measuring intervals).
     """
 
     agent_id: str
@@ -47,10 +47,11 @@ class AgentEvent:
     pid: int = 0
     last_exit: ExitStatus | None = None
     dropped: int = 0
+    at: float = 0.0
 
 
 class EventSubscription:
-    """One consumer's view of the stream; use as ``async with`` and ``async for``."""
+    """One consumer's view of the stream: a (async) context manager and async iterator."""
 
     def __init__(self, hub: EventHub, max_buffer: int) -> None:
         self._hub = hub
@@ -102,15 +103,25 @@ class EventSubscription:
         self._hub._subscribers.discard(self)
         self._close()
 
-    def __aiter__(self) -> AsyncIterator[AgentEvent]:
-        return self._iterate()
+    def __aiter__(self) -> EventSubscription:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[AgentEvent]:
-        while True:
-            try:
-                yield await self.receive()
-            except trio.EndOfChannel:
-                return
+    async def __anext__(self) -> AgentEvent:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def __enter__(self) -> EventSubscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     async def __aenter__(self) -> EventSubscription:
         return self

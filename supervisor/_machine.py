@@ -279,9 +279,9 @@ class AgentMachine:
 
     def unhealthy(self, now: float, reason: str) -> list[Action]:
         """A health check asks for recovery; the restart policy decides how."""
-        self.last_error = reason
         if self.pid is None or self.state not in (AgentState.STARTING, AgentState.RUNNING):
-            return []
+            return []  # a verdict about a process that is already going away
+        self.last_error = reason
         if self.restart.policy is RestartPolicy.NEVER:
             return []
         self._after_exit = _AfterExit.RESTART_BACKOFF

@@ -29,6 +29,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import trio
@@ -164,6 +165,23 @@ class SpawnedChild(Child):
             with contextlib.suppress(ProcessLookupError):
                 self._process.send_signal(sig)
 
+    def close(self) -> None:
+        """Let the process run on without us (daemon-mode exit).
+
+        Closes Trio's pidfd and hands the Popen to the standard library's list of
+        children it reaps later, without the "still running" warning: leaving the
+        process running is the point.
+        """
+        process: Any = self._process
+        with contextlib.suppress(AttributeError, RuntimeError):
+            process._close_pidfd()
+        popen = getattr(process, "_proc", None)
+        if popen is not None and popen.returncode is None and hasattr(popen, "_child_created"):
+            popen._child_created = False
+            active = getattr(subprocess, "_active", None)
+            if active is not None:
+                active.append(popen)
+
 
 class AdoptedChild(Child):
     """A process left running by an earlier daemon, pinned by a pidfd."""
@@ -189,7 +207,8 @@ class AdoptedChild(Child):
     def close(self) -> None:
         if self._pidfd is not None:
             fd, self._pidfd = self._pidfd, None
-            trio.lowlevel.notify_closing(fd)
+            with contextlib.suppress(RuntimeError):  # outside Trio nobody can be waiting
+                trio.lowlevel.notify_closing(fd)
             os.close(fd)
 
 
@@ -238,18 +257,28 @@ async def spawn(
 def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
     """Pin and take over a process left running by an earlier daemon.
 
-    The PID is pinned with ``pidfd_open`` first, then the identity (start time and
-    executable) is checked, so a recycled PID is never mistaken for the agent.
+    The PID is pinned with ``pidfd_open`` first, so it cannot be recycled while we look;
+    then the kernel start time must match, and the executable too, unless the process
+    carries this spawn's marker (an agent that ``exec``'d another program, as wrapper
+    scripts do, keeps its PID, start time and environment but changes executable).
 
     Returns:
         The adopted child, or None when the process is gone or is not the same process.
     """
     try:
         pidfd = os.pidfd_open(identity.pid)
-    except (ProcessLookupError, OSError):
+    except OSError:
         return None
     current = identify(identity.pid)
-    if current is None or not identity.matches(current):
+    same = current is not None and (
+        identity.matches(current)
+        or (
+            identity.matches(ProcessIdentity(current.pid, current.create_time, identity.exe))
+            and bool(run_id)
+            and OrphanReaper._read_marker(identity.pid) == run_id
+        )
+    )
+    if current is None or not same:
         os.close(pidfd)
         return None
     return AdoptedChild(pidfd, current, run_id)

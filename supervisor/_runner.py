@@ -56,6 +56,14 @@ class RunnerContext:
         return time.time() + (monotonic - trio.current_time())
 
 
+_STARTED = frozenset({AgentState.STARTING, AgentState.RUNNING})
+_GOALS = {
+    "start": _STARTED,
+    "restart": _STARTED,
+    "stop": frozenset({AgentState.STOPPED}),
+}
+
+
 @dataclass(slots=True)
 class _Request:
     kind: str
@@ -123,17 +131,24 @@ class AgentRunner:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise SupervisorClosedError(f"agent {self.spec.id!r} is not supervised") from None
         await req.done.wait()
-        return self.outcome(req.error)
+        return self.outcome(req.error, _GOALS.get(kind))
 
-    def outcome(self, error: Exception | None = None) -> Outcome:
-        """The agent's current state as an operation result."""
+    def outcome(
+        self, error: Exception | None = None, goal: frozenset[AgentState] | None = None
+    ) -> Outcome:
+        """The agent's current state as an operation result.
+
+        Args:
+            error: Why the request was refused, if it was.
+            goal: The states in which the operation counts as successful.
+        """
         state = self.machine.state
+        reached = state in goal if goal is not None else state is not AgentState.FAILED
+        ok = error is None and reached
         message = str(error) if error else None
-        if message is None and state is AgentState.FAILED:
-            message = self.machine.last_error
-        return Outcome(
-            self.spec.id, error is None and state is not AgentState.FAILED, state, message
-        )
+        if message is None and not ok:
+            message = self.machine.last_error or f"agent is {state.value}"
+        return Outcome(self.spec.id, ok, state, message)
 
     async def wait_state(self, states: frozenset[AgentState]) -> None:
         """Wait until the agent is in one of ``states``."""
@@ -348,6 +363,7 @@ class AgentRunner:
             time=self._ctx.wall(change.at) or time.time(),
             pid=self.machine.pid or 0,
             last_exit=self.machine.last_exit,
+            at=change.at,
         )
 
     def info(self) -> AgentInfo:

@@ -24,7 +24,7 @@ import trio
 from ._errors import SupervisorClosedError
 from ._events import EventHub, EventSubscription
 from ._lifecycle import AgentState
-from ._process import OrphanReaper, adopt, set_child_subreaper, terminate_tree
+from ._process import OrphanReaper, adopt, identify, set_child_subreaper, terminate_tree
 from ._registry import Registry, ReloadPlan, plan_reload
 from ._runner import AgentRunner, RunnerContext
 from ._spec import AgentSpec, AgentType, Config
@@ -56,6 +56,8 @@ class Supervisor:
             through ``waitpid`` outside Trio.
         stop_agents_on_exit: Override the exit behaviour (defaults to True in library
             mode, ``config.daemon.stop_agents_on_exit`` in daemon mode).
+        log_check_interval_s: How often log files are checked for rotation (one shared
+            timer for all agents; ``math.inf`` disables the check).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Supervisor:
         work_dir: str | None = None,
         subreaper: bool | None = None,
         stop_agents_on_exit: bool | None = None,
+        log_check_interval_s: float = LOG_CHECK_INTERVAL_S,
     ) -> None:
         if not isinstance(config, Config):
             config = Config(agents=tuple(config))
@@ -75,6 +78,7 @@ class Supervisor:
         if stop_agents_on_exit is None:
             stop_agents_on_exit = config.daemon.stop_agents_on_exit if daemon_mode else True
         self._subreaper = daemon_mode if subreaper is None else subreaper
+        self._log_check_interval_s = log_check_interval_s
         self._hub = EventHub()
         self.reaper: OrphanReaper | None = OrphanReaper() if self._subreaper else None
         self._ctx = RunnerContext(
@@ -179,7 +183,7 @@ class Supervisor:
 
     async def _rotate_logs(self) -> None:
         while True:
-            await trio.sleep(LOG_CHECK_INTERVAL_S)
+            await trio.sleep(self._log_check_interval_s)
             for runner in list(self._runners.values()):
                 try:
                     runner.log.rotate_if_needed(running=runner.child is not None)
@@ -203,7 +207,8 @@ class Supervisor:
         records = {}
         for agent_id, runner in self._runners.items():
             child = runner.child
-            identity = child.identity if child is not None and not child.exited else None
+            # Read the identity afresh: the agent may have exec'd since it was spawned.
+            identity = identify(child.pid) if child is not None and not child.exited else None
             records[agent_id] = AgentRecord(
                 desired=runner.desired,
                 process=identity,

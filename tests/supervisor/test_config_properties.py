@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 import tomli_w
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from supervisor import Config, ConfigError
 from supervisor._config import dump_config, parse_config

@@ -1,0 +1,63 @@
+"""Helpers for tests that run real agent processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+import psutil
+import trio
+
+from supervisor import AgentSpec, LogSpec, RestartSpec
+
+SH = "/bin/sh"
+
+
+def shell_agent(agent_id: str, script: str, tmp: Path, **kw: object) -> AgentSpec:
+    """An agent running ``sh -c script``, with its log under ``tmp``."""
+    kw.setdefault("start_seconds_s", 0.0)
+    kw.setdefault("stop_timeout_s", 10.0)
+    kw.setdefault("restart", RestartSpec(backoff_base_s=1.0, backoff_max_s=4.0))
+    return AgentSpec(
+        id=agent_id,
+        binary_path=SH,
+        args=("-c", script),
+        work_dir=str(tmp / "agents" / agent_id),
+        log=LogSpec(file=str(tmp / "logs" / f"{agent_id}.log")),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def wait_for_file(path: Path, text: str, *, lines: int = 1) -> list[str]:
+    """Poll until ``path`` has ``lines`` lines containing ``text``; return those lines.
+
+    Polls with short sleeps, so it works under both the real clock and an autojump
+    MockClock (where each sleep passes instantly in virtual time).
+    """
+    while True:
+        try:
+            found = [line for line in path.read_text().splitlines() if text in line]
+        except FileNotFoundError:
+            found = []
+        if len(found) >= lines:
+            return found
+        await trio.sleep(0.005)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    """Last-resort cleanup for processes a failed test may leave behind."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,57 @@
+"""What the updater needs from the supervision core to update an agent.
+
+The updater never imports the ``supervisor`` package; the daemon hands it an object that
+satisfies :class:`AgentControl` (structural typing: no subclassing needed).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["AgentControl"]
+
+
+class AgentControl(Protocol):
+    """Stop, start and watch one supervised agent, by id.
+
+    The update flow is: ``stop_agent``; switch the binary; ``start_agent``; then, for the
+    trial window, ``wait_ready`` and ``wait_exit`` race: the agent passes if it became ready
+    and did not exit before the window ended. On failure the updater reads ``tail``, calls
+    ``stop_agent``, restores the previous binary and calls ``start_agent`` again.
+
+    While the updater holds an agent (between its ``stop_agent`` and the end of the trial),
+    the supervisor must not restart it on its own.
+    """
+
+    async def stop_agent(self, agent_id: str) -> None:
+        """Stop the agent and return once its process has exited.
+
+        Raises:
+            Exception: Any error means the agent could not be stopped; the update is
+                abandoned before anything is switched (reason ``stop_failed``).
+        """
+        ...
+
+    async def start_agent(self, agent_id: str) -> None:
+        """Start the agent's process from its (possibly new) binary and return once spawned.
+
+        Raises:
+            Exception: The spawn failed (treated like an immediate exit: ``start_failed``).
+        """
+        ...
+
+    async def wait_ready(self, agent_id: str) -> None:
+        """Return once the process from the latest ``start_agent`` is ready (and healthy, if
+        the agent has health checks). If that process exits first, never return: the
+        updater learns of the exit from :meth:`wait_exit`. The updater cancels this call."""
+        ...
+
+    async def wait_exit(self, agent_id: str) -> int | None:
+        """Return when the process from the latest ``start_agent`` has exited (at once if
+        it already has), with its exit status (negative: killed by that signal; None:
+        unknown). The updater cancels this call when the trial ends."""
+        ...
+
+    def tail(self, agent_id: str, lines: int) -> list[str]:
+        """The agent's last ``lines`` log lines (stdout and stderr), oldest first."""
+        ...

@@ -1,0 +1,127 @@
+"""The seed's UpdateRequest and UpdateResult (004 section 3.4.1), plus what they lacked.
+
+Added to the request: ``envelope``, the signed statement (see :mod:`updater._envelope`),
+and ``mirrors``, further URLs tried in order when one fails (wrong hash, truncated, slow).
+Without an envelope the request is a *legacy* request: ``signature`` is the seed's RSA
+PKCS#1 v1.5 signature over the file's SHA-256 and is accepted only from a legacy key.
+
+Added to the result: ``reason`` (a :class:`~updater.Reason`), ``code`` (D4001 to D4004),
+``log_tail`` (the failed version's last log lines, for an agent that failed its trial),
+``restored_version`` (differs from ``old_version`` when a corrupt backup forced a fallback)
+and ``restart_required`` (a daemon self-update switched and now needs its restart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import Reason, UpdaterError
+
+__all__ = ["UpdateRequest", "UpdateResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """A request to update one component.
+
+    Attributes:
+        component: ``daemon`` or an agent's component name.
+        version: The version to install (must equal the signed version).
+        download_url: Where to fetch the artifact.
+        hash: SHA-256 hex of the artifact (required for legacy requests; else optional,
+            and if given it must equal the signed hash).
+        signature: The seed's base64 signature (legacy requests only).
+        envelope: The signed statement (JSON text); recommended.
+        mirrors: Further URLs to try in order.
+    """
+
+    component: str
+    version: str
+    download_url: str
+    hash: str = ""
+    signature: str = ""
+    envelope: str | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> UpdateRequest:
+        """Build from the seed's JSON field names (plus ``envelope`` and ``mirrors``)."""
+        return cls(
+            component=str(doc["component"]),
+            version=str(doc["version"]),
+            download_url=str(doc["download_url"]),
+            hash=str(doc.get("hash", "")),
+            signature=str(doc.get("signature", "")),
+            envelope=doc.get("envelope"),
+            mirrors=tuple(doc.get("mirrors", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What happened to one request.
+
+    Attributes:
+        success: The new version is installed (and, for a daemon, awaits its restart).
+        old_version: The version before the request.
+        new_version: The requested version.
+        error: Human-readable error, or None.
+        rolled_back: The new version was installed, failed, and was replaced again.
+        reason: Machine-readable cause of a failure or rollback.
+        code: The seed's error code (D4001 to D4004) of a failure.
+        log_tail: The failed version's last log lines.
+        restored_version: What a rollback restored (may be older than ``old_version``).
+        restart_required: The daemon switched versions and must restart to run the trial.
+    """
+
+    success: bool
+    old_version: str | None
+    new_version: str
+    error: str | None = None
+    rolled_back: bool = False
+    reason: Reason | None = None
+    code: str | None = None
+    log_tail: tuple[str, ...] = ()
+    restored_version: str | None = None
+    restart_required: bool = False
+
+    @classmethod
+    def failed(
+        cls,
+        request: UpdateRequest,
+        old_version: str | None,
+        error: UpdaterError,
+        **extra: Any,
+    ) -> UpdateResult:
+        """A failure result built from the error that caused it."""
+        return cls(
+            success=False,
+            old_version=old_version,
+            new_version=request.version,
+            error=str(error),
+            reason=error.reason,
+            code=error.code,
+            **extra,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed's JSON form (``error`` omitted when empty) plus the added fields."""
+        doc: dict[str, Any] = {
+            "success": self.success,
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "rolled_back": self.rolled_back,
+        }
+        if self.error:
+            doc["error"] = self.error
+        if self.reason is not None:
+            doc["reason"] = self.reason.value
+            doc["code"] = self.code
+        if self.log_tail:
+            doc["log_tail"] = list(self.log_tail)
+        if self.restored_version is not None:
+            doc["restored_version"] = self.restored_version
+        if self.restart_required:
+            doc["restart_required"] = True
+        return doc
