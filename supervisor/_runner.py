@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ class RunnerContext:
     persist: Callable[[], None]
     reaper: OrphanReaper | None = None
     stop_on_exit: bool = True
+    spawn_limiter: trio.CapacityLimiter | None = None
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def wall(self, monotonic: float | None) -> float | None:
@@ -251,7 +251,7 @@ class AgentRunner:
             output_fd = self.log.open_for_child()
         except OSError as exc:
             return self.machine.spawn_failed(trio.current_time(), f"{exc.filename}: {exc.strerror}")
-        run_id = uuid.uuid4().hex
+        run_id = os.urandom(16).hex()
         env = {**self._ctx.base_env, **spec.env, ENV_AGENT_ID: spec.id, ENV_RUN_ID: run_id}
         try:
             child = await spawn(
@@ -261,6 +261,7 @@ class AgentRunner:
                 output_fd=output_fd,
                 run_id=run_id,
                 reaper=self._ctx.reaper,
+                limiter=self._ctx.spawn_limiter,
             )
         except Exception as exc:  # SpawnError, or OSError from a vanished work dir
             logger.warning("agent %s: %s", spec.id, exc)

@@ -37,6 +37,8 @@ logger = logging.getLogger("supervisor")
 
 #: Log files are checked for rotation on this shared tick (one timer for all agents).
 LOG_CHECK_INTERVAL_S = 10.0
+#: At most this many spawns are in flight at once (each forks from a worker thread).
+SPAWN_CONCURRENCY = 4
 #: State-file writes are coalesced over this window.
 STATE_WRITE_DELAY_S = 0.05
 
@@ -110,6 +112,7 @@ class Supervisor:
         """
         if self._nursery is not None:
             raise RuntimeError("this Supervisor is already running")
+        self._ctx.spawn_limiter = trio.CapacityLimiter(SPAWN_CONCURRENCY)
         records: dict[str, AgentRecord] = {}
         if self.daemon_mode:
             self._lock.acquire()
