@@ -75,6 +75,7 @@ from ._spec import (
 )
 from ._status import AgentInfo as AgentInfo, Outcome as Outcome
 from ._supervisor import Supervisor as Supervisor, open_supervisor as open_supervisor
+from ._update_control import UpdateControl as UpdateControl
 
 __all__ = [
     # running agents
@@ -85,6 +86,7 @@ __all__ = [
     "AgentEvent",
     "EventSubscription",
     "AgentState",
+    "UpdateControl",
     # describing agents
     "Config",
     "DaemonSpec",

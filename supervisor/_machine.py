@@ -26,6 +26,8 @@ Restart rules (the seed's 3.3.1 and 3.5.4, done as production supervisors do):
   resets the count; so does a manual start.
 * An unhealthy verdict is recovered the same way: the process is stopped, and the restart
   goes through the same backoff and the same budget.
+* While :attr:`AgentMachine.hold_restarts` is set (an update's trial), nothing restarts
+  automatically: an exit is final, and whoever holds the agent decides what comes next.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class AgentMachine:
     last_restart_at: float | None = None
     last_exit: ExitStatus | None = None
     last_error: str | None = None
+    hold_restarts: bool = False
     changes: list[StateChange] = field(default_factory=list)
     _after_exit: _AfterExit | None = None
 
@@ -235,7 +238,7 @@ class AgentMachine:
         """The process could not be created (missing binary, permissions, ...)."""
         reason = f"spawn failed: {error}"
         self.last_error = reason
-        if self.restart.policy is RestartPolicy.NEVER:
+        if self.restart.policy is RestartPolicy.NEVER or self.hold_restarts:
             self._move(Event.SPAWN_FAILED, AgentState.FAILED, now, reason)
             return []
         return self._schedule_restart(Event.SPAWN_FAILED, now, reason)
@@ -282,7 +285,7 @@ class AgentMachine:
         if self.pid is None or self.state not in (AgentState.STARTING, AgentState.RUNNING):
             return []  # a verdict about a process that is already going away
         self.last_error = reason
-        if self.restart.policy is RestartPolicy.NEVER:
+        if self.restart.policy is RestartPolicy.NEVER or self.hold_restarts:
             return []
         self._after_exit = _AfterExit.RESTART_BACKOFF
         self.deadline = None
@@ -311,7 +314,8 @@ class AgentMachine:
         if early:
             limit = self.start_seconds_s
             what = f"{what} after {uptime:.3g}s, during start (start_seconds {limit:g})"
-        policy = self.restart.policy
+        # While held (an update's trial), every exit is final: the holder decides.
+        policy = RestartPolicy.NEVER if self.hold_restarts else self.restart.policy
         wants = policy is RestartPolicy.ALWAYS or (
             policy is RestartPolicy.ON_FAILURE and (early or not status.success)
         )

@@ -6,6 +6,7 @@ satisfies :class:`AgentControl` (structural typing: no subclassing needed).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 __all__ = ["AgentControl"]
@@ -19,9 +20,16 @@ class AgentControl(Protocol):
     and did not exit before the window ended. On failure the updater reads ``tail``, calls
     ``stop_agent``, restores the previous binary and calls ``start_agent`` again.
 
-    While the updater holds an agent (between its ``stop_agent`` and the end of the trial),
-    the supervisor must not restart it on its own.
+    While the updater holds an agent (:meth:`hold`, from its ``stop_agent`` to the end of
+    the trial), the supervisor must not restart it on its own.
     """
+
+    def hold(self, agent_id: str) -> AbstractContextManager[None]:
+        """Keep the supervisor's hands off the agent while the context is entered: an exit
+        of its process is final (no automatic restart), so the updater's trial sees it and
+        decides. The updater releases the hold before starting a restored version, which
+        is then supervised as usual again."""
+        ...
 
     async def stop_agent(self, agent_id: str) -> None:
         """Stop the agent and return once its process has exited.

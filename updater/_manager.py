@@ -465,6 +465,21 @@ class UpdateManager:
         journal: Journal,
         old: str | None,
     ) -> UpdateResult:
+        # Held from the stop to the end of the trial: the supervisor must not restart the
+        # agent behind our back. Released (idempotently) before any start of the old one.
+        with contextlib.ExitStack() as held:
+            held.enter_context(control.hold(target.agent_id))
+            return await self._held_switch_trial(request, target, control, journal, old, held)
+
+    async def _held_switch_trial(
+        self,
+        request: UpdateRequest,
+        target: AgentTarget,
+        control: AgentControl,
+        journal: Journal,
+        old: str | None,
+        held: contextlib.ExitStack,
+    ) -> UpdateResult:
         try:
             await control.stop_agent(target.agent_id)
         except Exception as exc:
@@ -474,6 +489,7 @@ class UpdateManager:
             await self.run_steps(switch_steps(journal))
         except UpdaterError as exc:
             await self.run_steps(abort_steps(journal))
+            held.close()
             problem = await _start(control, target.agent_id)
             if problem:
                 exc.add_note(problem)
@@ -498,6 +514,7 @@ class UpdateManager:
         restored = self.executor.restored or journal.old
         if restored.path != journal.old.path:
             detail += f"; backup of {journal.old.version} was corrupt, restored {restored.version}"
+        held.close()
         problem = await _start(control, target.agent_id)
         if problem:
             detail += f"; {problem}"

@@ -155,7 +155,8 @@ async def test_successful_update(env: Env) -> None:
     assert env.manager.current_version(AGENT) == "1.11.0"
     backups = list((env.tmp / "backups" / AGENT).iterdir())
     assert [b.read_bytes() for b in backups] == [V1]
-    assert env.control.calls == ["start a1", "stop a1", "start a1"]
+    # Held from the stop to the end of the trial, so no supervisor restarts it meanwhile.
+    assert env.control.calls == ["start a1", "hold a1", "stop a1", "start a1", "release a1"]
     env.check_clean()
 
 
@@ -301,6 +302,8 @@ async def test_new_binary_exits_at_once(env: Env) -> None:
     assert any("fatal: bad config key" in line for line in result.log_tail)
     assert result.restored_version == "1.0.0"
     await env.check_untouched(result, Reason.START_FAILED)
+    # The hold ends before the restored version starts: it is supervised normally again.
+    assert env.control.calls[-3:] == ["stop a1", "release a1", "start a1"]
 
 
 async def test_new_binary_hangs(env: Env) -> None:

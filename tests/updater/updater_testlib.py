@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, settings
@@ -125,6 +127,18 @@ class ProcessControl:
         self.runs: dict[str, _Run] = {}
         self.logs: dict[str, list[str]] = {agent: [] for agent in binaries}
         self.calls: list[str] = []
+        self.held: set[str] = set()
+
+    @contextlib.contextmanager
+    def hold(self, agent_id: str) -> Iterator[None]:
+        """Record the hold; this control never restarts anything by itself anyway."""
+        self.calls.append(f"hold {agent_id}")
+        self.held.add(agent_id)
+        try:
+            yield
+        finally:
+            self.held.discard(agent_id)
+            self.calls.append(f"release {agent_id}")
 
     async def start_agent(self, agent_id: str) -> None:
         self.calls.append(f"start {agent_id}")

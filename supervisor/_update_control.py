@@ -1,0 +1,91 @@
+"""The supervisor's side of the updater's ``AgentControl`` protocol.
+
+:class:`UpdateControl` lets :class:`updater.UpdateManager` stop, start and watch an agent
+through the supervisor's API, and hold it during an update's trial so that the restart
+policy does not interfere: while held, an exit is final and the updater decides (roll
+back, restart the old version). It satisfies the protocol structurally; the supervision
+core does not import the updater.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from ._errors import SpawnError, StopError
+from ._lifecycle import AgentState
+from ._supervisor import Supervisor
+
+__all__ = ["UpdateControl"]
+
+
+class UpdateControl:
+    """Stop, start, watch and hold agents of a running :class:`Supervisor` for updates.
+
+    Args:
+        supervisor: The running supervisor.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self._holds: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def hold(self, agent_id: str) -> Iterator[None]:
+        """No automatic restart of the agent while the context is entered (holds nest).
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        machine = self._supervisor._runner(agent_id).machine
+        self._holds[agent_id] = self._holds.get(agent_id, 0) + 1
+        machine.hold_restarts = True
+        try:
+            yield
+        finally:
+            self._holds[agent_id] -= 1
+            if not self._holds[agent_id]:
+                del self._holds[agent_id]
+                machine.hold_restarts = False
+
+    async def stop_agent(self, agent_id: str) -> None:
+        """Stop the agent (whole tree, gracefully) and return once it is gone.
+
+        Raises:
+            StopError: it is not stopped afterwards.
+        """
+        outcome = await self._supervisor.stop(agent_id)
+        if not outcome.ok:
+            raise StopError(f"agent {agent_id!r} did not stop: {outcome.error}")
+
+    async def start_agent(self, agent_id: str) -> None:
+        """Start the agent from its (possibly new) binary; return once spawned.
+
+        Raises:
+            SpawnError: the process could not be started.
+        """
+        outcome = await self._supervisor.start(agent_id)
+        if not outcome.ok:
+            raise SpawnError(f"agent {agent_id!r} did not start: {outcome.error}")
+
+    async def wait_ready(self, agent_id: str) -> None:
+        """Return once the agent is running (up for ``start_seconds``, or reported ready)."""
+        await self._supervisor.wait_state(agent_id, AgentState.RUNNING)
+
+    async def wait_exit(self, agent_id: str) -> int | None:
+        """Return once the held agent's process has exited, with its status.
+
+        Returns:
+            The exit status; negative for death by a signal; None when unknown.
+        """
+        info = await self._supervisor.wait_state(agent_id, AgentState.STOPPED, AgentState.FAILED)
+        status = info.last_exit
+        if status is None:
+            return None
+        if status.code is not None:
+            return status.code
+        return -status.signal if status.signal is not None else None
+
+    def tail(self, agent_id: str, lines: int) -> list[str]:
+        """The agent's last log lines, oldest first."""
+        return self._supervisor.tail(agent_id, min(max(lines, 1), 1000))
