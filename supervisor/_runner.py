@@ -178,8 +178,11 @@ class AgentRunner:
         while True:
             deadline = self.machine.deadline
             message: _Request | _Exited | None = None
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            if deadline is None:  # the common idle case: no cancel scope kept alive
                 message = await self._inbox.receive()
+            else:
+                with trio.move_on_at(deadline):
+                    message = await self._inbox.receive()
             if message is None:
                 await self._perform(self.machine.tick(trio.current_time()))
             elif isinstance(message, _Exited):

@@ -244,8 +244,9 @@ class MachineModel(RuleBasedStateMachine):
         self.alive = False
         self.next_pid = 1000
         self.spawn_ok = True
+        self.scheduled: float | None = None
 
-    def perform(self, actions: list[Spawn | Kill], scheduled: float | None = None) -> None:
+    def perform(self, actions: list[Spawn | Kill]) -> None:
         queue = list(actions)
         while queue:
             action = queue.pop(0)
@@ -261,8 +262,9 @@ class MachineModel(RuleBasedStateMachine):
                 assert self.alive, "killed a process that does not exist"
                 self.alive = False
                 queue += self.m.exited(self.now, ExitStatus(signal=15))
-        if self.m.next_restart_at != scheduled:
+        if self.m.next_restart_at != self.scheduled:
             self.check_new_delay()
+        self.scheduled = self.m.next_restart_at
 
     def check_new_delay(self) -> None:
         """A newly scheduled restart waits the jittered nominal delay for its attempt."""
@@ -302,8 +304,7 @@ class MachineModel(RuleBasedStateMachine):
     @rule(dt=st.floats(min_value=0, max_value=400))
     def time_passes(self, dt: float) -> None:
         self.now += dt
-        scheduled = self.m.next_restart_at
-        self.perform(self.m.tick(self.now), scheduled)
+        self.perform(self.m.tick(self.now))
 
     @invariant()
     def one_process_at_most_and_pid_tracks_it(self) -> None:

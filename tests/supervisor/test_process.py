@@ -43,7 +43,7 @@ async def start(tmp_path: Path, script: str) -> tuple[object, Path]:
 
 async def test_spawn_session_output_and_status(tmp_path: Path) -> None:
     """A child runs in its own session, writes to the log file, and its status is known."""
-    child, log = await start(tmp_path, 'echo "sid=$(ps -o sid= -p $$)"; exit 7')
+    child, log = await start(tmp_path, 'echo "sid=$(ps -o sid= -p $$ | tr -d " ")"; exit 7')
     async with trio.open_nursery() as nursery:
         nursery.start_soon(child.watch)
         status = await child.wait()
