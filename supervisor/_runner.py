@@ -14,7 +14,6 @@ leave the process running (daemon mode).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections import deque
@@ -47,6 +46,7 @@ class RunnerContext:
     reaper: OrphanReaper | None = None
     stop_on_exit: bool = True
     spawn_limiter: trio.CapacityLimiter | None = None
+    nursery: trio.Nursery | None = None
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def wall(self, monotonic: float | None) -> float | None:
@@ -97,8 +97,10 @@ class AgentRunner:
         self.desired = "running" if spec.enabled else "stopped"
         self.created_at = time.time()
         self.updated_at = self.created_at
-        self._send, self._inbox = trio.open_memory_channel[_Request | _Exited](math.inf)
-        self._nursery: trio.Nursery | None = None
+        # A plain queue and a parking lot: a memory channel per agent costs more memory.
+        self._queue: deque[_Request | _Exited] = deque()
+        self._wakeup = trio.lowlevel.ParkingLot()
+        self._closed = False
         self._watchers: dict[int, trio.CancelScope] = {}
         self._changed = trio.lowlevel.ParkingLot()
         self.scope = trio.CancelScope()
@@ -126,12 +128,15 @@ class AgentRunner:
             SupervisorClosedError: the runner is not running.
         """
         req = _Request(kind, **kwargs)  # type: ignore[arg-type]
-        try:
-            self._send.send_nowait(req)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise SupervisorClosedError(f"agent {self.spec.id!r} is not supervised") from None
+        self._post(req)
         await req.done.wait()
         return self.outcome(req.error, _GOALS.get(kind))
+
+    def _post(self, message: _Request | _Exited) -> None:
+        if self._closed:
+            raise SupervisorClosedError(f"agent {self.spec.id!r} is not supervised")
+        self._queue.append(message)
+        self._wakeup.unpark_all()
 
     def outcome(
         self, error: Exception | None = None, goal: frozenset[AgentState] | None = None
@@ -160,29 +165,28 @@ class AgentRunner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; then stop the process or leave it, as configured."""
         with self.scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                try:
-                    task_status.started()
-                    await self._loop()
-                finally:
-                    self._send.close()
-                    with trio.CancelScope(shield=True) as cleanup:
-                        cleanup.deadline = trio.current_time() + self.spec.stop_timeout_s + 5
-                        await self._shutdown()
-                    for scope in self._watchers.values():
-                        scope.cancel()
-                    self._fail_pending()
+            try:
+                task_status.started()
+                await self._loop()
+            finally:
+                self._closed = True
+                with trio.CancelScope(shield=True) as cleanup:
+                    cleanup.deadline = trio.current_time() + self.spec.stop_timeout_s + 5
+                    await self._shutdown()
+                for scope in self._watchers.values():
+                    scope.cancel()
+                self._fail_pending()
 
     async def _loop(self) -> None:
         while True:
             deadline = self.machine.deadline
-            message: _Request | _Exited | None = None
-            if deadline is None:  # the common idle case: no cancel scope kept alive
-                message = await self._inbox.receive()
-            else:
-                with trio.move_on_at(deadline):
-                    message = await self._inbox.receive()
+            if not self._queue:
+                if deadline is None:  # the common idle case: no cancel scope kept alive
+                    await self._wakeup.park()
+                else:
+                    with trio.move_on_at(deadline):
+                        await self._wakeup.park()
+            message = self._queue.popleft() if self._queue else None
             if message is None:
                 await self._perform(self.machine.tick(trio.current_time()))
             elif isinstance(message, _Exited):
@@ -276,7 +280,8 @@ class AgentRunner:
         return self.machine.spawned(trio.current_time(), child.pid)
 
     def _watch(self, child: Child) -> None:
-        assert self._nursery is not None
+        """Start the child's watcher in the supervisor's nursery (shielded: see module)."""
+        assert self._ctx.nursery is not None
         scope = trio.CancelScope(shield=True)
         self._watchers[id(child)] = scope
 
@@ -288,13 +293,10 @@ class AgentRunner:
                     self._watchers.pop(id(child), None)
                     if self._ctx.reaper is not None:
                         self._ctx.reaper.disown(child.pid)
-            if child.exited:
-                try:
-                    self._send.send_nowait(_Exited(child))
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    pass
+            if child.exited and not self._closed:
+                self._post(_Exited(child))
 
-        self._nursery.start_soon(watcher)
+        self._ctx.nursery.start_soon(watcher)
 
     async def _kill(self, graceful: bool) -> list[Action]:
         child = self.child
@@ -328,11 +330,8 @@ class AgentRunner:
         self._flush()
 
     def _fail_pending(self) -> None:
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
+        while self._queue:
+            message = self._queue.popleft()
             if isinstance(message, _Request):
                 message.error = SupervisorClosedError("the supervisor is shutting down")
                 message.done.set()

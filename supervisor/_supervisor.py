@@ -122,31 +122,26 @@ class Supervisor:
             if self._subreaper and not set_child_subreaper():
                 logger.warning("could not become child subreaper; escaped orphans go to init")
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self._ctx.nursery = nursery
                 if self.reaper is not None:
                     await nursery.start(self.reaper.run)
                 nursery.start_soon(self._rotate_logs)
                 if self.daemon_mode:
                     nursery.start_soon(self._write_state_loop)
                 for runner in self._runners.values():
-                    await nursery.start(self._run_runner, runner)
+                    await nursery.start(runner.run)
                 await self._initial_start(records)
                 if self.daemon_mode:
                     _return_free_memory()
                 task_status.started()
                 await trio.sleep_forever()
         finally:
-            self._nursery = None
+            self._nursery = self._ctx.nursery = None
             self._hub.close()
             if self.daemon_mode:
                 with contextlib.suppress(Exception):
                     self._write_state()
                 self._lock.release()
-
-    async def _run_runner(
-        self, runner: AgentRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await runner.run(task_status=task_status)
 
     async def _initial_start(self, records: dict[str, AgentRecord]) -> None:
         async with trio.open_nursery() as nursery:
@@ -362,7 +357,7 @@ class Supervisor:
         self.registry.register(spec)
         runner = AgentRunner(spec, self._ctx)
         self._runners[spec.id] = runner
-        await self._nursery.start(self._run_runner, runner)
+        await self._nursery.start(runner.run)
         if start and spec.enabled:
             return await runner.request("start")
         runner.desired = "stopped"

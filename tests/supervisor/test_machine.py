@@ -339,3 +339,31 @@ class MachineModel(RuleBasedStateMachine):
 
 TestMachineModel = MachineModel.TestCase
 TestMachineModel.settings = settings(max_examples=150, stateful_step_count=30)
+
+
+@given(
+    st.integers(min_value=0, max_value=8),
+    st.floats(min_value=1.0, max_value=1000.0),
+    st.floats(min_value=0.0, max_value=2000.0),
+)
+def test_reset_after_a_stable_run(crashes: int, reset_after: float, uptime: float) -> None:
+    """However many crashes came before, a run of reset_after makes the next restart
+    immediate, and a shorter run never does (after the first)."""
+    m = machine(max_retries=-1, base=1, cap=8, reset_after=reset_after, start_seconds=0)
+    now = 0.0
+    m.request_start(now)
+    m.spawned(now, 1)
+    for _ in range(crashes):  # quick crashes build up the count
+        now += 0.01
+        m.exited(now, CRASH)
+        if m.deadline is not None:
+            now = m.deadline
+            m.tick(now)
+        m.spawned(now, 1)
+    started = now
+    now += uptime
+    actions = m.exited(now, CRASH)
+    if now - started >= reset_after or crashes == 0:  # the uptime the machine sees
+        assert actions == [Spawn()]
+    else:
+        assert actions == [] and m.next_restart_at is not None
