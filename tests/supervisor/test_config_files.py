@@ -1,0 +1,503 @@
+"""Loading configuration files: filesystem checks, YAML and TOML, dump, the example."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+import yaml
+
+from supervisor import (
+    AgentType,
+    Config,
+    ConfigError,
+    ConfigLoadError,
+    RestartPolicy,
+    RestartSpec,
+)
+from supervisor._config import (
+    check_paths,
+    dump_config,
+    load_config,
+    parse_config,
+)
+
+# The seed's daemon.yaml (004 section 5.1), comments dropped.
+SEED_YAML = """\
+daemon:
+  id: ""
+  log_level: info
+  log_file: /var/log/daemon/daemon.log
+  pid_file: /var/run/daemon.pid
+  work_dir: /var/lib/daemon
+manager:
+  address: "manager.example.com:9090"
+  tls:
+    cert_file: /etc/daemon/certs/client.crt
+  heartbeat_interval: 60s
+agents:
+  - id: filebeat-logs
+    type: filebeat
+    name: "Filebeat Log Collector"
+    binary_path: /usr/bin/filebeat
+    config_file: /etc/filebeat/filebeat.yml
+    work_dir: /var/lib/daemon/agents/filebeat-logs
+    socket_path: ""
+    enabled: true
+    args: ["-c", "/etc/filebeat/filebeat.yml", "-path.home", "/var/lib/daemon/agents/filebeat-logs"]
+    health_check:
+      interval: 30s
+      heartbeat_timeout: 90s
+      cpu_threshold: 50.0
+      memory_threshold: 524288000
+      threshold_duration: 60s
+    restart:
+      max_retries: 10
+      backoff_base: 10s
+      backoff_max: 60s
+      policy: always
+  - id: node-exporter
+    type: node_exporter
+    name: "Node Exporter Metrics"
+    binary_path: /usr/local/bin/node_exporter
+    config_file: ""
+    work_dir: /var/lib/daemon/agents/node-exporter
+    socket_path: ""
+    enabled: true
+    health_check:
+      interval: 30s
+      heartbeat_timeout: 0s
+      cpu_threshold: 30.0
+      memory_threshold: 104857600
+      threshold_duration: 60s
+      http_endpoint: "http://localhost:9100/metrics"
+    restart:
+      policy: always
+agent_defaults:
+  health_check:
+    interval: 30s
+  restart:
+    max_retries: 10
+    policy: always
+collectors:
+  cpu:
+    enabled: true
+    interval: 60s
+update:
+  download_dir: /var/lib/daemon/downloads
+  max_backups: 5
+"""
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    """An agent entry with the required fields, plus ``fields``."""
+    return {"id": "web", "binary_path": "/usr/bin/web", **fields}
+
+
+def issues_of(document: Any, **kwargs: Any) -> list[str]:
+    """The issues parse_config reports for ``document``, as strings."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, **kwargs)
+    return [str(issue) for issue in info.value.issues]
+
+
+def only_issue(document: Any, **kwargs: Any) -> str:
+    """The single issue parse_config reports for ``document``."""
+    issues = issues_of(document, **kwargs)
+    assert len(issues) == 1, issues
+    return issues[0]
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> str:
+    """An executable shell script."""
+    path = tmp_path / "bin" / "agent"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+# check_paths.
+
+
+def paths_config(tmp_path: Path, *entries: dict[str, Any], **document: Any) -> Config:
+    """A config whose daemon work dir is under ``tmp_path``."""
+    return parse_config(
+        {"daemon": {"work_dir": str(tmp_path / "state")}, "agents": list(entries), **document}
+    )
+
+
+def test_check_paths_accepts_a_sound_config(tmp_path: Path, binary: str) -> None:
+    config_file = tmp_path / "agent.yml"
+    config_file.write_text("")
+    entry = agent(binary_path=binary, config_file=str(config_file), work_dir=str(tmp_path))
+    assert check_paths(paths_config(tmp_path, entry, agent(id="b", binary_path=binary))) == []
+
+
+def test_check_paths_binary(tmp_path: Path, binary: str) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("data")
+    plain.chmod(0o644)
+    entries = [
+        agent(id="a", binary_path=binary),
+        agent(id="b", binary_path=str(tmp_path / "missing")),
+        agent(id="c", binary_path=str(plain)),
+        agent(id="d", binary_path=str(tmp_path)),
+        agent(id="e", binary_path=f"{plain}/sub"),
+    ]
+    assert [str(issue) for issue in check_paths(paths_config(tmp_path, *entries))] == [
+        f"agents[1].binary_path: not found: '{tmp_path}/missing'",
+        f"agents[2].binary_path: not executable: '{plain}'",
+        f"agents[3].binary_path: not a regular file: '{tmp_path}'",
+        f"agents[4].binary_path: cannot be accessed: '{plain}/sub' (Not a directory)",
+    ]
+
+
+def test_check_paths_config_file(tmp_path: Path, binary: str) -> None:
+    entry = agent(binary_path=binary, config_file=str(tmp_path / "nope.yml"))
+    assert [str(issue) for issue in check_paths(paths_config(tmp_path, entry))] == [
+        f"agents[0].config_file: not found: '{tmp_path}/nope.yml'"
+    ]
+
+
+def test_check_paths_work_dir(tmp_path: Path, binary: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    entries = [
+        agent(id="a", binary_path=binary, work_dir=str(tmp_path / "new" / "deeper")),
+        agent(id="b", binary_path=binary, work_dir=str(afile)),
+        agent(id="c", binary_path=binary, work_dir=str(afile / "sub" / "dir")),
+    ]
+    assert [str(issue) for issue in check_paths(paths_config(tmp_path, *entries))] == [
+        f"agents[1].work_dir: not a directory: '{afile}'",
+        f"agents[2].work_dir: cannot be created: '{afile}' is not a directory",
+    ]
+    assert not (tmp_path / "new").exists()  # nothing is created
+
+
+def test_check_paths_unwritable_work_dir(
+    tmp_path: Path, binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.access is always true for root, so simulate a read-only directory.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+
+    def access(path: Any, mode: int) -> bool:
+        return False if str(path) == str(locked) else real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", access)
+    entries = [
+        agent(id="a", binary_path=binary, work_dir=str(locked)),
+        agent(id="b", binary_path=binary, work_dir=str(locked / "sub")),
+    ]
+    assert [str(issue) for issue in check_paths(paths_config(tmp_path, *entries))] == [
+        f"agents[0].work_dir: not writable: '{locked}'",
+        f"agents[1].work_dir: cannot be created: '{locked}' is not writable",
+    ]
+
+
+def test_check_paths_daemon_work_dir(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = parse_config({"daemon": {"work_dir": str(afile)}})
+    assert [str(issue) for issue in check_paths(config)] == [
+        f"daemon.work_dir: not a directory: '{afile}'"
+    ]
+
+
+def test_check_paths_skips_disabled_agents(tmp_path: Path) -> None:
+    entry = agent(binary_path=str(tmp_path / "missing"), enabled=False)
+    assert check_paths(paths_config(tmp_path, entry)) == []
+
+
+def test_check_paths_of_the_legacy_agent(tmp_path: Path) -> None:
+    config = parse_config(
+        {"daemon": {"work_dir": str(tmp_path)}, "agent": {"binary_path": str(tmp_path / "x")}}
+    )
+    assert [str(issue) for issue in check_paths(config)] == [
+        f"agent.binary_path: not found: '{tmp_path}/x'"
+    ]
+
+
+# load_config.
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_load_yaml_resolves_paths_against_the_file(tmp_path: Path, binary: str) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = write(
+        conf / "daemon.yaml",
+        """\
+        daemon:
+          work_dir: ../state
+        agents:
+          - id: web
+            binary_path: ../bin/agent
+        """,
+    )
+    config = load_config(path)
+    assert config.source == str(path)
+    assert config.daemon.work_dir == str(tmp_path / "state")
+    assert config.agents[0].binary_path == binary
+    assert config.agents[0].work_dir == str(tmp_path / "state" / "agents" / "web")
+
+
+def test_load_toml_equals_load_yaml(tmp_path: Path, binary: str) -> None:
+    document = yaml.safe_load(SEED_YAML)
+    document["daemon"]["work_dir"] = str(tmp_path / "state")
+    for entry in document["agents"]:
+        entry.update(binary_path=binary, config_file="")
+    yaml_path = tmp_path / "daemon.yml"
+    yaml_path.write_text(yaml.safe_dump(document))
+    toml_path = tmp_path / "daemon.toml"
+    toml_path.write_text(tomli_w.dumps(document))
+    from_yaml, from_toml = load_config(yaml_path), load_config(toml_path)
+    assert from_yaml.source != from_toml.source
+    assert from_toml == dataclasses.replace(from_yaml, source=str(toml_path))
+
+
+def test_load_reports_parse_and_path_issues_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "daemon.yaml",
+        f"""\
+        daemon:
+          work_dir: {tmp_path}
+        agents:
+          - id: a
+            binary_path: {tmp_path}/missing
+            restart:
+              policy: sometimes
+          - id: b
+            binary_path: 5
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert not isinstance(info.value, ConfigLoadError)
+    assert info.value.source == str(path)
+    assert [str(issue) for issue in info.value.issues] == [
+        "agents[0].restart.policy: expected one of always, on-failure, never; got 'sometimes'",
+        "agents[1].binary_path: expected a string; got 5",
+        f"agents[0].binary_path: not found: '{tmp_path}/missing'",
+    ]
+
+
+def test_load_skips_path_checks_of_invalid_values(tmp_path: Path, binary: str) -> None:
+    path = write(
+        tmp_path / "daemon.yaml",
+        f"""\
+        daemon:
+          work_dir: 5
+        agent_defaults:
+          binary_path: {binary}
+        agents:
+          - id: a
+            binary_path: []
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [issue.path for issue in info.value.issues] == [
+        "daemon.work_dir",
+        "agents[0].binary_path",
+    ]
+
+
+def test_load_with_work_dir_override(
+    tmp_path: Path, binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "d.yaml", f"agents:\n  - id: a\n    binary_path: {binary}\n")
+    config = load_config(path, work_dir="state")
+    assert config.daemon.work_dir == str(tmp_path / "state")
+    assert config.agents[0].work_dir == str(tmp_path / "state" / "agents" / "a")
+
+
+def test_load_empty_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "# nothing yet\n")
+    assert load_config(path, work_dir=str(tmp_path)).agents == ()
+
+
+def test_load_yaml_refuses_duplicate_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "d.yaml",
+        """\
+        agents:
+          - id: a
+            restart: {policy: never}
+            restart: {policy: always}
+        """,
+    )
+    with pytest.raises(ConfigLoadError) as info:
+        load_config(path)
+    assert [str(issue) for issue in info.value.issues] == [
+        "invalid YAML at line 4, column 5: duplicate key 'restart'"
+    ]
+
+
+def test_load_yaml_merge_keys_may_override(tmp_path: Path, binary: str) -> None:
+    path = write(
+        tmp_path / "d.yaml",
+        f"""\
+        agent_defaults:
+          restart: &restart {{policy: never, max_retries: 3}}
+        agents:
+          - id: a
+            binary_path: {binary}
+            restart:
+              <<: *restart
+              policy: always
+        """,
+    )
+    (spec,) = load_config(path, work_dir=str(tmp_path)).agents
+    assert spec.restart == RestartSpec(RestartPolicy.ALWAYS, 3)
+
+
+def test_load_does_not_check_work_dirs_derived_from_an_invalid_one(
+    tmp_path: Path, binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not mode & os.W_OK and real_access(p, mode))
+    path = write(
+        tmp_path / "d.yaml",
+        f"daemon:\n  work_dir: [x]\nagents:\n  - {{id: a, binary_path: {binary}}}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [issue.path for issue in info.value.issues] == ["daemon.work_dir"]
+    # The same file with a valid, unwritable work dir: the agent's is reported too.
+    path.write_text(path.read_text().replace("[x]", str(tmp_path)))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [issue.path for issue in info.value.issues] == ["daemon.work_dir", "agents[0].work_dir"]
+
+
+def test_work_dir_override_keeps_an_invalid_daemon_section_invalid(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "daemon: [1]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, work_dir=str(tmp_path))
+    assert [str(issue) for issue in info.value.issues] == ["daemon: expected a mapping; got [1]"]
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigLoadError) as info:
+        load_config(tmp_path / "absent.yaml")
+    assert [str(issue) for issue in info.value.issues] == [
+        "cannot read the file: No such file or directory"
+    ]
+    assert info.value.code == "D1001"
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_load_unsupported_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigLoadError, match=r"unsupported file type '\.json'"):
+        load_config(write(tmp_path / "d.json", "{}"))
+
+
+def test_load_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "daemon:\n  id: x\n  log_level: [info\n")
+    with pytest.raises(ConfigLoadError) as info:
+        load_config(path)
+    (issue,) = info.value.issues
+    assert issue.message.startswith("invalid YAML at line 4, column 1: ")
+
+
+def test_load_toml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.toml", "[daemon]\nid = \n")
+    with pytest.raises(ConfigLoadError) as info:
+        load_config(path)
+    (issue,) = info.value.issues
+    assert issue.message == "invalid TOML: Invalid value (at line 2, column 6)"
+
+
+def test_load_undecodable_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.toml"
+    path.write_bytes(b"id = '\xff'\n")
+    with pytest.raises(ConfigLoadError, match="invalid TOML"):
+        load_config(path)
+    path = tmp_path / "d.yaml"
+    path.write_bytes(b"id: '\xff'\n")
+    with pytest.raises(ConfigLoadError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_load_document_that_is_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path / "d.yaml", "- a\n- b\n"), work_dir=str(tmp_path))
+    assert [str(issue) for issue in info.value.issues] == ["expected a mapping; got ['a', 'b']"]
+
+
+# dump_config.
+
+
+def test_dump_config_writes_plain_values() -> None:
+    entry = agent(
+        stop_signal="SIGHUP",
+        restart={"policy": "on-failure", "backoff_max": 5400},
+        health_check={"memory_threshold": "1KiB"},
+        env={"PORT": 80},
+    )
+    document = dump_config(parse_config({"agents": [entry], "manager": {"a": 1}}))
+    (written,) = document["agents"]
+    assert written["stop_signal"] == "HUP"
+    assert written["type"] == "custom"
+    assert written["restart"]["policy"] == "on-failure"
+    assert written["restart"]["backoff_max"] == "1h30m"
+    assert written["health_check"]["memory_threshold"] == 1024
+    assert written["env"] == {"PORT": "80"}
+    assert written["args"] == []
+    assert "config_file" not in written
+    assert document["manager"] == {"a": 1}
+    assert "collectors" not in document
+    assert document["daemon"] == {
+        "id": "",
+        "log_level": "info",
+        "work_dir": "/var/lib/daemon",
+        "stop_agents_on_exit": False,
+    }
+
+
+def test_dump_config_round_trips_the_seed_example() -> None:
+    config = parse_config(yaml.safe_load(SEED_YAML))
+    document = dump_config(config)
+    assert parse_config(document) == config
+    assert parse_config(yaml.safe_load(yaml.safe_dump(document))) == config
+
+
+# The bundled example.
+
+
+def example_path() -> Path:
+    return Path(str(resources.files("supervisor.examples") / "daemon.yaml"))
+
+
+def test_bundled_example_loads(tmp_path: Path) -> None:
+    config = load_config(example_path(), work_dir=str(tmp_path))
+    assert [spec.id for spec in config.agents] == ["ticker", "crasher", "graceful"]
+    assert all(spec.type is AgentType.CUSTOM for spec in config.agents)
+    assert all(spec.argv[:2] == ("/bin/sh", "-c") for spec in config.agents)
+    ticker, crasher, graceful = config.agents
+    assert crasher.restart == RestartSpec(RestartPolicy.ON_FAILURE, 5, 2.0, 10.0)
+    assert graceful.stop_timeout_s == 5.0
+    assert ticker.health_check.heartbeat_timeout_s == 0
+    assert config.warnings == ()
+
+
+@pytest.mark.skipif(
+    not os.access("/var/lib", os.W_OK), reason="the default work dir needs a writable /var/lib"
+)
+def test_bundled_example_loads_without_override() -> None:
+    assert load_config(example_path()).daemon.work_dir == "/var/lib/daemon"
