@@ -285,3 +285,20 @@ async def test_second_daemon_on_the_same_work_dir_is_refused(tmp_path: Path) -> 
     async with open_supervisor([], daemon_mode=True, work_dir=str(tmp_path)):
         with pytest.raises(DaemonLockedError, match=r"daemon\.lock"):
             await Supervisor([], daemon_mode=True, work_dir=str(tmp_path)).run()
+
+
+async def test_agent_keeps_logging_after_the_supervisor_is_gone(tmp_path: Path) -> None:
+    """Output goes straight to the log file: no pipe for the agent to die on when we exit."""
+    script = "while :; do echo tick; sleep 0.02; done"
+    spec = shell_agent("w", script, tmp_path)
+    log = tmp_path / "logs" / "w.log"
+    pid = 0
+    try:
+        async with open_supervisor([spec], daemon_mode=True, work_dir=str(tmp_path)) as sup:
+            pid = (await sup.wait_state("w", AgentState.RUNNING)).pid
+            await wait_for_file(log, "tick")
+        written = len(log.read_text().splitlines())
+        await wait_for_file(log, "tick", lines=written + 5)  # still writing, we are gone
+        assert alive(pid)
+    finally:
+        kill_all([pid])
