@@ -199,11 +199,16 @@ class Supervisor:
             await trio.sleep(STATE_WRITE_DELAY_S)
             self._dirty = trio.Event()
             try:
-                await trio.to_thread.run_sync(self._write_state)
+                # Snapshot here, in the Trio thread; only the fsyncs go to a worker thread.
+                records = self._records()
+                await trio.to_thread.run_sync(write_state, self.state_file, records)
             except Exception as exc:
                 logger.error("%s", exc)
 
     def _write_state(self) -> None:
+        write_state(self.state_file, self._records())
+
+    def _records(self) -> dict[str, AgentRecord]:
         records = {}
         for agent_id, runner in self._runners.items():
             child = runner.child
@@ -216,7 +221,7 @@ class Supervisor:
                 digest=spec_digest(runner.spec),
                 restart_count=runner.machine.restart_count,
             )
-        write_state(self.state_file, records)
+        return records
 
     # -- agents -----------------------------------------------------------------------
 
