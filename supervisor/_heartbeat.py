@@ -1,0 +1,502 @@
+"""The heartbeat receiver: newline-delimited JSON over a private Unix stream socket.
+
+Theory of operation
+-------------------
+Agents connect to one Unix stream socket and write one JSON object per line with the
+seed's ``Heartbeat`` fields (``pid``, ``timestamp``, ``version``, ``status``, ``cpu``,
+``memory``). The server is a self-contained Trio service; it knows nothing about agents
+beyond two callables the supervisor hands it:
+
+* ``resolve(pid) -> agent_id | None`` attributes a connection. The peer is identified
+  by the kernel (``SO_PEERCRED``: pid, uid and gid of the process that called
+  ``connect``), never by what the peer writes. A peer with another uid than ours, or
+  whose pid ``resolve`` does not know, is a stranger: its connection is closed at once
+  and counted. ``resolve`` is called once per connection, so its cost (e.g. walking
+  ``/proc`` to decide "the agent or one of its descendants") is paid once.
+* ``on_heartbeat(agent_id, heartbeat)`` is called synchronously for each valid line.
+  It must not block; an exception from it is a bug in the caller and propagates out of
+  :meth:`HeartbeatServer.run`.
+
+Every defence is per connection, so a misbehaving peer never disturbs the others:
+
+* at most ``max_line`` bytes (plus the newline) are ever buffered for a connection; a
+  longer line closes the connection (``oversized``) without reading the rest of it;
+* each line must be complete within ``idle_timeout_s`` of the previous heartbeat (or of
+  the connection): a silent connection is ``idle``, one that drips a partial line is
+  ``slow``; both are closed. The timeout is a Trio deadline, not a periodic timer, so
+  300 quiet agents cost no wake-ups;
+* a line that is not a JSON object with well-typed fields closes the connection
+  (``malformed``); unknown extra fields are ignored;
+* at most ``max_connections`` connections in all and ``max_connections_per_agent`` per
+  agent are served; beyond that a new connection is closed (``over_limit``).
+
+Socket files are created by :func:`bind_private_socket`, shared with the notify server:
+the directory is created ``0700`` if missing; the socket is bound under a temporary name,
+``chmod`` to ``0600`` and renamed into place, so it is never reachable with looser
+permissions. A stale socket file (nobody listening) is replaced; a live one or anything
+that is not a socket is refused with :class:`SocketSetupError`. On exit the socket file
+is removed if it is still ours.
+
+Times: ``received_at`` is Trio's clock (:func:`trio.current_time`), the clock the health
+decisions use; ``timestamp`` is the agent's own wall-clock claim, informational only.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import stat
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import trio
+
+from ._errors import SupervisorError
+from .agent import ENV_HEARTBEAT_SOCKET
+
+__all__ = [
+    "ENV_HEARTBEAT_SOCKET",
+    "Heartbeat",
+    "HeartbeatServer",
+    "HeartbeatStatistics",
+    "SocketSetupError",
+    "bind_private_socket",
+    "parse_heartbeat",
+    "peer_credentials",
+    "remove_socket_file",
+]
+
+logger = logging.getLogger("supervisor.heartbeat")
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_SUN_PATH_MAX = 107  # sizeof(sun_path) minus the terminating NUL
+_ACCEPT_RETRY_S = 0.1  # what trio.serve_listeners waits after EMFILE and friends
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_MAX_UINT64 = 2**64 - 1
+
+
+class SocketSetupError(SupervisorError):
+    """A private socket could not be created at the requested path."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"cannot create socket {path!r}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One heartbeat line, validated and attributed.
+
+    Attributes:
+        pid: The pid the agent claims (the peer's pid when the line has none).
+        timestamp: The agent's wall-clock time in Unix seconds, or None if absent.
+        version: The agent's version string ("" if absent).
+        status: The agent's own status word ("" if absent).
+        cpu: The agent's own CPU percent (0.0 if absent).
+        memory: The agent's own memory figure in bytes (0 if absent).
+        received_at: Trio time (:func:`trio.current_time`) when the line was read.
+        peer_pid: The pid of the connected process, from ``SO_PEERCRED``.
+    """
+
+    pid: int
+    timestamp: float | None
+    version: str
+    status: str
+    cpu: float
+    memory: int
+    received_at: float
+    peer_pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatStatistics:
+    """Counters of a :class:`HeartbeatServer`, from :meth:`HeartbeatServer.statistics`.
+
+    Attributes:
+        connections_active: Agent connections open now.
+        connections_accepted: Agent connections served since start.
+        strangers: Connections closed because the peer was not an agent (unknown pid or
+            another uid).
+        over_limit: Connections closed because a connection limit was reached.
+        heartbeats: Valid heartbeats delivered to ``on_heartbeat``.
+        pid_mismatches: Heartbeats whose ``pid`` differed from the peer's pid (still
+            delivered, attributed to the peer's agent).
+        malformed: Connections closed for a line that was not a valid heartbeat (or a
+            partial line at end of stream).
+        oversized: Connections closed for a line longer than ``max_line``.
+        idle: Connections closed for sending nothing within ``idle_timeout_s``.
+        slow: Connections closed for not completing a started line within
+            ``idle_timeout_s``.
+        accept_errors: Failed ``accept`` calls (e.g. out of file descriptors).
+    """
+
+    connections_active: int = 0
+    connections_accepted: int = 0
+    strangers: int = 0
+    over_limit: int = 0
+    heartbeats: int = 0
+    pid_mismatches: int = 0
+    malformed: int = 0
+    oversized: int = 0
+    idle: int = 0
+    slow: int = 0
+    accept_errors: int = 0
+
+
+class _Invalid(ValueError):
+    """A heartbeat line that is not acceptable; the message says why."""
+
+
+def _int_field(obj: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = obj.get(key, default)
+    if type(value) is not int or not lo <= value <= hi:
+        raise _Invalid(f"{key} must be an integer in [{lo}, {hi}], not {value!r}")
+    return value
+
+
+def _str_field(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise _Invalid(f"{key} must be a string, not {value!r}")
+    return value
+
+
+def _timestamp(value: object) -> float | None:
+    if value is None:
+        return None
+    if type(value) in (int, float):
+        result = float(value)  # type: ignore[arg-type]
+    elif isinstance(value, str):
+        # Go's time.Time marshals as RFC 3339 with up to 9 fractional digits; Python
+        # parses at most 6, so the nanoseconds are cut off before parsing.
+        head, dot, frac = value.partition(".")
+        if dot:
+            digits = len(frac) - len(frac.lstrip("0123456789"))
+            value = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid(f"timestamp is not RFC 3339: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise _Invalid(f"timestamp has no time zone: {value!r}")
+        result = parsed.timestamp()
+    else:
+        raise _Invalid(f"timestamp must be a string or a number, not {value!r}")
+    if not math.isfinite(result):
+        raise _Invalid(f"timestamp is not finite: {value!r}")
+    return result
+
+
+def parse_heartbeat(line: bytes, *, peer_pid: int, received_at: float) -> Heartbeat:
+    """Validate one heartbeat line (without its newline).
+
+    Every field is optional, as with the seed's Go decoder; present fields must have the
+    right type. Unknown fields are ignored.
+
+    Args:
+        line: The raw line, UTF-8 JSON.
+        peer_pid: The connected process's pid; the default for a missing ``pid``.
+        received_at: Trio time of arrival.
+
+    Returns:
+        The heartbeat.
+
+    Raises:
+        ValueError: The line is not a JSON object with valid fields.
+    """
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # deep nesting raises RecursionError
+        raise _Invalid(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _Invalid(f"not a JSON object: {type(obj).__name__}")
+    cpu = obj.get("cpu", 0.0)
+    if type(cpu) not in (int, float) or not math.isfinite(cpu) or cpu < 0:
+        raise _Invalid(f"cpu must be a finite number >= 0, not {cpu!r}")
+    return Heartbeat(
+        pid=_int_field(obj, "pid", peer_pid, 1, 2**31 - 1),
+        timestamp=_timestamp(obj.get("timestamp")),
+        version=_str_field(obj, "version"),
+        status=_str_field(obj, "status"),
+        cpu=float(cpu),
+        memory=_int_field(obj, "memory", 0, 0, _MAX_UINT64),
+        received_at=received_at,
+        peer_pid=peer_pid,
+    )
+
+
+def _check_path_length(path: str) -> None:
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise SocketSetupError(path, f"longer than {_SUN_PATH_MAX} bytes (sun_path)")
+
+
+def _clear_stale(path: str, kind: socket.SocketKind) -> None:
+    """Check that ``path`` is absent or a socket nobody listens on (then it may go)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketSetupError(path, "exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, kind) as probe:
+        probe.setblocking(False)  # a live listener with a full backlog must not block us
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            pass  # stale: left behind by a process that is gone
+        except FileNotFoundError:
+            return
+        except BlockingIOError as exc:
+            raise SocketSetupError(path, "in use: another process is listening") from exc
+        except OSError as exc:
+            if exc.errno != errno.EPROTOTYPE:
+                raise SocketSetupError(path, f"cannot probe it: {exc}") from exc
+            raise SocketSetupError(path, "in use by a socket of another type") from exc
+        else:
+            raise SocketSetupError(path, "in use: another process is listening")
+
+
+def bind_private_socket(path: str, kind: socket.SocketKind) -> tuple[socket.socket, os.stat_result]:
+    """Bind an AF_UNIX socket at ``path`` that only our uid can reach.
+
+    The parent directory is created with mode 0700 if missing (an existing one is left
+    as it is). The socket is bound under a temporary name, made 0600 and renamed over
+    ``path``, which replaces a stale socket file atomically.
+
+    Args:
+        path: Where the socket file goes.
+        kind: ``socket.SOCK_STREAM`` or ``socket.SOCK_DGRAM``.
+
+    Returns:
+        The bound (not listening) stdlib socket, and the stat of its file, to recognise
+        it on removal.
+
+    Raises:
+        SocketSetupError: The path is too long, is not a socket, is a live socket, or an
+            OS call failed.
+    """
+    _check_path_length(path)
+    directory = os.path.dirname(path) or "."
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700)
+            os.chmod(directory, 0o700)  # makedirs' mode is filtered by the umask
+        _clear_stale(path, kind)
+    except SocketSetupError:
+        raise
+    except OSError as exc:
+        raise SocketSetupError(path, str(exc)) from exc
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    temp = os.path.join(directory, f".{secrets.token_hex(4)}~")
+    try:
+        _check_path_length(temp)
+        sock.bind(temp)
+        try:
+            os.chmod(temp, 0o600)
+            os.replace(temp, path)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        return sock, os.lstat(path)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, OSError):
+            raise SocketSetupError(path, str(exc)) from exc
+        raise
+
+
+def remove_socket_file(path: str, ours: os.stat_result) -> None:
+    """Remove ``path`` if it is still the socket file we bound (not a successor's)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino):
+        _unlink_quietly(path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int, int]:
+    """The (pid, uid, gid) of a connected Unix stream socket's peer, from SO_PEERCRED."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+class HeartbeatServer:
+    """Receives heartbeats from agents over a private Unix stream socket.
+
+    Example::
+
+        def on_heartbeat(agent_id: str, hb: Heartbeat) -> None:
+            print(agent_id, hb.status)
+
+        server = HeartbeatServer("/run/hostvisor/heartbeat.sock",
+                                 resolve=agent_of_pid, on_heartbeat=on_heartbeat)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+
+    Args:
+        path: The socket file's path (at most 107 bytes).
+        resolve: Maps a peer pid to its agent id, or None for a stranger.
+        on_heartbeat: Called with (agent_id, heartbeat) for each valid line; must not block.
+        max_line: Longest accepted line in bytes, without the newline.
+        idle_timeout_s: Time allowed for each complete line, from the connection or the
+            previous heartbeat; should exceed the agents' heartbeat interval.
+        max_connections: Agent connections served at once, in all.
+        max_connections_per_agent: Agent connections served at once for one agent.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        resolve: Callable[[int], str | None],
+        on_heartbeat: Callable[[str, Heartbeat], None],
+        max_line: int = 64 * 1024,
+        idle_timeout_s: float = 120.0,
+        max_connections: int = 1024,
+        max_connections_per_agent: int = 8,
+    ) -> None:
+        if max_line < 1 or idle_timeout_s <= 0 or max_connections < 1:
+            raise ValueError("max_line, idle_timeout_s and max_connections must be positive")
+        if max_connections_per_agent < 1:
+            raise ValueError("max_connections_per_agent must be positive")
+        self.path = os.fspath(path)
+        self._resolve = resolve
+        self._on_heartbeat = on_heartbeat
+        self._max_line = max_line
+        self._idle_timeout_s = idle_timeout_s
+        self._max_connections = max_connections
+        self._max_per_agent = max_connections_per_agent
+        self._uid = os.geteuid()
+        self._counts: Counter[str] = Counter()
+        self._per_agent: Counter[str] = Counter()
+
+    def statistics(self) -> HeartbeatStatistics:
+        """A snapshot of the counters."""
+        names = (f.name for f in fields(HeartbeatStatistics))
+        return HeartbeatStatistics(**{name: self._counts[name] for name in names})
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``task_status.started()`` once the socket accepts.
+
+        Raises:
+            SocketSetupError: The socket could not be created (before ``started``).
+        """
+        raw, ours = bind_private_socket(self.path, socket.SOCK_STREAM)
+        sock = trio.socket.from_stdlib_socket(raw)
+        try:
+            sock.listen(socket.SOMAXCONN)
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    try:
+                        conn, _ = await sock.accept()
+                    except OSError as exc:
+                        if exc.errno not in _RESOURCE_ERRNOS:
+                            raise
+                        self._counts["accept_errors"] += 1
+                        logger.warning("heartbeat accept failed: %s", exc)
+                        await trio.sleep(_ACCEPT_RETRY_S)
+                        continue
+                    admitted = self._admit(conn)
+                    if admitted is None:
+                        conn.close()
+                    else:
+                        nursery.start_soon(self._serve, conn, *admitted)
+        finally:
+            sock.close()
+            remove_socket_file(self.path, ours)
+
+    def _admit(self, conn: trio.socket.SocketType) -> tuple[str, int] | None:
+        """The (agent id, peer pid) a new connection serves, or None (counted) to close it."""
+        try:
+            pid, uid, _gid = peer_credentials(conn)
+        except OSError:
+            pid, uid = 0, -1
+        agent_id = self._resolve(pid) if uid == self._uid and pid > 0 else None
+        if agent_id is None:
+            self._counts["strangers"] += 1
+            return None
+        if (
+            self._counts["connections_active"] >= self._max_connections
+            or self._per_agent[agent_id] >= self._max_per_agent
+        ):
+            self._counts["over_limit"] += 1
+            logger.warning("heartbeat connection limit reached (agent %r)", agent_id)
+            return None
+        # Counted here, not in the task: the accept loop may admit several before it runs.
+        self._counts["connections_accepted"] += 1
+        self._counts["connections_active"] += 1
+        self._per_agent[agent_id] += 1
+        return agent_id, pid
+
+    async def _serve(self, conn: trio.socket.SocketType, agent_id: str, peer_pid: int) -> None:
+        try:
+            with conn:
+                reason = await self._read_lines(conn, agent_id, peer_pid)
+            if reason:
+                self._counts[reason] += 1
+                logger.info("heartbeat connection of agent %r dropped: %s", agent_id, reason)
+        finally:
+            self._counts["connections_active"] -= 1
+            self._per_agent[agent_id] -= 1
+            if not self._per_agent[agent_id]:
+                del self._per_agent[agent_id]
+
+    async def _read_lines(self, conn: trio.socket.SocketType, agent_id: str, peer_pid: int) -> str:
+        """Deliver a connection's heartbeats; the counter to bump when it ends ("" if none)."""
+        buf = bytearray()
+        limit = self._max_line + 1  # a full line plus its newline
+        deadline = trio.current_time() + self._idle_timeout_s
+        while True:
+            newline = buf.find(b"\n")
+            if newline < 0:
+                if len(buf) >= limit:
+                    return "oversized"
+                data = b""
+                with trio.move_on_at(deadline) as scope:
+                    try:
+                        data = await conn.recv(limit - len(buf))
+                    except OSError:  # e.g. ECONNRESET: the peer is gone
+                        return ""
+                if scope.cancelled_caught:
+                    return "slow" if buf else "idle"
+                if not data:
+                    return "malformed" if buf.strip() else ""
+                buf += data
+                continue
+            line = bytes(buf[:newline])
+            del buf[: newline + 1]
+            if len(line) > self._max_line:
+                return "oversized"
+            if not line.strip():
+                continue  # blank lines are tolerated, but do not count as a heartbeat
+            received_at = trio.current_time()
+            try:
+                heartbeat = parse_heartbeat(line, peer_pid=peer_pid, received_at=received_at)
+            except ValueError as exc:
+                logger.info("bad heartbeat from agent %r: %s", agent_id, exc)
+                return "malformed"
+            if heartbeat.pid != peer_pid:
+                self._counts["pid_mismatches"] += 1
+            self._counts["heartbeats"] += 1
+            self._on_heartbeat(agent_id, heartbeat)
+            deadline = received_at + self._idle_timeout_s
