@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import psutil
@@ -13,6 +13,8 @@ import trio
 from supervisor import AgentSpec, LogSpec, RestartSpec
 
 SH = "/bin/sh"
+#: Safety limit for waits on real processes and sockets (never a timing assertion).
+GUARD_S = 10.0
 
 
 def shell_agent(agent_id: str, script: str, tmp: Path, **kw: object) -> AgentSpec:
@@ -61,3 +63,10 @@ def kill_all(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` (there is no event for "another process did it")."""
+    with trio.fail_after(GUARD_S):
+        while not predicate():
+            await trio.sleep(0.01)

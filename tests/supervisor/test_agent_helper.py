@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +13,6 @@ import pytest
 from supervisor import agent
 from supervisor._heartbeat import parse_heartbeat
 from supervisor.agent import Heartbeater, notify, send_heartbeat
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory under /tmp (socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ag-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

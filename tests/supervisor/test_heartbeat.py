@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -25,16 +23,7 @@ from supervisor._heartbeat import (
     SocketSetupError,
     parse_heartbeat,
 )
-
-GUARD_S = 10.0
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory under /tmp (socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="hb-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from tests.supervisor.helpers import GUARD_S, wait_until
 
 
 class Inbox:
@@ -48,13 +37,6 @@ class Inbox:
 
     def of(self, agent_id: str) -> list[Heartbeat]:
         return [hb for aid, hb in self.items if aid == agent_id]
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll ``predicate`` (there is no event for "another process did it")."""
-    with trio.fail_after(GUARD_S):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 async def start_server(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import array
 import os
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -19,16 +17,7 @@ import trio
 
 from supervisor._heartbeat import SocketSetupError
 from supervisor._notify import NotifyMessage, NotifyServer, notify_env, parse_notify
-
-GUARD_S = 10.0
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short directory under /tmp (socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="nt-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from tests.supervisor.helpers import GUARD_S, wait_until
 
 
 class Inbox:
@@ -39,13 +28,6 @@ class Inbox:
 
     def __call__(self, agent_id: str, message: NotifyMessage) -> None:
         self.items.append((agent_id, message))
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll ``predicate`` (there is no event for "another process did it")."""
-    with trio.fail_after(GUARD_S):
-        while not predicate():
-            await trio.sleep(0.01)
 
 
 async def start_server(
