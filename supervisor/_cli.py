@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from importlib import resources
 
 import trio
 
@@ -88,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def example_config_path() -> str:
     """The path of the bundled example configuration."""
+    from importlib import resources  # only for --example: the daemon stays lean
+
     return str(resources.files("supervisor.examples").joinpath("daemon.yaml"))
 
 
@@ -117,9 +117,11 @@ def _setup_logging(config: Config) -> None:
     level = getattr(logging, config.daemon.log_level.upper(), logging.INFO)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.daemon.log_file:
+        from logging.handlers import WatchedFileHandler  # 0.4 MiB: only when needed
+
         os.makedirs(os.path.dirname(config.daemon.log_file) or ".", exist_ok=True)
         # WatchedFileHandler reopens the file after logrotate moved it.
-        handlers.append(logging.handlers.WatchedFileHandler(config.daemon.log_file))
+        handlers.append(WatchedFileHandler(config.daemon.log_file))
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

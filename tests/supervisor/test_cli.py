@@ -195,13 +195,17 @@ def test_daemon_stops_agents_on_exit_when_configured(
     work, starts = tmp_path / "work", tmp_path / "starts"
     starts.mkdir()
     config = tmp_path / "daemon.yaml"
-    write_config(config, work, [agent("a", starts)], stop_agents_on_exit=True)
+    log_file = tmp_path / "var" / "daemon-own.log"
+    write_config(
+        config, work, [agent("a", starts)], stop_agents_on_exit=True, log_file=str(log_file)
+    )
     daemon = Daemon(config, tmp_path / "daemon.log")
     wait_until(lambda: len(lines(starts / "a")) == 1, "the agent to start")
     pid = int(lines(starts / "a")[0])
     pids_to_clean.append(pid)
     assert daemon.stop(signal.SIGTERM) == 0
     assert not alive(pid)
+    assert "received SIGTERM; exiting" in log_file.read_text()  # daemon.log_file is used
 
 
 def test_example_runs_from_a_fresh_directory(tmp_path: Path) -> None:
