@@ -73,7 +73,11 @@ from ._spec import (
     RestartSpec as RestartSpec,
     default_args as default_args,
 )
-from ._status import AgentInfo as AgentInfo, Outcome as Outcome
+from ._status import (
+    AgentInfo as AgentInfo,
+    Outcome as Outcome,
+    SupervisorStatistics as SupervisorStatistics,
+)
 from ._supervisor import Supervisor as Supervisor, open_supervisor as open_supervisor
 from ._update_control import UpdateControl as UpdateControl
 
@@ -87,6 +91,7 @@ __all__ = [
     "EventSubscription",
     "AgentState",
     "UpdateControl",
+    "SupervisorStatistics",
     # describing agents
     "Config",
     "DaemonSpec",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._lifecycle import AgentState
 from ._machine import ExitStatus
 from ._spec import AgentType
 
-__all__ = ["AgentInfo", "Outcome"]
+__all__ = ["AgentInfo", "Outcome", "SupervisorStatistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +80,18 @@ class Outcome:
     ok: bool
     state: AgentState
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorStatistics:
+    """A snapshot of the supervisor as a whole (:meth:`Supervisor.statistics`).
+
+    Attributes:
+        agents: Registered agents.
+        by_state: How many agents are in each state (every state is present).
+        orphans_reaped: Re-parented descendants reaped so far (child-subreaper mode).
+    """
+
+    agents: int
+    by_state: Mapping[AgentState, int]
+    orphans_reaped: int

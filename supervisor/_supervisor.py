@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
+from types import MappingProxyType
 
 import trio
 
@@ -29,7 +30,7 @@ from ._registry import Registry, ReloadPlan, plan_reload
 from ._runner import AgentRunner, RunnerContext
 from ._spec import AgentSpec, AgentType, Config
 from ._state import AgentRecord, DaemonLock, read_state, spec_digest, write_state
-from ._status import AgentInfo, Outcome
+from ._status import AgentInfo, Outcome, SupervisorStatistics
 
 __all__ = ["Supervisor", "open_supervisor"]
 
@@ -424,13 +425,16 @@ class Supervisor:
         elif not spec.enabled:
             runner.desired = "stopped"
 
-    def statistics(self) -> dict[str, int]:
-        """Counts of agents by state, plus orphans reaped."""
-        counts = {state.value: 0 for state in AgentState}
+    def statistics(self) -> SupervisorStatistics:
+        """How many agents are in each state, and how many orphans were reaped."""
+        counts = dict.fromkeys(AgentState, 0)
         for runner in self._runners.values():
-            counts[runner.state.value] += 1
-        counts["orphans_reaped"] = self.reaper.reaped if self.reaper else 0
-        return counts
+            counts[runner.state] += 1
+        return SupervisorStatistics(
+            agents=len(self._runners),
+            by_state=MappingProxyType(counts),
+            orphans_reaped=self.reaper.reaped if self.reaper else 0,
+        )
 
 
 def _return_free_memory() -> None:

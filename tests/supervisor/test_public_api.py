@@ -7,6 +7,7 @@ import supervisor
 EXPECTED = {
     "Supervisor",
     "UpdateControl",
+    "SupervisorStatistics",
     "open_supervisor",
     "AgentInfo",
     "Outcome",

@@ -170,6 +170,9 @@ async def test_start_all_and_stop_all_report_each_agent(tmp_path: Path) -> None:
         stopped = await sup.stop_all()
         assert all(o.state is AgentState.STOPPED for o in stopped.values())
         assert stopped["good"].ok
+        stats = sup.statistics()
+        assert stats.agents == 2 and stats.by_state[AgentState.STOPPED] == 2
+        assert sum(stats.by_state.values()) == 2 and stats.orphans_reaped == 0
 
 
 async def test_events_reach_every_subscriber(tmp_path: Path) -> None:
