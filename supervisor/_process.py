@@ -292,6 +292,20 @@ async def _spawn(
     return SpawnedChild(process, run_id)
 
 
+def read_run_marker(pid: int) -> str:
+    """The spawn marker (``HOSTVISOR_RUN_ID``) in a live process's environment, or ""."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    prefix = f"{ENV_RUN_ID}=".encode()
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return ""
+
+
 def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
     """Pin and take over a process left running by an earlier daemon.
 
@@ -313,7 +327,7 @@ def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
         or (
             identity.matches(ProcessIdentity(current.pid, current.create_time, identity.exe))
             and bool(run_id)
-            and OrphanReaper._read_marker(identity.pid) == run_id
+            and read_run_marker(identity.pid) == run_id
         )
     )
     if current is None or not same:
@@ -513,7 +527,7 @@ class OrphanReaper:
         children = _own_children() - self._owned
         for pid in children:
             if pid not in self._markers:
-                self._markers[pid] = self._read_marker(pid)
+                self._markers[pid] = read_run_marker(pid)
             try:
                 done, _status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
@@ -526,19 +540,6 @@ class OrphanReaper:
                 self._markers.pop(pid, None)
         self.reaped += reaped
         return reaped
-
-    @staticmethod
-    def _read_marker(pid: int) -> str:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                data = f.read()
-        except OSError:
-            return ""
-        prefix = f"{ENV_RUN_ID}=".encode()
-        for item in data.split(b"\0"):
-            if item.startswith(prefix):
-                return item[len(prefix) :].decode(errors="replace")
-        return ""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reap on every SIGCHLD (or every 5 s when signals can't be received here)."""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
+from functools import partial
 from types import MappingProxyType
 
 import trio
@@ -397,20 +398,14 @@ class Supervisor:
             for agent_id in plan.remove:
                 nursery.start_soon(self.remove, agent_id)
             for spec in plan.add:
-                nursery.start_soon(self._add_for_reload, spec)
+                nursery.start_soon(self.add, spec)
             for spec in plan.restart:
                 nursery.start_soon(self._replace, spec)
             for spec in plan.update:
                 self.registry.replace(spec)
-                nursery.start_soon(self._request_discarding, self._runners[spec.id], "update", spec)
+                nursery.start_soon(partial(self._runners[spec.id].request, "update", spec=spec))
         self.config = config
         return plan
-
-    async def _add_for_reload(self, spec: AgentSpec) -> None:
-        await self.add(spec)
-
-    async def _request_discarding(self, runner: AgentRunner, kind: str, spec: AgentSpec) -> None:
-        await runner.request(kind, spec=spec)
 
     async def _replace(self, spec: AgentSpec) -> None:
         runner = self._runners[spec.id]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -70,3 +73,26 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
     with trio.fail_after(GUARD_S):
         while not predicate():
             await trio.sleep(0.01)
+
+
+async def start_gated_child(nursery: trio.Nursery, code: str, env: dict[str, str]) -> trio.Process:
+    """A Python child, owned by ``nursery``, that runs ``code`` once :func:`release` says go.
+
+    The gate lets a test register the child's pid (say, as an agent) before it acts.
+    """
+    gated = "import sys\nsys.stdin.readline()\n" + code
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            [sys.executable, "-c", gated],
+            stdin=subprocess.PIPE,
+            env={**os.environ, **env},
+        )
+    )
+    return process
+
+
+async def release(process: trio.Process) -> None:
+    """Let a :func:`start_gated_child` child run its code."""
+    assert process.stdin is not None
+    await process.stdin.send_all(b"go\n")

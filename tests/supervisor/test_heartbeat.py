@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -23,7 +22,7 @@ from supervisor._heartbeat import (
     SocketSetupError,
     parse_heartbeat,
 )
-from tests.supervisor.helpers import GUARD_S, wait_until
+from tests.supervisor.helpers import GUARD_S, release, start_gated_child as start_child, wait_until
 
 
 class Inbox:
@@ -46,25 +45,6 @@ async def start_server(
     server = HeartbeatServer(path, resolve=resolve, on_heartbeat=inbox, **kw)  # type: ignore[arg-type]
     await nursery.start(server.run)
     return server, inbox
-
-
-async def start_child(nursery: trio.Nursery, code: str, env: dict[str, str]) -> trio.Process:
-    """A Python child that waits for a line on stdin before running ``code``."""
-    gated = "import sys\nsys.stdin.readline()\n" + code
-    process: trio.Process = await nursery.start(
-        partial(
-            trio.run_process,
-            [sys.executable, "-c", gated],
-            stdin=subprocess.PIPE,
-            env={**os.environ, **env},
-        )
-    )
-    return process
-
-
-async def release(process: trio.Process) -> None:
-    assert process.stdin is not None
-    await process.stdin.send_all(b"go\n")
 
 
 async def connect(path: Path) -> trio.SocketStream:

@@ -6,10 +6,7 @@ import array
 import os
 import socket
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ import trio
 
 from supervisor._heartbeat import SocketSetupError
 from supervisor._notify import NotifyMessage, NotifyServer, notify_env, parse_notify
-from tests.supervisor.helpers import GUARD_S, wait_until
+from tests.supervisor.helpers import GUARD_S, release, start_gated_child, wait_until
 
 
 class Inbox:
@@ -43,19 +40,10 @@ async def run_child(
     nursery: trio.Nursery, code: str, env: dict[str, str], agents: dict[int, str] | None = None
 ) -> trio.Process:
     """Run ``code`` in a Python child; register its pid in ``agents`` before it starts."""
-    gated = "import sys\nsys.stdin.readline()\n" + code
-    process: trio.Process = await nursery.start(
-        partial(
-            trio.run_process,
-            [sys.executable, "-c", gated],
-            stdin=subprocess.PIPE,
-            env={**os.environ, **env},
-        )
-    )
+    process = await start_gated_child(nursery, code, env)
     if agents is not None:
         agents[process.pid] = "agent"
-    assert process.stdin is not None
-    await process.stdin.send_all(b"go\n")
+    await release(process)
     await process.wait()
     return process
 
