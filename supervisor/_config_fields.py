@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ._duration import format_duration, parse_duration, parse_size, show
 from ._errors import ConfigIssue
+from ._probes import parse_endpoint
 from ._spec import AgentType, RestartPolicy
 
 __all__ = [
@@ -326,6 +327,17 @@ def _url(value: object, base: str) -> str | None:
     return text
 
 
+def _endpoint(value: object, base: str) -> str | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        parse_endpoint(text)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    return text
+
+
 BOOLEAN = Kind(_boolean)
 STRING = Kind(_string)
 PATH = Kind(_path)
@@ -347,6 +359,10 @@ HEALTH_CHECK: Mapping[str, Field | Block] = {
     "memory_threshold": Field("memory_threshold", Kind(_size)),
     "threshold_duration": Field("threshold_duration_s", DURATION),
     "http_endpoint": Field("http_endpoint", Kind(_url)),
+    "tcp_endpoint": Field("tcp_endpoint", Kind(_endpoint)),
+    "heartbeat_required": Field("heartbeat_required", BOOLEAN),
+    "timeout": Field("timeout_s", Kind(_interval, format_duration)),
+    "failures": Field("failures", Kind(_integer(1))),
 }
 
 RESTART: Mapping[str, Field | Block] = {

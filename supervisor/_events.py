@@ -1,4 +1,10 @@
-"""The event stream: state changes that any number of consumers can follow.
+"""The event stream: state and health changes that any number of consumers can follow.
+
+Besides lifecycle changes (``old`` differs from ``new``), health events keep the state
+(``old == new``) and name what happened in ``event``: ``unhealthy`` (a check asks for
+recovery; ``reason`` says which, with the value and since when), ``healthy`` (every check
+is fine again) and ``resource_alert`` (a CPU or memory threshold was exceeded for its
+duration; ``alert`` carries the seed's ResourceAlert).
 
 Publishing never blocks the supervisor. Each subscriber has its own bounded buffer; a
 subscriber that falls behind loses the oldest events, and the next event it receives
@@ -15,6 +21,7 @@ from types import TracebackType
 
 import trio
 
+from ._health import ResourceAlert
 from ._lifecycle import AgentState
 from ._machine import ExitStatus
 
@@ -23,7 +30,7 @@ __all__ = ["AgentEvent", "EventHub", "EventSubscription"]
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent:
-    """An agent changed state.
+    """An agent changed state, or its health changed (then ``old is new``).
 
     Attributes:
         agent_id: Which agent.
@@ -36,6 +43,7 @@ class AgentEvent:
         last_exit: The last exit status, if the agent has exited before.
         dropped: Events this subscriber missed just before this one (it fell behind).
         at: The same moment on Trio's monotonic clock (for measuring intervals).
+        alert: For ``resource_alert`` events, the alert.
     """
 
     agent_id: str
@@ -48,6 +56,7 @@ class AgentEvent:
     last_exit: ExitStatus | None = None
     dropped: int = 0
     at: float = 0.0
+    alert: ResourceAlert | None = None
 
 
 class EventSubscription:

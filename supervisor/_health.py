@@ -14,8 +14,10 @@ into the small trackers below. They decide; they never read a clock, a socket or
   flap. A dip under the threshold *before* the duration is reached restarts the count,
   because the rule is "continuously over". A threshold of 0 disables the check.
 * :class:`HeartbeatTracker`: silence for ``timeout_s`` since the last beat (or since the
-  process started) is unhealthy. :meth:`HeartbeatTracker.next_deadline` tells the shell
-  when that can next happen, so it sleeps exactly that long instead of polling.
+  process started, when the check is armed from the start) is unhealthy. An agent that
+  never beats is not judged by default: the first beat arms the check.
+  :meth:`HeartbeatTracker.next_deadline` tells the shell when that can next happen, so it
+  sleeps exactly that long instead of polling.
 * :class:`FailureCounter`: N probe failures in a row are unhealthy; one success heals.
 * :class:`ResourceHistory`: the last samples in bounded memory, for the seed's
   ``GetAgentMetrics(agent_id, duration_seconds)``.
@@ -252,6 +254,7 @@ class HeartbeatTracker:
         self.label = label
         self.started_at: float | None = None
         self.last_beat: float | None = None
+        self.armed = False
         self._reported = False
 
     @property
@@ -261,23 +264,42 @@ class HeartbeatTracker:
 
     @property
     def silent_since(self) -> float | None:
-        """The last beat, or the start when none came yet; None when not started."""
-        return self.last_beat if self.last_beat is not None else self.started_at
+        """The last beat, or the start when armed and none came yet; else None."""
+        if self.last_beat is not None:
+            return self.last_beat
+        return self.started_at if self.armed else None
 
-    def started(self, now: float) -> None:
-        """A process started: it has ``timeout_s`` to send its first beat."""
+    def started(self, now: float, *, armed: bool = True) -> None:
+        """A process started.
+
+        Args:
+            now: When it started.
+            armed: It has ``timeout_s`` to send its first beat. When False, the check
+                waits for a first beat before it can time out.
+        """
         self.started_at, self.last_beat, self._reported = now, None, False
+        self.armed = armed
 
     def stopped(self) -> None:
         """The process is gone: nothing is expected until :meth:`started`."""
         self.started_at, self.last_beat, self._reported = None, None, False
+        self.armed = False
 
     def beat(self, now: float) -> None:
-        """A heartbeat arrived. Ignored while no process is started."""
+        """A heartbeat arrived (it arms the check). Ignored while no process is started."""
         if self.started_at is None:
             return
         self.last_beat = now if self.last_beat is None else max(self.last_beat, now)
-        self._reported = False
+        self.armed, self._reported = True, False
+
+    def set_timeout(self, timeout_s: float) -> None:
+        """Change the timeout for the running process (sd_notify ``WATCHDOG_USEC=``).
+
+        Raises:
+            ValueError: A negative or non-finite timeout.
+        """
+        _check_duration("timeout_s", timeout_s)
+        self.timeout_s, self._reported = timeout_s, False
 
     def next_deadline(self) -> float | None:
         """When :meth:`check` will next turn unhealthy without a beat, else None.
@@ -295,8 +317,10 @@ class HeartbeatTracker:
         if not self.enabled:
             return Verdict(CheckState.DISABLED, f"{self.label}: disabled")
         since = self.silent_since
-        if since is None:
+        if self.started_at is None:
             return Verdict(CheckState.UNKNOWN, f"{self.label}: no process")
+        if since is None:
+            return Verdict(CheckState.UNKNOWN, f"{self.label}: waiting for the first beat")
         quiet = _ago(now, since)
         # The same sum as next_deadline(), so waking exactly at the deadline sees it.
         if now >= since + self.timeout_s:
@@ -433,8 +457,6 @@ class AgentHealth:
     Args:
         agent_id: The agent, for alerts.
         spec: The agent's health-check settings.
-        tcp: Whether a TCP connect check runs (the spec has no field for it).
-        probe_failures: Failures in a row that make HTTP or TCP unhealthy.
         clear_fraction: Hysteresis of the CPU and memory thresholds.
         history: Where samples go (default: one hour, at most 720 samples).
     """
@@ -444,8 +466,6 @@ class AgentHealth:
         agent_id: str,
         spec: HealthCheckSpec,
         *,
-        tcp: bool = False,
-        probe_failures: int = DEFAULT_PROBE_FAILURES,
         clear_fraction: float = 0.9,
         history: ResourceHistory | None = None,
     ) -> None:
@@ -453,9 +473,11 @@ class AgentHealth:
         self.history = history if history is not None else ResourceHistory()
         self.last_error: str | None = None
         self.status_text: str | None = None
-        self._tcp, self._probe_failures, self._clear = tcp, probe_failures, clear_fraction
+        self._clear = clear_fraction
         self._running = False
         self._episode = False
+        self._stopping = False
+        self._trigger: Verdict | None = None
         self._process = Verdict(CheckState.UNKNOWN, "process: not started")
         self._build(spec)
 
@@ -474,25 +496,28 @@ class AgentHealth:
             quantity="rss",
             fmt=format_bytes,
         )
-        failures = self._probe_failures
-        http = spec.http_endpoint is not None
-        self.http = FailureCounter(failures, label="http") if http else None
-        self.tcp = FailureCounter(failures, label="tcp") if self._tcp else None
+        http, tcp = spec.http_endpoint is not None, spec.tcp_endpoint is not None
+        self.http = FailureCounter(spec.failures, label="http") if http else None
+        self.tcp = FailureCounter(spec.failures, label="tcp") if tcp else None
 
     def reconfigure(self, now: float, spec: HealthCheckSpec) -> None:
-        """Apply changed settings to a live agent; every check starts afresh at ``now``."""
+        """Apply changed settings to a live agent; every check starts afresh at ``now``.
+
+        A heartbeat check already armed by the agent's beats stays armed.
+        """
+        armed = self.heartbeat_tracker.armed
         self._build(spec)
         if self._running:
-            self.heartbeat_tracker.started(now)
+            self.heartbeat_tracker.started(now, armed=armed or spec.heartbeat_required)
 
     # -- facts ------------------------------------------------------------------
 
     def process_started(self, now: float) -> None:
         """A new process runs: all checks start afresh and a new episode may begin."""
-        self._running, self._episode = True, False
+        self._running, self._episode, self._stopping = True, False, False
         self._process = Verdict(CheckState.HEALTHY, "process: running", now)
         self._forget()
-        self.heartbeat_tracker.started(now)
+        self.heartbeat_tracker.started(now, armed=self.spec.heartbeat_required)
 
     def process_exited(self, now: float, reason: str = "exited") -> None:
         """The process ended unexpectedly (the machine decides about restarting)."""
@@ -507,6 +532,7 @@ class AgentHealth:
         self._forget()
 
     def _forget(self) -> None:
+        self._trigger = None
         self.heartbeat_tracker.stopped()
         self.cpu.reset()
         self.memory.reset()
@@ -518,6 +544,30 @@ class AgentHealth:
         """A heartbeat (or sd_notify ``WATCHDOG=1``) arrived from the agent."""
         if self._running:
             self.heartbeat_tracker.beat(now)
+
+    def stopping(self, now: float) -> None:
+        """The agent said it is shutting down (sd_notify ``STOPPING=1``).
+
+        No recovery is asked for from now on: the exit that follows is the restart
+        policy's business, as any exit is. Ignored while no process runs.
+        """
+        if self._running:
+            self._stopping = True
+            self._process = Verdict(CheckState.HEALTHY, "process: stopping (STOPPING=1)", now)
+
+    def trigger(self, now: float) -> None:
+        """The agent asked to be treated as hung (sd_notify ``WATCHDOG=trigger``).
+
+        The heartbeat check is unhealthy from now until the next process starts.
+        """
+        if self._running:
+            detail = f"{self.heartbeat_tracker.label}: the agent triggered its watchdog"
+            self._trigger = Verdict(CheckState.UNHEALTHY, detail, now)
+
+    @property
+    def in_episode(self) -> bool:
+        """Whether recovery was asked for and the checks have not all recovered since."""
+        return self._episode
 
     def set_status_text(self, text: str | None) -> None:
         """Keep the agent's own status line (sd_notify ``STATUS=``)."""
@@ -568,7 +618,7 @@ class AgentHealth:
         hb = self.heartbeat_tracker
         verdicts = {
             Check.PROCESS: self._process,
-            Check.HEARTBEAT: hb.check(now) if mark else hb.verdict(now),
+            Check.HEARTBEAT: self._trigger or (hb.check(now) if mark else hb.verdict(now)),
             Check.CPU: self.cpu.verdict(now),
             Check.MEMORY: self.memory.verdict(now),
         }
@@ -590,14 +640,16 @@ class AgentHealth:
             self._episode = False
             return None
         self.last_error = "; ".join(bad)
-        if self._episode or not self._running:
+        if self._episode or not self._running or self._stopping:
             return None
         self._episode = True
         return self.last_error
 
     def next_deadline(self) -> float | None:
         """When :meth:`check` must run even if no fact arrives (a heartbeat timeout)."""
-        return self.heartbeat_tracker.next_deadline() if self._running else None
+        if not self._running or self._stopping:
+            return None
+        return self.heartbeat_tracker.next_deadline()
 
     def snapshot(self, now: float) -> HealthSnapshot:
         """The health part of the status snapshot, rendered for ``now``."""

@@ -68,6 +68,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatServer",
     "HeartbeatStatistics",
+    "PrivateSocket",
     "SocketSetupError",
     "bind_private_socket",
     "parse_heartbeat",
@@ -315,6 +316,43 @@ def bind_private_socket(path: str, kind: socket.SocketKind) -> tuple[socket.sock
         raise
 
 
+class PrivateSocket:
+    """A socket file to bind early (so setup errors surface before serving), used once.
+
+    Args:
+        path: Where the socket file goes.
+        kind: ``socket.SOCK_STREAM`` or ``socket.SOCK_DGRAM``.
+    """
+
+    def __init__(self, path: str, kind: socket.SocketKind) -> None:
+        self.path, self.kind = path, kind
+        self._bound: tuple[socket.socket, os.stat_result] | None = None
+
+    def bind(self) -> None:
+        """Create the socket file now, if not done yet.
+
+        Raises:
+            SocketSetupError: see :func:`bind_private_socket`.
+        """
+        if self._bound is None:
+            self._bound = bind_private_socket(self.path, self.kind)
+
+    def take(self) -> tuple[socket.socket, os.stat_result]:
+        """Hand the bound socket to its server (binding it first if needed)."""
+        self.bind()
+        assert self._bound is not None
+        bound, self._bound = self._bound, None
+        return bound
+
+    def close(self) -> None:
+        """Release a socket that was bound but never taken (setup failed later)."""
+        if self._bound is not None:
+            sock, ours = self._bound
+            self._bound = None
+            sock.close()
+            remove_socket_file(self.path, ours)
+
+
 def remove_socket_file(path: str, ours: os.stat_result) -> None:
     """Remove ``path`` if it is still the socket file we bound (not a successor's)."""
     try:
@@ -379,6 +417,7 @@ class HeartbeatServer:
         if max_connections_per_agent < 1:
             raise ValueError("max_connections_per_agent must be positive")
         self.path = os.fspath(path)
+        self.socket = PrivateSocket(self.path, socket.SOCK_STREAM)
         self._resolve = resolve
         self._on_heartbeat = on_heartbeat
         self._max_line = max_line
@@ -400,7 +439,7 @@ class HeartbeatServer:
         Raises:
             SocketSetupError: The socket could not be created (before ``started``).
         """
-        raw, ours = bind_private_socket(self.path, socket.SOCK_STREAM)
+        raw, ours = self.socket.take()
         sock = trio.socket.from_stdlib_socket(raw)
         try:
             sock.listen(socket.SOMAXCONN)

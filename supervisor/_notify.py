@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from ._heartbeat import bind_private_socket, remove_socket_file
+from ._heartbeat import PrivateSocket, remove_socket_file
 
 __all__ = [
     "NotifyMessage",
@@ -232,6 +232,7 @@ class NotifyServer:
         if max_datagram < 1:
             raise ValueError(f"max_datagram must be positive, not {max_datagram}")
         self.path = os.fspath(path)
+        self.socket = PrivateSocket(self.path, socket.SOCK_DGRAM)
         self._resolve = resolve
         self._on_message = on_message
         self._max_datagram = max_datagram
@@ -249,7 +250,7 @@ class NotifyServer:
         Raises:
             SocketSetupError: The socket could not be created (before ``started``).
         """
-        raw, ours = bind_private_socket(self.path, socket.SOCK_DGRAM)
+        raw, ours = self.socket.take()
         sock = trio.socket.from_stdlib_socket(raw)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)

@@ -46,6 +46,7 @@ __all__ = [
     "SpawnedChild",
     "adopt",
     "identify",
+    "lineage",
     "set_child_subreaper",
     "spawn",
     "terminate_tree",
@@ -123,6 +124,14 @@ def identify(pid: int) -> ProcessIdentity | None:
     except OSError:  # permission denied, or a kernel thread
         exe = ""
     return ProcessIdentity(pid, round(create_time, 2), exe)
+
+
+def lineage(pid: int) -> tuple[int, int, int] | None:
+    """The (parent pid, process group, session) of a process, from /proc; None if gone."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 4:
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[3])
 
 
 class Child:

@@ -17,21 +17,37 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
 from ._errors import InvalidTransitionError, SupervisorClosedError
 from ._events import AgentEvent
+from ._health import AgentHealth
 from ._lifecycle import AgentState, is_active
 from ._logs import AgentLog
-from ._machine import Action, AgentMachine, Kill, Spawn, StateChange
+from ._machine import Action, AgentMachine, ExitStatus, Kill, Spawn, StateChange
 from ._process import ENV_AGENT_ID, ENV_RUN_ID, Child, OrphanReaper, spawn, terminate_tree
+from ._resources import CpuMeter
 from ._spec import AgentSpec
 from ._status import AgentInfo, Outcome
 
-__all__ = ["AgentRunner", "RunnerContext"]
+__all__ = ["AgentRunner", "ProcessObserver", "RunnerContext"]
+
+
+class ProcessObserver(Protocol):
+    """What the health monitor needs from runners (see :mod:`supervisor._monitor`)."""
+
+    def env(self, spec: AgentSpec) -> Mapping[str, str]:
+        """Variables added to the agent's environment (notify and heartbeat sockets)."""
+        ...
+
+    def process_changed(self, runner: AgentRunner) -> None:
+        """The runner's process started, ended, or its checks were reconfigured."""
+        ...
+
 
 logger = logging.getLogger("supervisor")
 
@@ -48,6 +64,7 @@ class RunnerContext:
     spawn_limiter: trio.CapacityLimiter | None = None
     nursery: trio.Nursery | None = None
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    observer: ProcessObserver | None = None
 
     def wall(self, monotonic: float | None) -> float | None:
         """Convert a Trio clock reading into wall-clock seconds since the epoch."""
@@ -92,6 +109,8 @@ class AgentRunner:
         self.spec = spec
         self._ctx = context
         self.machine = AgentMachine(spec.restart, spec.start_seconds_s)
+        self.health = AgentHealth(spec.id, spec.health_check)
+        self.cpu_meter = CpuMeter()
         self.child: Child | None = None
         self.log = self._make_log(spec)
         self.desired = "running" if spec.enabled else "stopped"
@@ -131,6 +150,14 @@ class AgentRunner:
         self._post(req)
         await req.done.wait()
         return self.outcome(req.error, _GOALS.get(kind))
+
+    def post(self, kind: str, **kwargs: object) -> None:
+        """Queue a request without waiting for it (from synchronous callbacks).
+
+        Raises:
+            SupervisorClosedError: the runner is not running.
+        """
+        self._post(_Request(kind, **kwargs))  # type: ignore[arg-type]
 
     def _post(self, message: _Request | _Exited) -> None:
         if self._closed:
@@ -193,7 +220,7 @@ class AgentRunner:
                 if message.child is self.child:
                     self.child = None
                     status = await message.child.wait()
-                    await self._perform(self.machine.exited(trio.current_time(), status))
+                    await self._perform(self._exited(status))
             else:
                 await self._handle(message)
 
@@ -212,6 +239,8 @@ class AgentRunner:
                     actions = self.machine.request_restart(now)
                 case "unhealthy":
                     actions = self.machine.unhealthy(now, req.reason)
+                case "ready":
+                    actions = self.machine.confirm_start(now)
                 case "adopt":
                     assert req.child is not None
                     actions = self._adopt(req.child, now)
@@ -232,13 +261,41 @@ class AgentRunner:
         self._watch(child)
         identity = child.identity
         uptime = max(0.0, time.time() - identity.create_time) if identity else 0.0
-        return self.machine.adopted(now, child.pid, uptime)
+        actions = self.machine.adopted(now, child.pid, uptime)
+        self._process_started(now, spawned=False)
+        return actions
 
     def _update(self, spec: AgentSpec) -> list[Action]:
-        self.spec = spec
+        old, self.spec = self.spec, spec
         self.machine.update_settings(spec.restart, spec.start_seconds_s)
         self.log.max_bytes, self.log.backups = spec.log.max_bytes, spec.log.backups
+        if spec.health_check != old.health_check:
+            self.health.reconfigure(trio.current_time(), spec.health_check)
+            self._observe()
         return []
+
+    # -- health facts from the process lifecycle ---------------------------------
+
+    def _process_started(self, now: float, *, spawned: bool) -> None:
+        self.health.process_started(now)
+        self.cpu_meter.reset()
+        if spawned:  # a new tree has used (almost) no CPU yet: the first sample counts
+            self.cpu_meter.update(now, 0)
+        self._observe()
+
+    def _exited(self, status: ExitStatus) -> list[Action]:
+        now = trio.current_time()
+        actions = self.machine.exited(now, status)
+        if self.machine.state is AgentState.STOPPED:
+            self.health.reset()
+        else:
+            self.health.process_exited(now, status.describe())
+        self._observe()
+        return actions
+
+    def _observe(self) -> None:
+        if self._ctx.observer is not None:
+            self._ctx.observer.process_changed(self)
 
     async def _perform(self, actions: list[Action]) -> None:
         queue: deque[Action] = deque(actions)
@@ -259,7 +316,15 @@ class AgentRunner:
         except OSError as exc:
             return self.machine.spawn_failed(trio.current_time(), f"{exc.filename}: {exc.strerror}")
         run_id = os.urandom(16).hex()
-        env = {**self._ctx.base_env, **spec.env, ENV_AGENT_ID: spec.id, ENV_RUN_ID: run_id}
+        observer = self._ctx.observer
+        checks = observer.env(spec) if observer is not None else {}
+        env = {
+            **self._ctx.base_env,
+            **spec.env,
+            **checks,
+            ENV_AGENT_ID: spec.id,
+            ENV_RUN_ID: run_id,
+        }
         try:
             child = await spawn(
                 spec.argv,
@@ -277,7 +342,10 @@ class AgentRunner:
             os.close(output_fd)
         self.child = child
         self._watch(child)
-        return self.machine.spawned(trio.current_time(), child.pid)
+        now = trio.current_time()
+        actions = self.machine.spawned(now, child.pid)
+        self._process_started(now, spawned=True)
+        return actions
 
     def _watch(self, child: Child) -> None:
         """Start the child's watcher in the supervisor's nursery (shielded: see module)."""
@@ -310,7 +378,7 @@ class AgentRunner:
             reaper=self._ctx.reaper,
         )
         self.child = None
-        return self.machine.exited(trio.current_time(), status)
+        return self._exited(status)
 
     async def _shutdown(self) -> None:
         child = self.child
@@ -393,6 +461,8 @@ class AgentRunner:
             next_restart_at=wall(machine.next_restart_at),
             consecutive_restarts=machine.consecutive,
             log_file=self.log.path,
+            health=(health := self.health.snapshot(trio.current_time())),
+            healthy=health.healthy,
         )
 
     @property

@@ -74,21 +74,30 @@ class RestartSpec:
     backoff_max_s: float = 60.0
     reset_after_s: float = 300.0
 
+    def __post_init__(self) -> None:
+        # Accept the wire strings ("on-failure") from library callers too.
+        object.__setattr__(self, "policy", RestartPolicy(self.policy))
+
 
 @dataclass(frozen=True, slots=True)
 class HealthCheckSpec:
-    """The seed's ``health_check`` block (004 section 5.1), with its defaults.
-
-    The checks themselves belong to the health-check subsystem; the core keeps the
-    spec so configurations round-trip and reloads see changes.
+    """The seed's ``health_check`` block (004 section 5.1), with its defaults, plus probes.
 
     Attributes:
-        interval_s: How often checks run (seed: 30 s).
+        interval_s: How often resources are sampled and endpoints probed (seed: 30 s).
         heartbeat_timeout_s: A missing heartbeat for this long is unhealthy; 0 disables.
-        cpu_threshold: CPU percent of the agent's process tree; 0 disables.
+            The check is armed by the agent's first heartbeat (or sd_notify
+            ``WATCHDOG=1``), so agents that do not speak either protocol are not
+            restarted for silence; see ``heartbeat_required``.
+        heartbeat_required: Arm the heartbeat check when the process starts: an agent
+            that never sends a first heartbeat within the timeout is unhealthy too.
+        cpu_threshold: CPU percent of the agent's process tree (100 per core); 0 disables.
         memory_threshold: Resident bytes of the agent's process tree; 0 disables.
         threshold_duration_s: How long a threshold must be exceeded to count (seed: 60 s).
         http_endpoint: URL whose 2xx answer means healthy, or None.
+        tcp_endpoint: ``host:port`` that must accept a TCP connection, or None.
+        timeout_s: Deadline of one HTTP or TCP probe.
+        failures: Probe failures in a row that make the agent unhealthy.
     """
 
     interval_s: float = 30.0
@@ -97,6 +106,10 @@ class HealthCheckSpec:
     memory_threshold: int = 524_288_000
     threshold_duration_s: float = 60.0
     http_endpoint: str | None = None
+    tcp_endpoint: str | None = None
+    heartbeat_required: bool = False
+    timeout_s: float = 5.0
+    failures: int = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ._health import HealthSnapshot
+from ._heartbeat import HeartbeatStatistics
 from ._lifecycle import AgentState
 from ._machine import ExitStatus
+from ._notify import NotifyStatistics
 from ._spec import AgentType
 
-__all__ = ["AgentInfo", "Outcome", "SupervisorStatistics"]
+__all__ = ["AgentInfo", "HealthStatistics", "Outcome", "SupervisorStatistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,10 @@ class AgentInfo:
         next_restart_at: When a scheduled restart will happen.
         consecutive_restarts: Automatic restarts in a row (the retry budget used).
         log_file: Where its stdout and stderr go.
-        healthy: Health verdict; None until health checks report.
+        healthy: False when any health check (the process included) is unhealthy, None
+            before the first start or after a deliberate stop (``health.healthy``).
+        health: Every check's state, the last health error and the agent's own status
+            text (sd_notify ``STATUS=`` or the heartbeat's ``status``).
     """
 
     id: str
@@ -63,6 +69,7 @@ class AgentInfo:
     consecutive_restarts: int
     log_file: str
     healthy: bool | None = None
+    health: HealthSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,31 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthStatistics:
+    """Counters of the health monitor (:attr:`SupervisorStatistics.health`).
+
+    Attributes:
+        ticks: Group ticks served (one per interval group and period).
+        samples: Process trees measured.
+        probes: HTTP and TCP probes run.
+        probes_skipped: Probes not started because the previous one was still running.
+        unhealthy: Recovery requests made.
+        alerts: Resource alerts raised.
+        heartbeat: The heartbeat socket's counters.
+        notify: The notify socket's counters.
+    """
+
+    ticks: int
+    samples: int
+    probes: int
+    probes_skipped: int
+    unhealthy: int
+    alerts: int
+    heartbeat: HeartbeatStatistics
+    notify: NotifyStatistics
+
+
+@dataclass(frozen=True, slots=True)
 class SupervisorStatistics:
     """A snapshot of the supervisor as a whole (:meth:`Supervisor.statistics`).
 
@@ -90,8 +122,10 @@ class SupervisorStatistics:
         agents: Registered agents.
         by_state: How many agents are in each state (every state is present).
         orphans_reaped: Re-parented descendants reaped so far (child-subreaper mode).
+        health: The health monitor's counters (None when health checks are off).
     """
 
     agents: int
     by_state: Mapping[AgentState, int]
     orphans_reaped: int
+    health: HealthStatistics | None = None

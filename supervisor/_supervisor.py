@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
 from types import MappingProxyType
 
@@ -25,7 +26,10 @@ import trio
 
 from ._errors import SupervisorClosedError
 from ._events import EventHub, EventSubscription
+from ._health import ResourceAlert
+from ._history import ResourceSample
 from ._lifecycle import AgentState
+from ._monitor import HealthMonitor, socket_dir_for
 from ._process import OrphanReaper, adopt, identify, set_child_subreaper, terminate_tree
 from ._registry import Registry, ReloadPlan, plan_reload
 from ._runner import AgentRunner, RunnerContext
@@ -62,6 +66,13 @@ class Supervisor:
             mode, ``config.daemon.stop_agents_on_exit`` in daemon mode).
         log_check_interval_s: How often log files are checked for rotation (one shared
             timer for all agents; ``math.inf`` disables the check).
+        health_checks: Run the health checks of ``health_check`` (heartbeat and notify
+            sockets, resource sampling, probes). False supervises processes only.
+        on_alert: Called with each :class:`ResourceAlert` (also on the event stream);
+            must not block.
+        socket_dir: Where the heartbeat and notify sockets go; defaults to
+            ``{work_dir}/run`` (or a short private directory under ``/tmp`` when that
+            path is too long for a Unix socket).
     """
 
     def __init__(
@@ -73,6 +84,9 @@ class Supervisor:
         subreaper: bool | None = None,
         stop_agents_on_exit: bool | None = None,
         log_check_interval_s: float = LOG_CHECK_INTERVAL_S,
+        health_checks: bool = True,
+        on_alert: Callable[[ResourceAlert], None] | None = None,
+        socket_dir: str | None = None,
     ) -> None:
         if not isinstance(config, Config):
             config = Config(agents=tuple(config))
@@ -94,6 +108,15 @@ class Supervisor:
         )
         self.registry = Registry(is_active=self._is_active)
         self._runners: dict[str, AgentRunner] = {}
+        self.monitor: HealthMonitor | None = None
+        if health_checks:
+            self.monitor = self._ctx.observer = HealthMonitor(
+                self._runners,
+                socket_dir=socket_dir or socket_dir_for(self.work_dir),
+                publish=self._hub.publish,
+                wall=_wall_clock,
+                on_alert=on_alert,
+            )
         for spec in config.agents:
             self.registry.register(spec)
             self._runners[spec.id] = AgentRunner(spec, self._ctx)
@@ -110,6 +133,7 @@ class Supervisor:
         Raises:
             DaemonLockedError: daemon mode, and another daemon uses this work directory.
             StateFileError: daemon mode, and the state file is unreadable.
+            SocketSetupError: the heartbeat or notify socket could not be created.
             RuntimeError: this supervisor is already running.
         """
         if self._nursery is not None:
@@ -121,6 +145,8 @@ class Supervisor:
         try:
             if self.daemon_mode:
                 records = read_state(self.state_file)
+            if self.monitor is not None:
+                self.monitor.bind()  # raises SocketSetupError here, not in a group
             if self._subreaper and not set_child_subreaper():
                 logger.warning("could not become child subreaper; escaped orphans go to init")
             async with trio.open_nursery() as nursery:
@@ -128,6 +154,8 @@ class Supervisor:
                 if self.reaper is not None:
                     await nursery.start(self.reaper.run)
                 nursery.start_soon(self._rotate_logs)
+                if self.monitor is not None:
+                    await nursery.start(self.monitor.run)
                 if self.daemon_mode:
                     nursery.start_soon(self._write_state_loop)
                 for runner in self._runners.values():
@@ -139,6 +167,8 @@ class Supervisor:
                 await trio.sleep_forever()
         finally:
             self._nursery = self._ctx.nursery = None
+            if self.monitor is not None:
+                self.monitor.close()
             self._hub.close()
             if self.daemon_mode:
                 with contextlib.suppress(Exception):
@@ -336,6 +366,23 @@ class Supervisor:
         """Follow state changes from now on (``async with`` / ``async for``)."""
         return self._hub.subscribe(max_buffer)
 
+    def metrics(self, agent_id: str, seconds: float) -> list[ResourceSample]:
+        """An agent's resource samples of the last ``seconds`` (the seed's GetAgentMetrics).
+
+        Samples are taken every ``health_check.interval`` while the agent runs and kept for
+        an hour (at most 720). Each is the whole process tree's CPU percent (100 per core)
+        and resident bytes; ``at`` is wall-clock time, oldest first.
+
+        Raises:
+            UnknownAgentError: no such agent.
+            ValueError: ``seconds`` is negative.
+        """
+        self.registry.get(agent_id)
+        now = trio.current_time()
+        offset = _wall_clock(now) - now
+        samples = self._runners[agent_id].health.history.window(now, seconds)
+        return [sample._replace(at=sample.at + offset) for sample in samples]
+
     def tail(self, agent_id: str, lines: int = 100) -> list[str]:
         """The last lines of an agent's output (the seed's GetAgentLogs).
 
@@ -429,7 +476,13 @@ class Supervisor:
             agents=len(self._runners),
             by_state=MappingProxyType(counts),
             orphans_reaped=self.reaper.reaped if self.reaper else 0,
+            health=self.monitor.statistics() if self.monitor else None,
         )
+
+
+def _wall_clock(monotonic: float) -> float:
+    """Convert a Trio clock reading into wall-clock seconds since the epoch."""
+    return time.time() + (monotonic - trio.current_time())
 
 
 def _return_free_memory() -> None:
@@ -456,7 +509,9 @@ async def open_supervisor(
     """Run a :class:`Supervisor` for the duration of an ``async with`` block.
 
     Leaving the block stops every agent (library mode) or leaves them running
-    (``daemon_mode=True``). Keyword options are those of :class:`Supervisor`.
+    (``daemon_mode=True``). Keyword options are those of :class:`Supervisor`. A start-up
+    failure (:class:`DaemonLockedError`, :class:`StateFileError`, ``SocketSetupError``)
+    is raised as itself from ``async with``.
 
     Example::
 
@@ -464,9 +519,16 @@ async def open_supervisor(
             await sup.wait_state("web", AgentState.RUNNING)
     """
     supervisor = Supervisor(config, **options)  # type: ignore[arg-type]
+    failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.run)
         try:
-            yield supervisor
-        finally:
-            nursery.cancel_scope.cancel()
+            await nursery.start(supervisor.run)
+        except Exception as exc:  # start-up failed and nothing runs: raise it unwrapped
+            failure = exc
+        else:
+            try:
+                yield supervisor
+            finally:
+                nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure

@@ -208,6 +208,41 @@ def test_heartbeat_zero_disables(ops: list[tuple[str, float]]) -> None:
         assert hb.check(now).state is CheckState.DISABLED and hb.next_deadline() is None
 
 
+@settings(deadline=None)
+@given(st.floats(min_value=0.001, max_value=100), beat_ops)
+def test_heartbeat_unarmed_waits_for_the_first_beat(
+    timeout: float, ops: list[tuple[str, float]]
+) -> None:
+    """Not armed at start: silence before the first beat never counts; after it, as usual."""
+    hb = HeartbeatTracker(timeout)
+    hb.started(0.0, armed=False)
+    now, last = 0.0, None
+    for op, step in ops:
+        now += step
+        if op == "beat":
+            hb.beat(now)
+            last = now
+        verdict = hb.check(now)
+        if last is None:
+            assert verdict.state is CheckState.UNKNOWN and hb.next_deadline() is None
+        else:
+            assert verdict.unhealthy == (now >= last + timeout)
+
+
+def test_heartbeat_timeout_can_change_while_running() -> None:
+    """WATCHDOG_USEC= from the agent moves the deadline and re-arms a reported timeout."""
+    hb = HeartbeatTracker(90)
+    hb.started(0)
+    hb.beat(10)
+    hb.set_timeout(20)
+    assert hb.next_deadline() == 30
+    assert hb.check(30).unhealthy and hb.next_deadline() is None
+    hb.set_timeout(60)
+    assert hb.next_deadline() == 70 and not hb.check(31).unhealthy
+    with pytest.raises(ValueError, match="timeout_s"):
+        hb.set_timeout(-1)
+
+
 def test_heartbeat_messages_and_lifecycle() -> None:
     """Beats before a start are ignored; messages tell silence since start from since a beat."""
     hb = HeartbeatTracker(90)
@@ -221,6 +256,8 @@ def test_heartbeat_messages_and_lifecycle() -> None:
     assert hb.check(200).detail == "heartbeat: none for 99.0s (timeout 90s)"
     hb.stopped()
     assert hb.check(300).state is CheckState.UNKNOWN
+    hb.started(400, armed=False)
+    assert hb.check(900).detail == "heartbeat: waiting for the first beat"
 
 
 # -- FailureCounter -----------------------------------------------------------------
@@ -407,7 +444,7 @@ def test_cpu_alert_message() -> None:
 
 def test_heartbeat_episode_and_deadline() -> None:
     """A silent agent is reported once at the deadline, and again only after it recovered."""
-    h = AgentHealth("a", spec(heartbeat_timeout_s=90))
+    h = AgentHealth("a", spec(heartbeat_timeout_s=90, heartbeat_required=True))
     assert h.next_deadline() is None
     h.process_started(10)
     assert h.next_deadline() == 100 and h.check(99.9) is None
@@ -421,7 +458,12 @@ def test_heartbeat_episode_and_deadline() -> None:
 def test_probes_and_several_checks_in_one_reason() -> None:
     """Two unhealthy checks give one request, naming both."""
     h = AgentHealth(
-        "a", spec(http_endpoint="http://127.0.0.1:9100/metrics"), tcp=True, probe_failures=2
+        "a",
+        spec(
+            http_endpoint="http://127.0.0.1:9100/metrics",
+            tcp_endpoint="127.0.0.1:9100",
+            failures=2,
+        ),
     )
     h.process_started(0)
     h.probe(1, Check.HTTP, "HTTP 503")
@@ -457,7 +499,7 @@ def test_disabled_checks_and_probe_misuse() -> None:
 
 def test_process_exit_and_reset() -> None:
     """An exit is unhealthy but asks nothing; a new start begins afresh; a stop is unknown."""
-    h = AgentHealth("a", spec(heartbeat_timeout_s=5, memory_threshold=10))
+    h = AgentHealth("a", spec(heartbeat_timeout_s=5, heartbeat_required=True, memory_threshold=10))
     assert h.snapshot(0).healthy is None
     h.process_started(0)
     assert h.check(5) is not None
@@ -481,6 +523,7 @@ def test_status_text_and_reconfigure() -> None:
     h = AgentHealth("a", spec(heartbeat_timeout_s=5))
     h.process_started(0)
     h.set_status_text("serving 3 targets")
+    h.heartbeat(1)  # the agent beats: the check is armed, and stays armed over a reload
     h.reconfigure(4, spec(heartbeat_timeout_s=10, cpu_threshold=50))
     assert h.next_deadline() == 14
     snap = h.snapshot(4)
@@ -509,8 +552,14 @@ def test_recovery_once_per_episode(ops: list[tuple[str, float, float, bool]]) ->
     """A reason comes once when a running agent turns unhealthy, then not until it recovers."""
     h = AgentHealth(
         "a",
-        spec(heartbeat_timeout_s=30, cpu_threshold=50, threshold_duration_s=20, http_endpoint="x"),
-        probe_failures=2,
+        spec(
+            heartbeat_timeout_s=30,
+            heartbeat_required=True,
+            cpu_threshold=50,
+            threshold_duration_s=20,
+            http_endpoint="x",
+            failures=2,
+        ),
     )
     now, running, episode = 0.0, False, False
     for op, step, value, ok in [("start", 0.0, 0.0, True), *ops]:

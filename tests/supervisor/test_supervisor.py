@@ -101,9 +101,9 @@ async def test_stop_of_a_sigterm_ignorer_uses_sigkill(
     spec = shell_agent(
         "stubborn", "trap '' TERM; echo ready; exec sleep 1000", tmp_path, stop_timeout_s=30.0
     )
-    # No periodic log check: virtual time then only jumps to the stop deadline.
+    # No periodic log check nor health tick: virtual time only jumps to the stop deadline.
     async with open_supervisor(
-        [spec], work_dir=str(tmp_path), log_check_interval_s=math.inf
+        [spec], work_dir=str(tmp_path), log_check_interval_s=math.inf, health_checks=False
     ) as sup:
         await wait_for_file(tmp_path / "logs" / "stubborn.log", "ready")
         pid = sup.status("stubborn").pid

@@ -1,0 +1,457 @@
+"""The health monitor: every agent's checks, on shared ticks (the IO shell of ``_health``).
+
+Theory of operation
+-------------------
+One :class:`HealthMonitor` serves all agents of a :class:`~supervisor.Supervisor`. It
+owns two private sockets and one loop:
+
+* the heartbeat socket (:class:`~supervisor._heartbeat.HeartbeatServer`, JSON lines) and
+  the sd_notify socket (:class:`~supervisor._notify.NotifyServer`). Each agent finds them
+  in its environment (``HOSTVISOR_HEARTBEAT_SOCKET``, ``NOTIFY_SOCKET``, and
+  ``WATCHDOG_USEC`` when a heartbeat timeout is set). A message is attributed by the
+  sender's pid from the kernel: :meth:`HealthMonitor.resolve` maps it to the agent whose
+  process is that pid, leads its session or process group, or is an ancestor of it.
+* the loop. Agents are grouped by ``health_check.interval``; each group has one tick on
+  a grid (``start + k * interval``), so 300 agents with the same interval cost one
+  wake-up per interval, not 300. At a tick the monitor measures every live process tree
+  of the group in one worker-thread call (CPU and RSS from ``/proc``), feeds the samples
+  to each agent's :class:`~supervisor._health.AgentHealth`, and starts the HTTP and TCP
+  probes of the group's running agents (at most ``max_probes`` at once, each bounded by
+  ``health_check.timeout``; an agent whose previous probe is still running is skipped).
+  Between ticks the loop sleeps until the earliest heartbeat deadline
+  (:meth:`AgentHealth.next_deadline`) or the next tick, whichever comes first, and is
+  woken early only when a deadline may have moved closer (a process started, a first
+  heartbeat armed the check, a timeout changed).
+
+Every fact is followed by :meth:`AgentHealth.check`. When it returns a reason, the agent's
+runner gets an ``unhealthy`` request: the restart policy (backoff, retry budget) decides,
+as after a crash, and the reason becomes the agent's last error. The event stream gets
+``unhealthy``, ``healthy`` and ``resource_alert`` events; alerts also go to ``on_alert``.
+
+What sd_notify messages do: ``READY=1`` confirms the start (the agent is ``running``
+without waiting ``start_seconds``); ``WATCHDOG=1`` is a heartbeat; ``WATCHDOG=trigger``
+is unhealthy at once; ``WATCHDOG_USEC=`` changes the heartbeat timeout of the running
+process; ``STATUS=`` is kept as the agent's status text; ``STOPPING=1`` suspends recovery
+(the exit that follows is judged by the restart policy like any exit). ``MAINPID=``,
+``RELOADING=1`` and ``EXTEND_TIMEOUT_USEC=`` are accepted and ignored: the supervised
+process is always the one we started or adopted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Mapping
+
+import trio
+
+from ._errors import SupervisorClosedError
+from ._events import AgentEvent
+from ._health import Check, ResourceAlert
+from ._heartbeat import (
+    ENV_HEARTBEAT_SOCKET,
+    Heartbeat,
+    HeartbeatServer,
+    SocketSetupError,
+)
+from ._lifecycle import AgentState
+from ._notify import NotifyMessage, NotifyServer, notify_env
+from ._probes import parse_endpoint, probe_http, probe_tcp
+from ._process import Child, lineage
+from ._resources import TreeUsage, tree_usage
+from ._runner import AgentRunner
+from ._spec import AgentSpec
+from ._status import HealthStatistics
+
+__all__ = ["HealthMonitor", "next_tick", "socket_dir_for"]
+
+logger = logging.getLogger("supervisor.health")
+
+#: Ticks closer than this to a wake-up are served in it (float rounding of the grid).
+TICK_TOLERANCE_S = 1e-3
+#: Probes (HTTP or TCP) in flight at once, over all agents.
+MAX_PROBES = 32
+#: Parent links followed from a message's sender towards an agent's process.
+MAX_ANCESTORS = 64
+_SOCKET_NAMES = ("heartbeat.sock", "notify.sock")
+_SUN_PATH_MAX = 107
+
+
+def next_tick(start: float, interval: float, now: float) -> float:
+    """The first grid point ``start + k * interval`` (k >= 1) after ``now``.
+
+    Every tick is computed from ``start``, never by adding intervals up, so groups never
+    drift and a late wake-up skips the missed ticks instead of replaying them.
+    """
+    k = max(1, math.floor((now - start) / interval) + 1)
+    while start + k * interval <= now:  # float rounding
+        k += 1
+    return start + k * interval
+
+
+def socket_dir_for(work_dir: str) -> str:
+    """Where a supervisor with this work directory puts its sockets.
+
+    ``{work_dir}/run`` when the socket paths fit in ``sun_path`` (107 bytes); otherwise a
+    directory named after a hash of the work directory under ``$XDG_RUNTIME_DIR``, the
+    temporary directory or ``/tmp``, whichever is short enough.
+    """
+    preferred = os.path.join(work_dir, "run")
+    if _fits(preferred):
+        return preferred
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(work_dir))).hexdigest()[:16]
+    name = f"hostvisor-{os.geteuid()}-{digest}"
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp"):
+        if base and _fits(os.path.join(base, name)):
+            return os.path.join(base, name)
+    return preferred  # binding will say why it cannot be used
+
+
+def _fits(directory: str) -> bool:
+    longest = max(len(os.fsencode(os.path.join(directory, n))) for n in _SOCKET_NAMES)
+    return longest <= _SUN_PATH_MAX
+
+
+def _private_dir(path: str) -> None:
+    """Create ``path`` (0700), or check that the existing one is ours and private."""
+    try:
+        if not os.path.lexists(path):
+            os.makedirs(path, mode=0o700)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise SocketSetupError(path, "exists and is not a directory")
+        if st.st_uid != os.geteuid():
+            raise SocketSetupError(path, f"directory owned by uid {st.st_uid}, not by us")
+        if st.st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise SocketSetupError(path, str(exc)) from exc
+
+
+class HealthMonitor:
+    """Runs the health checks of a supervisor's agents (see the module docstring).
+
+    Args:
+        runners: The supervisor's runners by agent id (read live: agents may come and go).
+        socket_dir: Directory of the heartbeat and notify sockets (created 0700).
+        publish: Where health events go (the supervisor's event hub).
+        wall: Converts a Trio time into wall-clock seconds.
+        on_alert: Called with each :class:`ResourceAlert`; must not block.
+        max_probes: Probes in flight at once.
+    """
+
+    def __init__(
+        self,
+        runners: Mapping[str, AgentRunner],
+        *,
+        socket_dir: str,
+        publish: Callable[[AgentEvent], None],
+        wall: Callable[[float], float],
+        on_alert: Callable[[ResourceAlert], None] | None = None,
+        max_probes: int = MAX_PROBES,
+    ) -> None:
+        self._runners = runners
+        self.socket_dir = socket_dir
+        self._publish = publish
+        self._wall = wall
+        self._on_alert = on_alert
+        self._max_probes = max_probes
+        heartbeat_path, notify_path = (os.path.join(socket_dir, n) for n in _SOCKET_NAMES)
+        self.heartbeats = HeartbeatServer(
+            heartbeat_path, resolve=self.resolve, on_heartbeat=self._heartbeat
+        )
+        self.notifications = NotifyServer(
+            notify_path, resolve=self.resolve, on_message=self._notify
+        )
+        self._leaders: dict[int, AgentRunner] = {}
+        self._leader_of: dict[str, int] = {}
+        self._probing: set[str] = set()
+        self._wakeup = trio.lowlevel.ParkingLot()
+        self._counts = dict.fromkeys(
+            ("ticks", "samples", "probes", "probes_skipped", "unhealthy", "alerts"), 0
+        )
+        self._nursery: trio.Nursery | None = None
+        self._limiter: trio.CapacityLimiter | None = None
+
+    # -- wiring with the runners ---------------------------------------------------
+
+    def env(self, spec: AgentSpec) -> Mapping[str, str]:
+        """The agent's environment additions: both sockets, and ``WATCHDOG_USEC``."""
+        timeout = spec.health_check.heartbeat_timeout_s
+        env = notify_env(self.notifications.path, round(timeout * 1e6) if timeout > 0 else None)
+        env[ENV_HEARTBEAT_SOCKET] = self.heartbeats.path
+        return env
+
+    def process_changed(self, runner: AgentRunner) -> None:
+        """Keep the pid-to-agent map current and let the loop reconsider its deadline."""
+        agent_id = runner.spec.id
+        old = self._leader_of.pop(agent_id, None)
+        if old is not None and self._leaders.get(old) is runner:
+            del self._leaders[old]
+        child = runner.child
+        if child is not None and not child.exited:
+            self._leaders[child.pid] = runner
+            self._leader_of[agent_id] = child.pid
+        self._wakeup.unpark_all()
+
+    def resolve(self, pid: int) -> str | None:
+        """The agent a sender belongs to: its process, or a descendant of it; else None."""
+        leaders = self._leaders
+        for _ in range(MAX_ANCESTORS):
+            runner = leaders.get(pid)
+            if runner is not None:
+                return runner.spec.id
+            family = lineage(pid)
+            if family is None:
+                return None
+            parent, group, session = family
+            runner = leaders.get(session) or leaders.get(group)  # agents lead a session
+            if runner is not None:
+                return runner.spec.id
+            if parent <= 1:
+                return None
+            pid = parent
+        return None
+
+    def statistics(self) -> HealthStatistics:
+        """A snapshot of the counters."""
+        return HealthStatistics(
+            **self._counts,
+            heartbeat=self.heartbeats.statistics(),
+            notify=self.notifications.statistics(),
+        )
+
+    # -- the service ---------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Create the socket directory and both sockets now (before :meth:`run`).
+
+        Raises:
+            SocketSetupError: A socket (or its directory) could not be created.
+        """
+        _private_dir(self.socket_dir)
+        try:
+            self.heartbeats.socket.bind()
+            self.notifications.socket.bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release sockets bound by :meth:`bind` when :meth:`run` will not use them."""
+        self.heartbeats.socket.close()
+        self.notifications.socket.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ``started`` once both sockets accept.
+
+        Raises:
+            SocketSetupError: A socket (or its directory) could not be created (unless
+                :meth:`bind` was called first, which raises it instead).
+        """
+        self.bind()
+        self._limiter = trio.CapacityLimiter(self._max_probes)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.heartbeats.run)
+                await nursery.start(self.notifications.run)
+                nursery.start_soon(self._loop, nursery)
+                task_status.started()
+        finally:
+            self._nursery = None
+            with contextlib.suppress(OSError):  # only if empty: the socket files are gone
+                os.rmdir(self.socket_dir)
+
+    async def _loop(self, nursery: trio.Nursery) -> None:
+        start = trio.current_time()
+        ticks: dict[float, float] = {}  # interval -> next tick
+        while True:
+            now = trio.current_time()
+            groups: dict[float, list[AgentRunner]] = {}
+            wake = math.inf
+            for runner in list(self._runners.values()):
+                groups.setdefault(runner.spec.health_check.interval_s, []).append(runner)
+                deadline = runner.health.next_deadline()
+                if deadline is not None:
+                    if deadline <= now:
+                        self._judge(runner, now)
+                        deadline = runner.health.next_deadline()
+                    if deadline is not None:
+                        wake = min(wake, deadline)
+            for interval in list(ticks):
+                if interval not in groups:
+                    del ticks[interval]
+            for interval, members in groups.items():
+                at = ticks.get(interval)
+                if at is not None and at <= now + TICK_TOLERANCE_S:
+                    nursery.start_soon(self._tick, members)
+                    at = None
+                if at is None:
+                    at = ticks[interval] = next_tick(start, interval, now)
+                wake = min(wake, at)
+            if math.isinf(wake):
+                await self._wakeup.park()
+            else:
+                with trio.move_on_at(wake):
+                    await self._wakeup.park()
+
+    async def _tick(self, members: list[AgentRunner]) -> None:
+        """Measure the group's process trees in one thread call, then start its probes."""
+        self._counts["ticks"] += 1
+        live = [(r, r.child) for r in members if r.child is not None and not r.child.exited]
+        if not live:
+            return
+        pids = [child.pid for _, child in live]
+        usages = await trio.to_thread.run_sync(_measure, pids)
+        now = trio.current_time()
+        for (runner, child), usage in zip(live, usages, strict=True):
+            if usage is not None and runner.child is child:
+                self._resources(runner, now, usage)
+        for runner, child in live:
+            if runner.child is child and runner.state is AgentState.RUNNING:
+                self._probe_soon(runner, child)
+
+    def _resources(self, runner: AgentRunner, now: float, usage: TreeUsage) -> None:
+        self._counts["samples"] += 1
+        cpu = runner.cpu_meter.update(now, usage.cpu_ticks)
+        if cpu is None:
+            return  # the first sample of an adopted process only primes the meter
+        for alert in runner.health.resources(now, cpu, usage.rss_bytes):
+            self._alert(runner, alert)
+        self._judge(runner, now)
+
+    def _alert(self, runner: AgentRunner, alert: ResourceAlert) -> None:
+        self._counts["alerts"] += 1
+        message = alert.describe()
+        logger.warning("%s", message)
+        self._event(runner, "resource_alert", message, alert.at, alert)
+        if self._on_alert is not None:
+            try:
+                self._on_alert(alert)
+            except Exception:
+                logger.exception("on_alert callback failed for %s", message)
+
+    def _probe_soon(self, runner: AgentRunner, child: Child) -> None:
+        checks = runner.spec.health_check
+        if checks.http_endpoint is None and checks.tcp_endpoint is None:
+            return
+        if runner.spec.id in self._probing:
+            self._counts["probes_skipped"] += 1
+            return
+        self._probing.add(runner.spec.id)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._probe, runner, child)
+
+    async def _probe(self, runner: AgentRunner, child: Child) -> None:
+        checks, agent_id = runner.spec.health_check, runner.spec.id
+        assert self._limiter is not None
+        try:
+            async with self._limiter:
+                probes: list[tuple[Check, str | None]] = []
+                if checks.http_endpoint is not None:
+                    error = await probe_http(checks.http_endpoint, timeout_s=checks.timeout_s)
+                    probes.append((Check.HTTP, error))
+                if checks.tcp_endpoint is not None:
+                    host, port = parse_endpoint(checks.tcp_endpoint)
+                    error = await probe_tcp(host, port, timeout_s=checks.timeout_s)
+                    probes.append((Check.TCP, error))
+        finally:
+            self._probing.discard(agent_id)
+        if runner.child is not child:
+            return  # restarted meanwhile: the answer is about a process that is gone
+        now = trio.current_time()
+        for check, error in probes:
+            self._counts["probes"] += 1
+            runner.health.probe(now, check, error)
+        self._judge(runner, now)
+
+    # -- messages from agents ---------------------------------------------------------
+
+    def _heartbeat(self, agent_id: str, heartbeat: Heartbeat) -> None:
+        runner = self._runners.get(agent_id)
+        if runner is None:
+            return
+        health = runner.health
+        armed = health.heartbeat_tracker.armed
+        health.heartbeat(heartbeat.received_at)
+        if heartbeat.status:
+            health.set_status_text(heartbeat.status)
+        if not armed:
+            self._wakeup.unpark_all()  # the first beat armed the check: a new deadline
+        self._judge(runner, heartbeat.received_at)
+
+    def _notify(self, agent_id: str, message: NotifyMessage) -> None:
+        runner = self._runners.get(agent_id)
+        if runner is None:
+            return
+        health, now = runner.health, message.received_at
+        if message.status is not None:
+            health.set_status_text(message.status)
+        if message.watchdog_usec is not None:
+            health.heartbeat_tracker.set_timeout(message.watchdog_usec / 1e6)
+            self._wakeup.unpark_all()
+        if message.watchdog:
+            if not health.heartbeat_tracker.armed:
+                self._wakeup.unpark_all()
+            health.heartbeat(now)
+        if message.watchdog_trigger:
+            health.trigger(now)
+        if message.stopping:
+            health.stopping(now)
+        if message.ready:
+            self._post(runner, "ready")
+        self._judge(runner, now)
+
+    # -- verdicts ---------------------------------------------------------------------
+
+    def _judge(self, runner: AgentRunner, now: float) -> None:
+        health = runner.health
+        was_unhealthy = health.in_episode
+        reason = health.check(now)
+        if reason is not None:
+            self._counts["unhealthy"] += 1
+            logger.warning("agent %s: unhealthy: %s", runner.spec.id, reason)
+            self._event(runner, "unhealthy", reason, now)
+            self._post(runner, "unhealthy", reason=reason)
+        elif was_unhealthy and not health.in_episode:
+            self._event(runner, "healthy", "every health check passes again", now)
+
+    def _post(self, runner: AgentRunner, kind: str, **kwargs: object) -> None:
+        try:
+            runner.post(kind, **kwargs)
+        except SupervisorClosedError as exc:  # the runner is closing: nothing to act on
+            logger.debug("agent %s: %s request dropped: %s", runner.spec.id, kind, exc)
+
+    def _event(
+        self,
+        runner: AgentRunner,
+        event: str,
+        reason: str,
+        at: float,
+        alert: ResourceAlert | None = None,
+    ) -> None:
+        state = runner.state
+        self._publish(
+            AgentEvent(
+                agent_id=runner.spec.id,
+                old=state,
+                new=state,
+                reason=reason,
+                event=event,
+                time=self._wall(at),
+                pid=runner.machine.pid or 0,
+                at=at,
+                alert=alert,
+            )
+        )
+
+
+def _measure(pids: list[int]) -> list[TreeUsage | None]:
+    """Measure process trees (in a worker thread: ``/proc`` reads can block briefly)."""
+    return [tree_usage(pid) for pid in pids]
