@@ -5,38 +5,59 @@ Commands::
     python -m supervisor run --config FILE [--work-dir DIR]
     python -m supervisor run --example [--work-dir DIR]
     python -m supervisor check-config FILE [--work-dir DIR]
+    python -m supervisor update --config FILE REQUEST.json [--timeout 600] [--work-dir DIR]
 
 ``run`` supervises in the foreground in daemon mode: agents left running by an earlier
 run are adopted, SIGHUP re-reads the configuration and applies the difference, SIGTERM
 and SIGINT end the daemon and leave the agents running (unless
-``daemon.stop_agents_on_exit`` is true).
+``daemon.stop_agents_on_exit`` is true). With an ``update:`` block it also updates agents
+and itself (see :mod:`supervisor._daemon_updates`): it recovers an interrupted update
+before starting agents, confirms a self-update's trial once healthy, and runs the requests
+dropped into ``{work_dir}/updates/`` on SIGUSR1.
+
+``update`` hands an update request (a JSON file with the fields of
+:class:`updater.UpdateRequest`) to the running daemon and prints its result as JSON.
 
 Exit codes (:data:`EXIT_CODES`):
 
 ====  ================================================================
-0     success (configuration valid; daemon ended by SIGTERM/SIGINT)
-1     unexpected internal error
+0     success (configuration valid; daemon ended by SIGTERM/SIGINT; update installed)
+1     the update failed (the printed result says why), or an unexpected internal error
 2     bad command line
-3     configuration invalid or unreadable (D1001/D1002)
-4     another daemon holds this work directory, or its state is unusable
+3     configuration invalid or unreadable (D1001/D1002), the ``update:`` block included;
+      ``update`` with no ``update:`` block
+4     another daemon holds this work directory, or its state or update spool is unusable
+5     ``update``: no daemon is running for this work directory
+6     ``update``: no result within ``--timeout`` (the request stays queued)
+7     ``update``: the request file is unreadable or not a valid request
+75    the daemon must be restarted (``updater.RESTART_EXIT_CODE``): it switched to a new
+      version of itself, or rolled back an unconfirmed one at start
 ====  ================================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._config import load_config
 from ._errors import ConfigError, DaemonLockedError, StateFileError
 from ._spec import Config
+from ._state import DaemonLock
 from ._supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from updater import UpdateSettings
+
+    from ._daemon_updates import DaemonUpdates
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -45,14 +66,23 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_LOCKED = 4
+EXIT_NO_DAEMON = 5
+EXIT_TIMEOUT = 6
+EXIT_REQUEST = 7
+#: ``updater.RESTART_EXIT_CODE`` (EX_TEMPFAIL); the systemd unit restarts on it.
+EXIT_RESTART = 75
 
 #: Every exit code of the command line and its meaning.
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "unexpected internal error",
+    EXIT_ERROR: "update failed (see the printed result), or unexpected internal error",
     EXIT_USAGE: "bad command line",
-    EXIT_CONFIG: "configuration invalid or unreadable",
-    EXIT_LOCKED: "work directory locked by another daemon, or state file unusable",
+    EXIT_CONFIG: "configuration invalid or unreadable (or no update: block, for update)",
+    EXIT_LOCKED: "work directory locked by another daemon, or state or spool unusable",
+    EXIT_NO_DAEMON: "update: no daemon is running for this work directory",
+    EXIT_TIMEOUT: "update: no result within --timeout (the request stays queued)",
+    EXIT_REQUEST: "update: request file unreadable or invalid",
+    EXIT_RESTART: "restart requested: the daemon switched or rolled back its own version",
 }
 
 logger = logging.getLogger("supervisor")
@@ -81,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("file", metavar="FILE")
     check.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
+    update = commands.add_parser("update", help="hand an update request to the running daemon")
+    update.add_argument("--config", "-c", metavar="FILE", required=True, help="daemon.yaml")
+    update.add_argument("request", metavar="REQUEST.json", help="an UpdateRequest as JSON")
+    update.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS", help="wait this long"
+    )
+    update.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
     return parser
 
 
@@ -91,9 +128,11 @@ def example_config_path() -> str:
     return str(resources.files("supervisor.examples").joinpath("daemon.yaml"))
 
 
-def _load(path: str, work_dir: str | None) -> Config | None:
+def _load(path: str, work_dir: str | None) -> tuple[Config, UpdateSettings | None] | None:
+    """Load and validate the configuration, the ``update:`` block included; print errors."""
     try:
         config = load_config(path, work_dir=work_dir)
+        settings = _update_settings(config)
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} configuration error(s) [{exc.code}]", file=sys.stderr)
         for issue in exc.issues:
@@ -101,15 +140,28 @@ def _load(path: str, work_dir: str | None) -> Config | None:
         return None
     for warning in config.warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
-    return config
+    return config, settings
+
+
+def _update_settings(config: Config) -> UpdateSettings | None:
+    if not config.update:
+        return None  # updates disabled: the updater is not even imported
+    from ._daemon_updates import parse_update_settings
+
+    return parse_update_settings(config)
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _load(args.file, args.work_dir)
-    if config is None:
+    loaded = _load(args.file, args.work_dir)
+    if loaded is None:
         return EXIT_CONFIG
+    config, settings = loaded
     enabled = sum(spec.enabled for spec in config.agents)
-    print(f"{args.file}: OK ({len(config.agents)} agent(s), {enabled} enabled)")
+    updates = ""
+    if settings is not None:
+        self_update = ", self-update" if settings.install_root else ""
+        updates = f"; updates: {len(settings.targets)} agent(s){self_update}"
+    print(f"{args.file}: OK ({len(config.agents)} agent(s), {enabled} enabled{updates})")
     return EXIT_OK
 
 
@@ -130,20 +182,64 @@ def _setup_logging(config: Config) -> None:
     )
 
 
-async def _serve(config: Config, path: str, work_dir: str | None) -> None:
+async def _serve(
+    config: Config, settings: UpdateSettings | None, path: str, work_dir: str | None
+) -> int:
     supervisor = Supervisor(config, daemon_mode=True, subreaper=True)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    updates = _daemon_updates(settings, supervisor)
+    exit_code = EXIT_OK
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    with trio.open_signal_receiver(*watched) as signals:
+        if updates is not None and await _recover(updates, supervisor):
+            return EXIT_RESTART
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             logger.info(
                 "supervising %d agent(s) from %s; pid %d", len(config.agents), path, os.getpid()
             )
+            if updates is not None:
+                await nursery.start(updates.run)
+
+                async def restart_when_requested() -> None:
+                    nonlocal exit_code
+                    await updates.restart_requested.wait()
+                    exit_code = EXIT_RESTART
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(restart_when_requested)
             async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    if updates is not None:
+                        updates.poke()
+                    continue
                 if signum != signal.SIGHUP:
                     logger.info("received %s; exiting", signal.Signals(signum).name)
                     break
                 await _reload(supervisor, path, work_dir)
             nursery.cancel_scope.cancel()
+    return exit_code
+
+
+def _daemon_updates(
+    settings: UpdateSettings | None, supervisor: Supervisor
+) -> DaemonUpdates | None:
+    if settings is None:
+        return None
+    from ._daemon_updates import DaemonUpdates
+
+    return DaemonUpdates(settings, supervisor, supervisor.work_dir)
+
+
+async def _recover(updates: DaemonUpdates, supervisor: Supervisor) -> bool:
+    """Recover an interrupted update before any agent starts, holding the daemon lock (so
+    that a second daemon started by mistake cannot count or roll back a trial); the
+    supervisor takes the lock again right after."""
+    lock = DaemonLock(os.path.join(supervisor.work_dir, "daemon.lock"))
+    lock.acquire()
+    try:
+        return await updates.recover()
+    finally:
+        lock.release()
 
 
 async def _reload(supervisor: Supervisor, path: str, work_dir: str | None) -> None:
@@ -155,6 +251,8 @@ async def _reload(supervisor: Supervisor, path: str, work_dir: str | None) -> No
         return
     if config.daemon.work_dir != supervisor.config.daemon.work_dir:
         logger.warning("daemon.work_dir changed; it takes effect at the next daemon start")
+    if config.update != supervisor.config.update:
+        logger.warning("the update block changed; it takes effect at the next daemon start")
     plan = await supervisor.reload(config)
     logger.info(
         "reload applied: %d added, %d removed, %d restarted, %d updated, %d unchanged",
@@ -178,14 +276,18 @@ def _run(args: argparse.Namespace) -> int:
     work_dir = args.work_dir
     if args.example and work_dir is None:
         work_dir = os.path.abspath(".hostvisor-example")
-    config = _load(path, work_dir)
-    if config is None:
+    loaded = _load(path, work_dir)
+    if loaded is None:
         return EXIT_CONFIG
+    config, settings = loaded
     _setup_logging(config)
+    # A SIGUSR1 (from `update`) outside Trio's handler must not kill the daemon.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     refused: list[BaseException] = []
+    code = EXIT_OK
     try:
         _write_pid_file(config.daemon.pid_file)
-        trio.run(_serve, config, path, work_dir)
+        code = trio.run(_serve, config, settings, path, work_dir)
     except* (DaemonLockedError, StateFileError) as group:
         refused.extend(group.exceptions)
     finally:
@@ -196,7 +298,51 @@ def _run(args: argparse.Namespace) -> int:
                 pass
     for exc in refused:
         logger.error("%s", exc)
-    return EXIT_LOCKED if refused else EXIT_OK
+    if refused:
+        return EXIT_LOCKED
+    if code == EXIT_RESTART and settings is not None and settings.restart == "reexec":
+        from ._daemon_updates import reexec_daemon
+
+        reexec_daemon(settings)  # returns only if the exec failed
+    return code
+
+
+def _update(args: argparse.Namespace) -> int:
+    loaded = _load(args.config, args.work_dir)
+    if loaded is None:
+        return EXIT_CONFIG
+    config, settings = loaded
+    if settings is None:
+        print(f"{args.config}: updates are disabled (no update: block)", file=sys.stderr)
+        return EXIT_CONFIG
+    from ._daemon_updates import (
+        NoDaemonError,
+        RequestFileError,
+        SpoolUnusableError,
+        read_request_file,
+        submit_and_wait,
+    )
+
+    try:
+        request = read_request_file(args.request)
+        name, result = submit_and_wait(config.daemon.work_dir, request, timeout_s=args.timeout)
+    except RequestFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REQUEST
+    except NoDaemonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except SpoolUnusableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    if result is None:
+        print(
+            f"error: no result within {args.timeout:g} s; request {name} stays queued",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    print(json.dumps(result, indent=2))
+    return EXIT_OK if result.get("success") is True else EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return _check(args)
+        if args.command == "update":
+            return _update(args)
         return _run(args)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handler is installed
         return EXIT_OK

@@ -15,6 +15,11 @@ through the :class:`AgentControl` protocol. The pieces, from the outside in:
   at any step cannot break; :meth:`UpdateManager.recover` finishes it at the next start.
 * Daemon self-update: :class:`DaemonInstall` (versioned directories and a ``current``
   link, restart, trial confirmation); see ``updater/contrib/hostvisor.service``.
+* Local submission: a :class:`Spool`, a private directory where clients drop requests and
+  a daemon writes their results.
+* Configuration: :class:`UpdateConfig` (the seed's ``update`` block and the limits), and
+  :class:`UpdateSettings` for a daemon's whole block (its updatable agents, self-update,
+  restart mode); both report every problem with its key (:class:`UpdateConfigError`).
 """
 
 from ._config import (
@@ -32,6 +37,8 @@ from ._errors import (
     Reason as Reason,
     RollbackError as RollbackError,
     SignatureError as SignatureError,
+    SpoolError as SpoolError,
+    UpdateConfigError as UpdateConfigError,
     UpdateInProgressError as UpdateInProgressError,
     UpdaterError as UpdaterError,
     VerificationError as VerificationError,
@@ -46,6 +53,8 @@ from ._selfupdate import (
     needs_restart as needs_restart,
     reexec as reexec,
 )
+from ._settings import UpdateSettings as UpdateSettings
+from ._spool import Spool as Spool
 from ._verify import Floor as Floor
 
 __all__ = [
@@ -62,7 +71,10 @@ __all__ = [
     "needs_restart",
     "force_rollback",
     "reexec",
+    # local submission
+    "Spool",
     # configuration
+    "UpdateSettings",
     "UpdateConfig",
     "AgentTarget",
     "DownloadLimits",
@@ -82,4 +94,6 @@ __all__ = [
     "BackupError",
     "UpdateInProgressError",
     "RollbackError",
+    "SpoolError",
+    "UpdateConfigError",
 ]

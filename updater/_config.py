@@ -12,36 +12,49 @@ The seed's block (004 section 5.1)::
 maps onto :class:`UpdateConfig` (``verify_timeout`` is the trial window ``trial_s``;
 ``public_key_file`` becomes a *legacy* key of the keyring, trusted for the components listed
 in ``legacy_components``). New: ``state_dir`` (journal, floors, keyring), ``keyring_file``
-(the pinned keyring, the recommended trust root), ``platform`` and :class:`DownloadLimits`.
-Durations are float seconds ending in ``_s``; sizes are int bytes.
+(the pinned keyring, the recommended trust root), ``platform``, ``version_check_timeout``
+and :class:`DownloadLimits`. :meth:`UpdateConfig.from_mapping` reports every problem at
+once, each under its key (:class:`~updater.UpdateConfigError`). Durations are float seconds
+ending in ``_s``; sizes are int bytes.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from ._errors import UpdateConfigError
+
+_T = TypeVar("_T")
 
 __all__ = ["AgentTarget", "DownloadLimits", "UpdateConfig", "parse_duration"]
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(rf"(?:{_PART.pattern})+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: object) -> float:
-    """Parse the seed's durations (``300s``, ``5m``, ``1.5h``, ``250ms``, or a number).
+    """Parse the seed's durations (``300s``, ``5m``, ``1h30m``, ``250ms``, ``1d``, or a
+    number of seconds).
 
     Raises:
         ValueError: If ``value`` is not such a duration.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    match = _DURATION.match(str(value).strip())
-    if match is None:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 300s, 5m, 1h)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    text = str(value).strip()
+    if _NUMBER.fullmatch(text):
+        return float(text)
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 300s, 5m, 1h30m)")
+    return sum(float(number) * _UNIT_S[unit] for number, unit in _PART.findall(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +101,33 @@ class AgentTarget:
     symlink is swapped; ``binary_path`` should then lie under ``install_root/current``, and
     the previous version directories are the backups.
 
+    Before anything is switched, the new executable is run once with ``version_args`` and
+    must print the version being installed (see :mod:`updater._versioncheck`). That check
+    is what makes a *legacy* artifact acceptable (its signature binds no version), so it
+    always runs for those; ``version_check_always`` runs it for signed artifacts too.
+
     Attributes:
         component: The component name that requests and statements use.
         agent_id: The id the :class:`~updater.AgentControl` knows the agent by.
         binary_path: The executable the supervisor runs.
         install_root: For archive artifacts: the directory holding ``versions/`` and the
             ``current`` link (None for single-executable agents).
+        version_args: Arguments that make the executable print its version and exit 0;
+            None disables the check (and then legacy requests for this component are
+            refused with ``version_check_failed``).
+        version_check_always: Check every artifact, not only legacy ones.
     """
 
     component: str
     agent_id: str
     binary_path: Path
     install_root: Path | None = None
+    version_args: tuple[str, ...] | None = ("--version",)
+    version_check_always: bool = False
+
+    def __post_init__(self) -> None:
+        if self.version_args is not None:
+            object.__setattr__(self, "version_args", tuple(self.version_args))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +148,8 @@ class UpdateConfig:
         legacy_components: Components the legacy key may sign for.
         limits: Download limits.
         log_tail_lines: How many of a failed version's last log lines to report.
+        version_check_timeout_s: How long the pre-swap version run of a new executable may
+            take (see :class:`AgentTarget`).
     """
 
     state_dir: Path
@@ -133,55 +163,233 @@ class UpdateConfig:
     legacy_components: frozenset[str] = frozenset()
     limits: DownloadLimits = field(default_factory=DownloadLimits)
     log_tail_lines: int = 20
+    version_check_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_backups < 1:
             raise ValueError(f"max_backups must be >= 1, got {self.max_backups}")
         if not self.trial_s >= 0:
             raise ValueError(f"trial_s must be >= 0, got {self.trial_s}")
+        if not self.version_check_timeout_s > 0:
+            raise ValueError(
+                f"version_check_timeout_s must be > 0, got {self.version_check_timeout_s}"
+            )
 
     @classmethod
-    def from_mapping(cls, doc: Mapping[str, Any], *, platform: str) -> UpdateConfig:
+    def from_mapping(
+        cls,
+        doc: Mapping[str, Any],
+        *,
+        platform: str,
+        base_dir: Path | None = None,
+        extra_keys: Collection[str] = (),
+    ) -> UpdateConfig:
         """Build from the seed's ``update`` block (plus the new keys, all optional).
 
-        Keys: ``download_dir``, ``backup_dir``, ``max_backups``, ``verify_timeout`` (the
-        trial window), ``public_key_file``, and new: ``state_dir`` (default: the parent of
-        ``download_dir`` + ``/updater``), ``keyring_file``, ``legacy_components``,
-        ``limits`` (``connect_timeout``, ``deadline``, ``min_rate_bps``, ``rate_window``,
-        ``max_bytes``, ``max_redirects``, ``allow_http_hosts``, ``disk_reserve_bytes``).
+        Keys: ``download_dir`` and ``backup_dir`` (required), ``max_backups``,
+        ``verify_timeout`` (the trial window), ``public_key_file``, and new: ``state_dir``
+        (default: the parent of ``download_dir`` + ``/updater``), ``keyring_file``,
+        ``legacy_components``, ``platform`` (default: the ``platform`` argument),
+        ``version_check_timeout``, ``log_tail_lines``, ``limits`` (``connect_timeout``,
+        ``deadline``, ``min_rate_bps``, ``rate_window``, ``max_bytes``, ``max_redirects``,
+        ``allow_http_hosts``, ``disk_reserve_bytes``). Durations are numbers of seconds or
+        strings such as ``300s``, ``5m``, ``250ms``.
+
+        Args:
+            doc: The block, as parsed from YAML or TOML.
+            platform: This host's platform string, unless the block sets ``platform``.
+            base_dir: Relative paths are resolved against it (the config file's
+                directory); None keeps them as written.
+            extra_keys: Keys of the block that belong to the caller (the daemon's own
+                settings); any other unknown key is an error.
 
         Raises:
-            ValueError: A missing or malformed value (the message names the key).
-            KeyError: ``download_dir`` or ``backup_dir`` is missing.
+            UpdateConfigError: Every missing, unknown or malformed value, each named by
+                its key inside the block (``max_backups``, ``limits.deadline``).
         """
-        download_dir = Path(doc["download_dir"])
-        limits_doc: Mapping[str, Any] = doc.get("limits", {})
-        default = DownloadLimits()
-        limits = DownloadLimits(
-            connect_timeout_s=parse_duration(
-                limits_doc.get("connect_timeout", default.connect_timeout_s)
-            ),
-            deadline_s=parse_duration(limits_doc.get("deadline", default.deadline_s)),
-            min_rate_bps=int(limits_doc.get("min_rate_bps", default.min_rate_bps)),
-            rate_window_s=parse_duration(limits_doc.get("rate_window", default.rate_window_s)),
-            max_bytes=int(limits_doc.get("max_bytes", default.max_bytes)),
-            max_redirects=int(limits_doc.get("max_redirects", default.max_redirects)),
-            allow_http_hosts=frozenset(limits_doc.get("allow_http_hosts", ())),
-            disk_reserve_bytes=int(
-                limits_doc.get("disk_reserve_bytes", default.disk_reserve_bytes)
-            ),
-        )
-        optional = {
-            key: Path(doc[key]) for key in ("keyring_file", "public_key_file") if doc.get(key)
-        }
+        issues: list[tuple[str, str]] = []
+        if not isinstance(doc, Mapping):
+            raise UpdateConfigError([("", f"expected a mapping; got {doc!r}")])
+        top = _Reader(doc, "", issues)
+        top.unknown(_KEYS | set(extra_keys))
+        as_path = partial(_path, base_dir=base_dir)
+        download_dir = top.required("download_dir", as_path)
+        backup_dir = top.required("backup_dir", as_path)
+        limits = DownloadLimits()
+        limits_doc = doc.get("limits")
+        if limits_doc is not None and not isinstance(limits_doc, Mapping):
+            issues.append(("limits", f"expected a mapping; got {limits_doc!r}"))
+        elif limits_doc is not None:
+            sub = _Reader(limits_doc, "limits.", issues)
+            sub.unknown(_LIMIT_KEYS)
+            limits = DownloadLimits(
+                connect_timeout_s=sub.get("connect_timeout", _seconds, limits.connect_timeout_s),
+                deadline_s=sub.get("deadline", _seconds, limits.deadline_s),
+                min_rate_bps=sub.get("min_rate_bps", _count(0), limits.min_rate_bps),
+                rate_window_s=sub.get("rate_window", _seconds, limits.rate_window_s),
+                max_bytes=sub.get("max_bytes", _count(1), limits.max_bytes),
+                max_redirects=sub.get("max_redirects", _count(0), limits.max_redirects),
+                allow_http_hosts=sub.get("allow_http_hosts", _names, _NO_NAMES),
+                disk_reserve_bytes=sub.get(
+                    "disk_reserve_bytes", _count(0), limits.disk_reserve_bytes
+                ),
+            )
+        state_dir = top.get("state_dir", as_path, None)
+        platform = top.get("platform", _name, platform)
+        max_backups = top.get("max_backups", _count(1), 5)
+        trial_s = top.get("verify_timeout", _seconds_or_zero, 300.0)
+        keyring_file = top.get("keyring_file", as_path, None)
+        public_key_file = top.get("public_key_file", as_path, None)
+        legacy_components = top.get("legacy_components", _names, _NO_NAMES)
+        version_check_timeout_s = top.get("version_check_timeout", _seconds, 10.0)
+        log_tail_lines = top.get("log_tail_lines", _count(1), 20)
+        if issues or download_dir is None or backup_dir is None:
+            raise UpdateConfigError(issues)
         return cls(
-            state_dir=Path(doc.get("state_dir", download_dir.parent / "updater")),
+            state_dir=state_dir or download_dir.parent / "updater",
             download_dir=download_dir,
-            backup_dir=Path(doc["backup_dir"]),
+            backup_dir=backup_dir,
             platform=platform,
-            max_backups=int(doc.get("max_backups", 5)),
-            trial_s=parse_duration(doc.get("verify_timeout", 300.0)),
-            legacy_components=frozenset(doc.get("legacy_components", ())),
+            max_backups=max_backups,
+            trial_s=trial_s,
+            keyring_file=keyring_file,
+            public_key_file=public_key_file,
+            legacy_components=legacy_components,
             limits=limits,
-            **optional,  # type: ignore[arg-type]
+            log_tail_lines=log_tail_lines,
+            version_check_timeout_s=version_check_timeout_s,
         )
+
+
+_NO_NAMES: frozenset[str] = frozenset()
+_KEYS = frozenset(
+    {
+        "download_dir",
+        "backup_dir",
+        "state_dir",
+        "platform",
+        "max_backups",
+        "verify_timeout",
+        "keyring_file",
+        "public_key_file",
+        "legacy_components",
+        "version_check_timeout",
+        "log_tail_lines",
+        "limits",
+    }
+)
+_LIMIT_KEYS = frozenset(
+    {
+        "connect_timeout",
+        "deadline",
+        "min_rate_bps",
+        "rate_window",
+        "max_bytes",
+        "max_redirects",
+        "allow_http_hosts",
+        "disk_reserve_bytes",
+    }
+)
+
+
+class _Reader:
+    """Reads one mapping: converts values and collects every problem under its key path."""
+
+    def __init__(self, doc: Mapping[str, Any], prefix: str, issues: list[tuple[str, str]]):
+        self.doc = doc
+        self.prefix = prefix
+        self.issues = issues
+
+    def get(self, key: str, convert: Callable[[object], _T], default: _T) -> _T:
+        """The converted value of ``key``, or ``default`` if unset (null) or invalid."""
+        value = self.doc.get(key)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (TypeError, ValueError) as exc:
+            self.issues.append((self.prefix + key, str(exc)))
+            return default
+
+    def required(self, key: str, convert: Callable[[object], _T]) -> _T | None:
+        """Like :meth:`get`, but a missing key is a problem too."""
+        if self.doc.get(key) is None:
+            self.issues.append((self.prefix + key, "required"))
+            return None
+        return self.get(key, convert, None)
+
+    def add(self, key: str, message: str) -> None:
+        """Record a problem with ``key`` (relative to this mapping)."""
+        self.issues.append((self.prefix + key, message))
+
+    def unknown(self, known: Collection[str]) -> None:
+        """Report every key that is not in ``known`` (with the closest known one)."""
+        for key in self.doc:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.issues.append((f"{self.prefix}{key}", f"unknown key{hint}"))
+
+
+def _path(value: object, *, base_dir: Path | None) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a path; got {value!r}")
+    path = Path(value)
+    return base_dir / path if base_dir is not None and not path.is_absolute() else path
+
+
+def _absolute_path(value: object) -> Path:
+    path = _path(value, base_dir=None)
+    if not path.is_absolute():
+        raise ValueError(f"expected an absolute path; got {value!r}")
+    return path
+
+
+def _seconds_or_zero(value: object) -> float:
+    seconds = parse_duration(value)
+    if not seconds >= 0:
+        raise ValueError(f"expected a duration >= 0; got {value!r}")
+    return seconds
+
+
+def _seconds(value: object) -> float:
+    seconds = parse_duration(value)
+    if not seconds > 0:
+        raise ValueError(f"expected a duration > 0; got {value!r}")
+    return seconds
+
+
+def _count(minimum: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}; got {value!r}")
+        return value
+
+    return convert
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string; got {value!r}")
+    return value
+
+
+def _names(value: object) -> frozenset[str]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of names; got {value!r}")
+    return frozenset(_name(item) for item in value)
+
+
+def _choice(choices: Collection[str]) -> Callable[[object], str]:
+    def convert(value: object) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    return convert
+
+
+def _command(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"expected a non-empty list of strings; got {value!r}")
+    return tuple(_name(part) for part in value)

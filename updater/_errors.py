@@ -14,6 +14,7 @@ Errors from the OS, h11 and ``cryptography`` are translated at the IO boundary w
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 __all__ = [
     "ApplyError",
@@ -23,6 +24,8 @@ __all__ = [
     "Reason",
     "RollbackError",
     "SignatureError",
+    "SpoolError",
+    "UpdateConfigError",
     "UpdateInProgressError",
     "UpdaterError",
     "VerificationError",
@@ -45,6 +48,10 @@ class Reason(enum.StrEnum):
     VERSION_MISMATCH = "version_mismatch"
     BAD_KEYRING = "bad_keyring"
     BAD_ARCHIVE = "bad_archive"
+    BAD_REQUEST = "bad_request"
+    # The pre-swap ``--version`` run of a staged executable (legacy artifacts, or all).
+    BINARY_VERSION_MISMATCH = "binary_version_mismatch"
+    VERSION_CHECK_FAILED = "version_check_failed"
     # Download (D4001).
     BAD_URL = "bad_url"
     TOO_LARGE = "too_large"
@@ -68,6 +75,8 @@ class Reason(enum.StrEnum):
     # Rollback (D4004).
     BACKUP_CORRUPT = "backup_corrupt"
     ROLLBACK_FAILED = "rollback_failed"
+    # Configuration (never in a result: raised when the updater is set up).
+    BAD_CONFIG = "bad_config"
 
 
 class UpdaterError(Exception):
@@ -145,3 +154,29 @@ class RollbackError(UpdaterError):
     ) -> None:
         self.journal = journal
         super().__init__(reason, message)
+
+
+class SpoolError(UpdaterError):
+    """The request spool directory is missing, not private, or unusable (D4003)."""
+
+    code = "D4003"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.IO_ERROR, message)
+
+
+class UpdateConfigError(UpdaterError, ValueError):
+    """The ``update`` configuration block is invalid (D1002, like any configuration error).
+
+    Every problem is collected, each with the key it concerns.
+
+    Attributes:
+        issues: ``(key, message)`` pairs; keys are paths inside the block, such as
+            ``max_backups`` or ``limits.deadline``.
+    """
+
+    code = "D1002"
+
+    def __init__(self, issues: Sequence[tuple[str, str]]) -> None:
+        self.issues: tuple[tuple[str, str], ...] = tuple(issues)
+        super().__init__(Reason.BAD_CONFIG, "; ".join(f"{key}: {msg}" for key, msg in issues))

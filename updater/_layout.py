@@ -7,6 +7,7 @@ run them in a worker thread.
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ._fs import discard, read_link, tree_digest, unpack_archive
 from ._plan import Journal, Release
 from ._store import StateStore
 
-__all__ = ["adopt_tree", "stage_tree", "sweep_versions"]
+__all__ = ["adopt_tree", "stage_tree", "sweep_versions", "version_of_directory"]
 
 
 def adopt_tree(root: Path, version: str, counter: int) -> Release:
@@ -28,6 +29,20 @@ def adopt_tree(root: Path, version: str, counter: int) -> Release:
     if dest is None or not Path(dest).is_dir():
         raise ApplyError(Reason.IO_ERROR, f"{root / 'current'} is not a link to a directory")
     return Release(version, counter, tree_digest(Path(dest)), dest)
+
+
+_STAGED_NAME = re.compile(r"^(?P<version>.+)-(?P<counter>-?\d+)-[0-9a-f]{6}$")
+
+
+def version_of_directory(path: str) -> str:
+    """The version a version directory holds, from its name.
+
+    ``stage_tree`` names directories ``<version>-<counter>-<id>``; anything else (a version
+    installed by hand, e.g. ``versions/1.4.2``) is taken as the version itself.
+    """
+    name = Path(path).name
+    match = _STAGED_NAME.match(name)
+    return match.group("version") if match else name
 
 
 def stage_tree(root: Path, archive: Path, version: str, counter: int) -> Release:

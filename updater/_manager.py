@@ -13,12 +13,15 @@ Theory of operation
    staging file; check its streamed SHA-256 and length against the statement (a legacy
    request: check the seed's signature over the streamed digest). A failing URL moves on to
    the next; the last failure is reported.
-4. **Install** through the journalled plan (:mod:`updater._plan`), executed on real files
+4. **Version check** (legacy artifacts always, others if the target asks for it): run the
+   new executable with its ``version_args`` in a scratch directory; it must print the
+   version being installed (:mod:`updater._versioncheck`). Nothing is switched otherwise.
+5. **Install** through the journalled plan (:mod:`updater._plan`), executed on real files
    in a worker thread (:mod:`updater._executor`). For an agent: back up, stop it through
    :class:`~updater.AgentControl`, switch, start it, and run the trial: within ``trial_s`` it
    must become ready and must not exit. Then commit (raise the floor, prune backups) or
    roll back (restore, restart the previous version, report the failed version's log tail).
-5. **Recovery.** :meth:`UpdateManager.recover` is called once at daemon start, before the
+6. **Recovery.** :meth:`UpdateManager.recover` is called once at daemon start, before the
    agents start: it finishes or undoes whatever a crash interrupted and says what it did.
 
 The daemon itself is updated by :mod:`updater._selfupdate`, which shares steps 1 to 3.
@@ -34,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -53,7 +56,7 @@ from ._errors import (
 )
 from ._executor import Executor, Hook, observe
 from ._fs import clean_temp, discard, read_link, sha256_file
-from ._layout import adopt_tree, stage_tree, sweep_versions
+from ._layout import adopt_tree, stage_tree, sweep_versions, version_of_directory
 from ._plan import (
     Journal,
     Kind,
@@ -71,6 +74,7 @@ from ._request import UpdateRequest, UpdateResult
 from ._store import StateStore
 from ._trust import load_keyring
 from ._verify import Floor, check_artifact, verify_keyring_rotation, verify_legacy_signature
+from ._versioncheck import check_new_version
 
 __all__ = [
     "DAEMON_COMPONENT",
@@ -85,6 +89,11 @@ DAEMON_COMPONENT = "daemon"
 
 class DaemonUpdater(Protocol):
     """Installs daemon versions (implemented by :class:`updater.DaemonInstall`)."""
+
+    @property
+    def root(self) -> Path:
+        """The daemon's install root (``versions/``, ``current``)."""
+        ...
 
     async def update(self, manager: UpdateManager, request: UpdateRequest) -> UpdateResult:
         """Fetch, verify and switch the daemon to ``request``'s version."""
@@ -116,11 +125,19 @@ class RecoveryReport:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A downloaded artifact that passed verification."""
+    """A downloaded artifact that passed verification.
+
+    Attributes:
+        staged: The staging file.
+        version: The version it was verified as.
+        counter: Its signed counter (-1 for a legacy request).
+        legacy: Accepted through a legacy key (no signed version: check it locally).
+    """
 
     staged: Downloaded
     version: str
     counter: int
+    legacy: bool = False
 
 
 class UpdateManager:
@@ -200,6 +217,39 @@ class UpdateManager:
                 ) from exc
             release = Release(version, counter, sha, "")
         await trio.to_thread.run_sync(self.store.set_installed, component, release)
+
+    async def adopt_installs(self) -> list[str]:
+        """Record what each versioned install's ``current`` link points at, where nothing
+        or something else is recorded (a host's first start, or ``current`` switched by
+        hand), for the archive agents and the daemon.
+
+        The version is read from the directory's name (see
+        :func:`updater._layout.version_of_directory`); floors are left as they are. Does
+        nothing while a transaction is open (recovery decides what is in place then).
+
+        Returns:
+            The components adopted.
+
+        Raises:
+            ApplyError: A ``current`` link points at no directory (``io_error``).
+        """
+        roots = {c: t.install_root for c, t in self.agents.items() if t.install_root is not None}
+        if self.daemon is not None:
+            roots[DAEMON_COMPONENT] = self.daemon.root
+        adopted: list[str] = []
+        if self.store.journal_path.exists():
+            return adopted
+        for component, root in roots.items():
+            current = read_link(root / "current")
+            installed = self.store.installed(component)
+            if current is None or (installed is not None and installed.path == current):
+                continue
+            release = await trio.to_thread.run_sync(
+                adopt_tree, root, version_of_directory(current), -1
+            )
+            await trio.to_thread.run_sync(self.store.set_installed, component, release)
+            adopted.append(component)
+        return adopted
 
     def keyring(self) -> Keyring:
         """The keyring in force (see :func:`updater._trust.load_keyring`)."""
@@ -387,7 +437,7 @@ class UpdateManager:
                     floor=floor,
                     now=self.wall_clock(),
                 )
-                return Fetched(staged, request.version, -1)
+                return Fetched(staged, request.version, -1, legacy=True)
             except VerificationError as exc:
                 await trio.to_thread.run_sync(discard, staged.path)
                 if exc.reason not in (Reason.HASH_MISMATCH, Reason.LENGTH_MISMATCH):
@@ -410,6 +460,8 @@ class UpdateManager:
         old_version = installed.version if installed else "unknown"
         fallbacks = tuple(reversed(self.store.backups(target.component)))
         if target.install_root is None:
+            staged = (fetched.staged.path, fetched.staged.sha256)
+            await self._check_version(target, fetched, fetched.staged.path, staged=staged)
             current_sha = await trio.to_thread.run_sync(sha256_file, target.binary_path)
             backup = self.config.backup_dir / target.component / f"{old_version}-{txn}.bin"
             old_release = Release(
@@ -428,6 +480,8 @@ class UpdateManager:
             new_release = await trio.to_thread.run_sync(
                 stage_tree, root, fetched.staged.path, fetched.version, fetched.counter
             )
+            tree = Path(new_release.path)
+            await self._check_version(target, fetched, tree, tree=tree)
             old_release, kind, switched_path = installed, Kind.LINK, root / "current"
         journal = Journal(
             txn=txn,
@@ -457,6 +511,28 @@ class UpdateManager:
                 await _start(control, target.agent_id)
             raise
 
+    async def _check_version(
+        self, target: AgentTarget, fetched: Fetched, staging: Path, **where: Any
+    ) -> None:
+        """The pre-swap version check (:func:`updater._versioncheck.check_new_version`);
+        on failure the staged file or tree ``staging`` is removed.
+
+        Raises:
+            VerificationError: ``version_check_failed`` or ``binary_version_mismatch``.
+        """
+        try:
+            await check_new_version(
+                target,
+                fetched.version,
+                legacy=fetched.legacy,
+                scratch_parent=self.config.download_dir,
+                timeout_s=self.config.version_check_timeout_s,
+                **where,
+            )
+        except UpdaterError:
+            await trio.to_thread.run_sync(discard, staging)
+            raise
+
     async def _stop_switch_trial(
         self,
         request: UpdateRequest,
@@ -468,7 +544,13 @@ class UpdateManager:
         # Held from the stop to the end of the trial: the supervisor must not restart the
         # agent behind our back. Released (idempotently) before any start of the old one.
         with contextlib.ExitStack() as held:
-            held.enter_context(control.hold(target.agent_id))
+            try:
+                held.enter_context(control.hold(target.agent_id))
+            except Exception as exc:  # e.g. the agent is no longer supervised
+                await self.run_steps(abort_steps(journal))
+                raise ApplyError(
+                    Reason.STOP_FAILED, f"cannot hold {target.agent_id}: {exc}"
+                ) from exc
             return await self._held_switch_trial(request, target, control, journal, old, held)
 
     async def _held_switch_trial(

@@ -13,12 +13,18 @@ and ``restart_required`` (a daemon self-update switched and now needs its restar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import Reason, UpdaterError
+from ._errors import Reason, UpdaterError, VerificationError
 
 __all__ = ["UpdateRequest", "UpdateResult"]
+
+_FIELDS = frozenset(
+    {"component", "version", "download_url", "hash", "signature", "envelope", "mirrors"}
+)
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,72 @@ class UpdateRequest:
             envelope=doc.get("envelope"),
             mirrors=tuple(doc.get("mirrors", ())),
         )
+
+    @classmethod
+    def parse(cls, doc: object) -> UpdateRequest:
+        """Build from an untrusted JSON document, checking every field's type strictly.
+
+        ``component``, ``version`` and ``download_url`` are required non-empty strings;
+        ``hash`` is empty or 64 hex digits; ``signature`` and ``envelope`` (the envelope's
+        JSON text) are strings; ``mirrors`` a list of strings. No other field is allowed.
+        Whether the signature or envelope *verifies* is decided later, by the manager.
+
+        Raises:
+            VerificationError: ``bad_request``, naming the first offending field.
+        """
+        if not isinstance(doc, dict):
+            raise VerificationError(Reason.BAD_REQUEST, f"expected a JSON object; got {doc!r:.80}")
+        unknown = sorted(set(doc) - _FIELDS)
+        if unknown:
+            raise VerificationError(Reason.BAD_REQUEST, f"unknown field {unknown[0]!r}")
+        for key in ("component", "version", "download_url"):
+            value = doc.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise VerificationError(
+                    Reason.BAD_REQUEST, f"{key}: expected a non-empty string; got {value!r:.80}"
+                )
+        for key in ("hash", "signature", "envelope"):
+            value = doc.get(key)
+            if value is not None and not isinstance(value, str):
+                raise VerificationError(
+                    Reason.BAD_REQUEST, f"{key}: expected a string; got {value!r:.80}"
+                )
+        digest = doc.get("hash") or ""
+        if digest and not _SHA256_HEX.match(digest):
+            raise VerificationError(
+                Reason.BAD_REQUEST, f"hash: expected 64 hex digits (sha256); got {digest!r:.80}"
+            )
+        mirrors = doc.get("mirrors") or []
+        if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
+            raise VerificationError(
+                Reason.BAD_REQUEST, f"mirrors: expected a list of URLs; got {mirrors!r:.80}"
+            )
+        return cls(
+            component=doc["component"],
+            version=doc["version"],
+            download_url=doc["download_url"],
+            hash=digest,
+            signature=doc.get("signature") or "",
+            envelope=doc.get("envelope"),
+            mirrors=tuple(mirrors),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form :meth:`parse` reads (empty optional fields omitted)."""
+        doc: dict[str, Any] = {
+            "component": self.component,
+            "version": self.version,
+            "download_url": self.download_url,
+        }
+        if self.hash:
+            doc["hash"] = self.hash
+        if self.signature:
+            doc["signature"] = self.signature
+        if self.envelope is not None:
+            doc["envelope"] = self.envelope
+        if self.mirrors:
+            doc["mirrors"] = list(self.mirrors)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ The artifact is then checked against the statement (:func:`check_artifact`) from
 computed while streaming. A legacy request (the seed's RSA PKCS#1 v1.5 signature over the
 file's SHA-256, no envelope) is accepted only from a key the keyring marks legacy and that
 may sign for the component, and only if its version is above the floor's version, since a
-legacy request carries no counter.
+legacy request carries no counter. Nor does its signature bind a version: before anything is
+switched, the new executable must also name the requested version when run with
+``--version`` (:func:`check_reported_version` decides from what the run printed).
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ __all__ = [
     "Verified",
     "check_artifact",
     "check_floor",
+    "check_reported_version",
     "compare_versions",
+    "reports_version",
     "verify_keyring_rotation",
     "verify_legacy_signature",
     "verify_statement",
@@ -332,3 +336,46 @@ def verify_keyring_rotation(envelope_data: bytes | str, current: Keyring, now: f
     if now >= new.expires:
         raise VerificationError(Reason.EXPIRED, f"keyring v{new.version} is already expired")
     return new
+
+
+def reports_version(output: str, version: str) -> bool:
+    """Whether ``version`` appears in ``output`` as a whole token.
+
+    A token is delimited by anything but letters, digits, ``_``, ``+``, ``-`` and a ``.``
+    followed by one of those, and may carry a leading ``v``: for ``1.2.3``,
+    ``node_exporter, version 1.2.3 (branch: HEAD)``, ``Telegraf v1.2.3`` and ``1.2.3.``
+    match, while ``1.2.30``, ``11.2.3``, ``1.2.3.4``, ``1.2.3-rc1`` and ``1.2.3+dirty`` do not.
+    """
+    if not version.strip():
+        return False
+    pattern = rf"(?<![\w.+-])v?{re.escape(version)}(?![\w+-]|\.\w)"
+    return re.search(pattern, output) is not None
+
+
+def check_reported_version(version: str, status: int, output: bytes, *, truncated: bool) -> None:
+    """Decide the pre-swap version check from the staged executable's ``--version`` run.
+
+    Args:
+        version: The version being installed (the signed or requested one).
+        status: The run's exit status (negative: killed by that signal).
+        output: What it printed (stdout and stderr), possibly cut at the capture limit.
+        truncated: Whether ``output`` was cut.
+
+    Raises:
+        VerificationError: ``version_check_failed`` if it did not exit 0;
+            ``binary_version_mismatch`` if it does not name ``version`` (an old binary
+            relabelled as a newer version, or a wrong artifact).
+    """
+    text = output.decode("utf-8", errors="replace")
+    excerpt = text.strip()[:200] + ("..." if truncated or len(text.strip()) > 200 else "")
+    if status != 0:
+        raise VerificationError(
+            Reason.VERSION_CHECK_FAILED,
+            f"the new executable exited with status {status} on its version check;"
+            f" it printed {excerpt!r}",
+        )
+    if not reports_version(text, version):
+        raise VerificationError(
+            Reason.BINARY_VERSION_MISMATCH,
+            f"the new executable does not report version {version!r}; it printed {excerpt!r}",
+        )

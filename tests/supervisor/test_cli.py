@@ -99,6 +99,18 @@ def test_usage_errors_exit_2() -> None:
         main(["frobnicate"])
     assert info.value.code == 2
     assert EXIT_CODES[2] == "bad command line"
+    with pytest.raises(SystemExit) as info:
+        main(["update", "request.json"])  # --config is required
+    assert info.value.code == 2
+
+
+def test_exit_codes_are_documented() -> None:
+    """Every exit code is in the module docstring's table and in --help's epilog."""
+    import supervisor._cli as cli
+
+    assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 75}
+    for code in EXIT_CODES:
+        assert f"\n{code} " in (cli.__doc__ or ""), code
 
 
 class Daemon:
@@ -203,6 +215,8 @@ def test_daemon_stops_agents_on_exit_when_configured(
     wait_until(lambda: len(lines(starts / "a")) == 1, "the agent to start")
     pid = int(lines(starts / "a")[0])
     pids_to_clean.append(pid)
+    # SIGUSR1 (what `update` sends) is harmless to a daemon without an update block.
+    daemon.proc.send_signal(signal.SIGUSR1)
     assert daemon.stop(signal.SIGTERM) == 0
     assert not alive(pid)
     assert "received SIGTERM; exiting" in log_file.read_text()  # daemon.log_file is used

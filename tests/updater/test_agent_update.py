@@ -6,141 +6,18 @@ floor unchanged, no staging or temp files left, no journal, and a precise reason
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
-from fault_server import FaultServer, TLSFiles
-from updater_testlib import NOW, PLATFORM, ProcessControl, Signer, agent_script
+from agent_env import AGENT, V1, Env, agent_archive, make_manager
+from fault_server import TLSFiles
+from updater_testlib import NOW, agent_script
 
-from updater import (
-    AgentTarget,
-    DownloadLimits,
-    Reason,
-    UpdateConfig,
-    UpdateManager,
-    UpdateRequest,
-    UpdateResult,
-)
-from updater._envelope import encode_keyring
-
-AGENT = "agent"
-V1 = agent_script("1.0.0")
-
-
-@dataclass
-class Env:
-    tmp: Path
-    server: FaultServer
-    signer: Signer
-    control: ProcessControl
-    manager: UpdateManager
-    binary: Path
-    counter: int = 10
-
-    def offer(
-        self,
-        data: bytes,
-        *,
-        route: str = "f",
-        key: str = "release",
-        name: str | None = None,
-        **statement: object,
-    ) -> UpdateRequest:
-        """Serve ``data`` and return a signed request for it (counter grows each call)."""
-        self.counter += 1
-        name = name or f"a{self.counter}"
-        self.server.files[name] = data
-        fields: dict[str, object] = {"counter": self.counter, "version": f"1.{self.counter}.0"}
-        fields.update(statement)
-        stmt = self.signer.statement(data, **fields)
-        envelope = self.signer.envelope(stmt, key).decode()
-        return UpdateRequest(
-            component=AGENT,
-            version=stmt.version,
-            download_url=self.server.url(f"/{route}/{name}"),
-            hash=stmt.sha256,
-            envelope=envelope,
-        )
-
-    async def check_untouched(
-        self, result: UpdateResult, reason: Reason, version: str = "1.0.0"
-    ) -> None:
-        """The previous version is intact and running; nothing is left behind."""
-        assert not result.success
-        assert result.reason is reason, result
-        assert self.binary.read_bytes() == agent_script(version)
-        assert await self.control.running_version("a1") == version
-        assert self.manager.floor(AGENT).counter == 10
-        self.check_clean()
-
-    def check_clean(self) -> None:
-        assert not (self.tmp / "state" / "journal.json").exists()
-        downloads = self.tmp / "downloads"
-        assert not downloads.exists() or list(downloads.iterdir()) == []
-        assert not [p for p in self.binary.parent.iterdir() if p.name.startswith(".hostvisor")]
-
-
-def make_manager(
-    env_tmp: Path, server_tls: TLSFiles, control: ProcessControl, **kw: object
-) -> UpdateManager:
-    config_kw: dict[str, object] = {
-        "state_dir": env_tmp / "state",
-        "download_dir": env_tmp / "downloads",
-        "backup_dir": env_tmp / "backups",
-        "platform": PLATFORM,
-        "trial_s": 0.4,
-        "keyring_file": env_tmp / "keyring.json",
-        "max_backups": 2,
-        "limits": DownloadLimits(
-            connect_timeout_s=5,
-            deadline_s=20,
-            min_rate_bps=1,
-            rate_window_s=5,
-            max_bytes=1 << 20,
-            disk_reserve_bytes=0,
-        ),
-    }
-    manager_kw = {k: v for k, v in kw.items() if k in {"write", "hook", "free_space"}}
-    config_kw.update({k: v for k, v in kw.items() if k not in manager_kw})
-    return UpdateManager(
-        UpdateConfig(**config_kw),  # type: ignore[arg-type]
-        agents=[AgentTarget(AGENT, "a1", env_tmp / "bin" / "agent")],
-        control=control,
-        ssl_context=server_tls.client_context(),
-        wall_clock=lambda: NOW,
-        **manager_kw,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-async def env(
-    nursery: trio.Nursery,
-    https_server: FaultServer,
-    tls_files: TLSFiles,
-    signer: Signer,
-    tmp_path: Path,
-) -> AsyncIterator[Env]:
-    binary = tmp_path / "bin" / "agent"
-    binary.parent.mkdir()
-    binary.write_bytes(V1)
-    binary.chmod(0o755)
-    (tmp_path / "keyring.json").write_bytes(encode_keyring(signer.keyring))
-    control = ProcessControl(nursery, {"a1": binary})
-    manager = make_manager(tmp_path, tls_files, control)
-    await manager.adopt(AGENT, "1.0.0", counter=10)
-    await control.start_agent("a1")
-    assert await control.running_version("a1") == "1.0.0"
-    try:
-        yield Env(tmp_path, https_server, signer, control, manager, binary)
-    finally:
-        with trio.CancelScope(shield=True):
-            await control.stop_all()
+from updater import Reason, UpdateRequest, UpdateResult
 
 
 async def test_successful_update(env: Env) -> None:
@@ -387,23 +264,11 @@ async def test_retention_keeps_max_backups(env: Env) -> None:
     assert [r.version for r in env.manager.store.backups(AGENT)] == ["1.12.0", "1.13.0"]
 
 
-async def test_legacy_request(env: Env, tls_files: TLSFiles, signer: Signer) -> None:
+async def test_legacy_request(env: Env) -> None:
     """The seed's form: RSA PKCS#1 v1.5 over the file's SHA-256, from a legacy key; the
-    version floor still applies (by version, as there is no counter)."""
-    import base64
-
-    from updater import _crypto
-
-    data = agent_script("1.11.0")
-    env.server.files["legacy"] = data
-    digest = hashlib.sha256(data).digest()
-    request = UpdateRequest(
-        component=AGENT,
-        version="1.11.0",
-        download_url=env.server.url("/f/legacy"),
-        hash=digest.hex(),
-        signature=base64.b64encode(_crypto.sign_legacy(signer.pems["legacy"], digest)).decode(),
-    )
+    version floor still applies (by version, as there is no counter), and the new binary
+    passed its pre-swap ``--version`` check."""
+    request = env.offer_legacy(agent_script("1.11.0"), "1.11.0")
     result = await env.manager.update(request)
     assert result.success, result
     assert env.manager.floor(AGENT).version == "1.11.0"
@@ -493,55 +358,14 @@ async def test_second_process_is_refused(env: Env, tls_files: TLSFiles) -> None:
     assert (await env.manager.update(env.offer(agent_script("1.12.0")))).success
 
 
-def _agent_archive(version: str, **kw: object) -> bytes:
-    import io
-    import tarfile
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data, mode in [
-            ("bin/agent", agent_script(version, **kw), 0o755),  # type: ignore[arg-type]
-            ("etc/agent.conf", f"version={version}\n".encode(), 0o644),
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-@pytest.fixture
-async def tree_env(
-    nursery: trio.Nursery, https_server: FaultServer, tls_files: TLSFiles, signer: Signer,
-    tmp_path: Path,
-) -> AsyncIterator[Env]:  # fmt: skip
-    """An agent installed as a directory tree: <root>/versions/1.0.0, current -> it."""
-    root = tmp_path / "agentroot"
-    (root / "versions" / "1.0.0" / "bin").mkdir(parents=True)
-    (root / "versions" / "1.0.0" / "bin" / "agent").write_bytes(V1)
-    (root / "versions" / "1.0.0" / "bin" / "agent").chmod(0o755)
-    (root / "current").symlink_to("versions/1.0.0")
-    binary = root / "current" / "bin" / "agent"
-    (tmp_path / "keyring.json").write_bytes(encode_keyring(signer.keyring))
-    control = ProcessControl(nursery, {"a1": binary})
-    manager = make_manager(tmp_path, tls_files, control)
-    manager.agents[AGENT] = AgentTarget(AGENT, "a1", binary, install_root=root)
-    await manager.adopt(AGENT, "1.0.0", counter=10)
-    await control.start_agent("a1")
-    try:
-        yield Env(tmp_path, https_server, signer, control, manager, binary)
-    finally:
-        with trio.CancelScope(shield=True):
-            await control.stop_all()
-
-
 async def test_archive_agent_update_and_rollback(tree_env: Env) -> None:
     env = tree_env
     root = env.tmp / "agentroot"
-    ok = await env.manager.update(env.offer(_agent_archive("1.11.0")))
+    ok = await env.manager.update(env.offer(agent_archive("1.11.0")))
     assert ok.success, ok
     assert await env.control.running_version("a1") == "1.11.0"
     assert (root / "current" / "etc" / "agent.conf").read_text() == "version=1.11.0\n"
-    bad = await env.manager.update(env.offer(_agent_archive("1.12.0", exit_code=4)))
+    bad = await env.manager.update(env.offer(agent_archive("1.12.0", exit_code=4)))
     assert bad.rolled_back
     assert bad.reason is Reason.START_FAILED
     assert await env.control.running_version("a1") == "1.11.0"
@@ -576,3 +400,16 @@ async def test_cancelled_during_trial_puts_the_old_version_back(env: Env) -> Non
     env.check_clean()
     env.manager.config = replace(env.manager.config, trial_s=0.3)
     assert (await env.manager.update(env.offer(agent_script("1.12.0")))).success
+
+
+async def test_agent_that_cannot_be_held_is_left_alone(env: Env) -> None:
+    """The supervisor refuses the hold (e.g. the agent was removed by a reload): the update
+    is abandoned before anything is stopped or switched, and no journal is left."""
+
+    def refuse(agent_id: str) -> object:
+        raise LookupError(f"unknown agent {agent_id!r}")
+
+    env.control.hold = refuse  # type: ignore[method-assign,assignment]
+    result = await env.manager.update(env.offer(agent_script("1.11.0")))
+    await env.check_untouched(result, Reason.STOP_FAILED)
+    assert "unknown agent 'a1'" in (result.error or "")

@@ -22,6 +22,7 @@ EXPECTED = {
     "force_rollback",
     "reexec",
     "UpdateConfig",
+    "UpdateSettings",
     "AgentTarget",
     "DownloadLimits",
     "Keyring",
@@ -38,6 +39,9 @@ EXPECTED = {
     "BackupError",
     "UpdateInProgressError",
     "RollbackError",
+    "Spool",
+    "SpoolError",
+    "UpdateConfigError",
 }
 
 
@@ -138,8 +142,131 @@ def test_parse_duration() -> None:
 
     from updater._config import parse_duration
 
-    assert [parse_duration(v) for v in ("250ms", "5", 7, "1.5h", "2m")] == [
-        0.25, 5.0, 7.0, 5400.0, 120.0,
+    assert [parse_duration(v) for v in ("250ms", "5", 7, "1.5h", "2m", "1h30m", "1d")] == [
+        0.25, 5.0, 7.0, 5400.0, 120.0, 5400.0, 86400.0,
     ]  # fmt: skip
     with pytest.raises(ValueError, match="duration"):
         parse_duration("soon")
+
+
+def test_config_errors_name_their_keys() -> None:
+    """Every problem of the block is reported at once, each under its key."""
+    import pytest
+
+    with pytest.raises(updater.UpdateConfigError) as info:
+        updater.UpdateConfig.from_mapping(
+            {
+                "max_backups": "5",
+                "verify_timeout": -1,
+                "keyring_fil": "k",
+                "limits": {"deadline": 0, "allow_http_hosts": "x", "bogus": 1},
+            },
+            platform="linux-x86_64",
+        )
+    issues = dict(info.value.issues)
+    assert set(issues) == {
+        "download_dir",
+        "backup_dir",
+        "max_backups",
+        "verify_timeout",
+        "keyring_fil",
+        "limits.deadline",
+        "limits.allow_http_hosts",
+        "limits.bogus",
+    }
+    assert issues["download_dir"] == "required"
+    assert issues["max_backups"] == "expected an integer >= 1; got '5'"
+    assert issues["keyring_fil"] == "unknown key (did you mean 'keyring_file'?)"
+    assert issues["limits.deadline"] == "expected a duration > 0; got 0"
+    assert info.value.code == "D1002"
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(updater.UpdateConfigError, match="expected a mapping"):
+        updater.UpdateConfig.from_mapping(["x"], platform="p")  # type: ignore[arg-type]
+
+
+def test_config_paths_and_extra_keys() -> None:
+    """Relative paths follow base_dir; the caller's own keys are not unknown."""
+    config = updater.UpdateConfig.from_mapping(
+        {
+            "download_dir": "d",
+            "backup_dir": "/b",
+            "install_root": "x",
+            "platform": "linux-aarch64",
+            "version_check_timeout": "2s",
+        },
+        platform="linux-x86_64",
+        base_dir=Path("/etc/hv"),
+        extra_keys=("install_root",),
+    )
+    assert config.download_dir == Path("/etc/hv/d")
+    assert config.backup_dir == Path("/b")
+    assert config.state_dir == Path("/etc/hv/updater")
+    assert config.platform == "linux-aarch64"
+    assert config.version_check_timeout_s == 2.0
+
+
+def test_daemon_update_settings() -> None:
+    """A daemon's block: agents default to every agent under its id; an explicit mapping
+    names components, binaries and the version check; self-update and restart settings."""
+    agents = {"ne": Path("/usr/bin/node_exporter"), "tg": Path("/usr/bin/telegraf")}
+    base = {"download_dir": "/d", "backup_dir": "/b"}
+    default = updater.UpdateSettings.from_mapping(base, agents=agents, platform="p")
+    assert [(t.component, t.agent_id, t.binary_path) for t in default.targets] == [
+        ("ne", "ne", Path("/usr/bin/node_exporter")),
+        ("tg", "tg", Path("/usr/bin/telegraf")),
+    ]
+    assert (default.install_root, default.restart, default.daemon_trial_s) == (None, "exit", 300)
+    settings = updater.UpdateSettings.from_mapping(
+        {
+            **base,
+            "install_root": "opt",
+            "daemon_trial": "1h30m",
+            "restart": "reexec",
+            "reexec_command": ["/opt/hv/current/bin/hostvisor", "run"],
+            "agents": {
+                "node_exporter": {"agent": "ne", "version_check": "always"},
+                "tg": {"binary_path": "/opt/tg/current/telegraf", "install_root": "/opt/tg",
+                       "version_args": None},
+            },
+        },
+        agents=agents,
+        platform="p",
+        base_dir=Path("/etc/hv"),
+    )  # fmt: skip
+    ne, tg = settings.targets
+    assert (ne.component, ne.agent_id, ne.version_check_always) == ("node_exporter", "ne", True)
+    assert ne.version_args == ("--version",)
+    assert (tg.install_root, tg.version_args) == (Path("/opt/tg"), None)
+    assert settings.install_root == Path("/etc/hv/opt")
+    assert settings.daemon_trial_s == 5400.0
+    assert settings.reexec_argv() == ["/opt/hv/current/bin/hostvisor", "run"]
+
+
+def test_daemon_update_settings_errors() -> None:
+    import pytest
+
+    with pytest.raises(updater.UpdateConfigError) as info:
+        updater.UpdateSettings.from_mapping(
+            {
+                "download_dir": "/d",
+                "restart": "reboot",
+                "daemon_max_starts": 0,
+                "reexec_command": [],
+                "agents": {"x": {"agent": "nope"}, "y": {"agent": "ne", "colour": 1},
+                           "z": {"agent": "ne", "binary_path": "rel/bin"}},
+            },
+            agents={"ne": Path("/bin/ne")},
+            platform="p",
+        )  # fmt: skip
+    issues = dict(info.value.issues)
+    assert issues == {
+        "backup_dir": "required",
+        "restart": "expected one of exit, reexec; got 'reboot'",
+        "daemon_max_starts": "expected an integer >= 1; got 0",
+        "reexec_command": "expected a non-empty list of strings; got []",
+        "agents.x.agent": "no agent 'nope' in agents",
+        "agents.y.colour": issues["agents.y.colour"],
+        "agents.z.agent": "agent 'ne' is already component 'y'",
+        "agents.z.binary_path": "expected an absolute path; got 'rel/bin'",
+    }
+    assert issues["agents.y.colour"].startswith("unknown key")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 from fault_server import FaultServer, TLSFiles
-from updater_testlib import NOW, PLATFORM, Signer, agent_script
+from updater_testlib import NOW, PLATFORM, TEST_LIMITS, Signer, agent_script
 
 from supervisor import (
     AgentSpec,
@@ -25,7 +25,7 @@ from supervisor import (
     UpdateControl,
     open_supervisor,
 )
-from updater import AgentTarget, DownloadLimits, Reason, UpdateConfig, UpdateManager, UpdateRequest
+from updater import AgentTarget, Reason, UpdateConfig, UpdateManager, UpdateRequest
 from updater._envelope import encode_keyring
 
 AGENT = "agent"
@@ -87,14 +87,7 @@ async def world(
             trial_s=1.0,
             keyring_file=tmp_path / "keyring.json",
             max_backups=2,
-            limits=DownloadLimits(
-                connect_timeout_s=5,
-                deadline_s=20,
-                min_rate_bps=1,
-                rate_window_s=5,
-                max_bytes=1 << 20,
-                disk_reserve_bytes=0,
-            ),
+            limits=TEST_LIMITS,
         )
         manager = UpdateManager(
             config,

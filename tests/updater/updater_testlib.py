@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, settings
 
-from updater import _crypto
+from updater import DownloadLimits, _crypto
 from updater._envelope import Keyring, Statement, TrustedKey
 from updater.sign import sign_statement
 
@@ -20,6 +20,15 @@ PROPS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 PLATFORM = "linux-x86_64"
+#: Limits for end-to-end tests on 127.0.0.1: small artifacts, generous timeouts.
+TEST_LIMITS = DownloadLimits(
+    connect_timeout_s=5,
+    deadline_s=20,
+    min_rate_bps=1,
+    rate_window_s=5,
+    max_bytes=1 << 20,
+    disk_reserve_bytes=0,
+)
 NOW = 1_900_000_000  # 2030-03-17: a fixed "now" for pure tests
 FAR = NOW + 10 * 365 * 86400
 
@@ -93,10 +102,30 @@ from pathlib import Path  # noqa: E402
 import trio  # noqa: E402
 
 
-def agent_script(version: str, *, ready: bool = True, exit_code: int | None = None) -> bytes:
+def agent_script(
+    version: str,
+    *,
+    ready: bool = True,
+    exit_code: int | None = None,
+    reports: str | None = None,
+    version_check: str = "ok",
+) -> bytes:
     """A tiny agent: prints its version, then READY (unless told not to), then runs; or
-    fails at once with ``exit_code``."""
-    lines = ["#!/bin/sh", f'echo "agent {version} starting"']
+    fails at once with ``exit_code``.
+
+    With ``--version`` it prints ``agent version <reports or version>`` and exits 0; a
+    ``version_check`` of ``hang``, ``fail`` (exit 3), ``spew`` (endless output) or
+    ``orphan`` (leaves a background child holding its stdout) misbehaves instead.
+    """
+    answer = {
+        "ok": f'echo "agent version {reports or version}"; exit 0',
+        "hang": "exec sleep 600",
+        "fail": 'echo "unknown flag --version" >&2; exit 3',
+        "spew": "exec yes 'agent version'",
+        "orphan": f'sleep 600 & echo "agent version {reports or version}"; exit 0',
+    }[version_check]
+    lines = ["#!/bin/sh", f'if [ "$1" = "--version" ]; then {answer}; fi']
+    lines.append(f'echo "agent {version} starting"')
     if exit_code is not None:
         lines += [f'echo "agent {version}: fatal: bad config key" >&2', f"exit {exit_code}"]
     else:
