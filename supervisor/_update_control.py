@@ -13,10 +13,13 @@ import contextlib
 from collections.abc import Iterator
 
 from ._errors import SpawnError, StopError
+from ._health import CheckState
 from ._lifecycle import AgentState
 from ._supervisor import Supervisor
 
 __all__ = ["UpdateControl"]
+
+_FAILING = frozenset({CheckState.PENDING, CheckState.UNHEALTHY})
 
 
 class UpdateControl:
@@ -71,6 +74,19 @@ class UpdateControl:
     async def wait_ready(self, agent_id: str) -> None:
         """Return once the agent is running (up for ``start_seconds``, or reported ready)."""
         await self._supervisor.wait_state(agent_id, AgentState.RUNNING)
+
+    def health_problem(self, agent_id: str) -> str | None:
+        """The agent's failing health checks now, unhealthy or on their way; else None.
+
+        A check that is still counting (a threshold exceeded for less than its duration,
+        probe failures fewer than ``failures``) counts too: the trial's window is usually
+        shorter than the time a check needs to turn unhealthy.
+        """
+        health = self._supervisor.status(agent_id).health
+        if health is None:
+            return None
+        bad = [v.detail for v in health.checks.values() if v.state in _FAILING]
+        return "; ".join(bad) or None
 
     async def wait_exit(self, agent_id: str) -> int | None:
         """Return once the held agent's process has exited, with its status.

@@ -16,9 +16,10 @@ class AgentControl(Protocol):
     """Stop, start and watch one supervised agent, by id.
 
     The update flow is: ``stop_agent``; switch the binary; ``start_agent``; then, for the
-    trial window, ``wait_ready`` and ``wait_exit`` race: the agent passes if it became ready
-    and did not exit before the window ended. On failure the updater reads ``tail``, calls
-    ``stop_agent``, restores the previous binary and calls ``start_agent`` again.
+    trial window, ``wait_ready`` and ``wait_exit`` race: the agent passes if it became
+    ready, did not exit before the window ended, and has no ``health_problem`` then. On
+    failure the updater reads ``tail``, calls ``stop_agent``, restores the previous binary
+    and calls ``start_agent`` again.
 
     While the updater holds an agent (:meth:`hold`, from its ``stop_agent`` to the end of
     the trial), the supervisor must not restart it on its own.
@@ -58,6 +59,11 @@ class AgentControl(Protocol):
         """Return when the process from the latest ``start_agent`` has exited (at once if
         it already has), with its exit status (negative: killed by that signal; None:
         unknown). The updater cancels this call when the trial ends."""
+        ...
+
+    def health_problem(self, agent_id: str) -> str | None:
+        """Why the agent's health checks fail (or are failing) right now; None when they
+        pass or it has none. Asked when the trial window ends: a problem fails the trial."""
         ...
 
     def tail(self, agent_id: str, lines: int) -> list[str]:

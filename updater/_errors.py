@@ -70,6 +70,7 @@ class Reason(enum.StrEnum):
     STOP_FAILED = "stop_failed"
     START_FAILED = "start_failed"
     NOT_READY = "not_ready"
+    UNHEALTHY = "unhealthy"
     INTERRUPTED = "interrupted"
     TRIAL_EXPIRED = "trial_expired"
     # Rollback (D4004).

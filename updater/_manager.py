@@ -626,12 +626,13 @@ async def agent_trial(
 ) -> tuple[Reason, str] | None:
     """Start the agent and watch it for ``trial_s`` seconds of Trio time.
 
-    It passes if it becomes ready and does not exit before the window ends; an exit fails
-    it at once, and not being ready when the window ends fails it then. ``trial_s == 0``
-    skips the watch.
+    It passes if it becomes ready, does not exit before the window ends and its health
+    checks pass when it ends; an exit fails it at once, not being ready or healthy when the
+    window ends fails it then. ``trial_s == 0`` skips the watch.
 
     Returns:
-        None if it passed, else the reason (``start_failed``, ``not_ready``) and a detail.
+        None if it passed, else the reason (``start_failed``, ``not_ready``,
+        ``unhealthy``) and a detail.
     """
     try:
         await control.start_agent(agent_id)
@@ -659,6 +660,9 @@ async def agent_trial(
         return Reason.START_FAILED, f"exited with status {exit_status[0]} during its trial"
     if not ready:
         return Reason.NOT_READY, f"was not ready within the {trial_s} s trial"
+    problem = control.health_problem(agent_id)
+    if problem is not None:
+        return Reason.UNHEALTHY, f"was unhealthy at the end of its {trial_s} s trial: {problem}"
     return None
 
 

@@ -132,8 +132,7 @@ async def test_agent_gets_the_sockets_and_watchdog_in_its_environment(tmp_path: 
 async def test_messages_are_attributed_to_the_agent_tree_only(tmp_path: Path) -> None:
     """The agent, its descendants and its orphans resolve to it; we and pid 1 do not."""
     script = (
-        "sleep 1000 & sh -c 'sleep 1000 & wait' & (sleep 1000 & echo orphan $!); "
-        "echo ready; wait"
+        "sleep 1000 & sh -c 'sleep 1000 & wait' & (sleep 1000 & echo orphan $!); echo ready; wait"
     )
     spec = shell_agent("tree", script, tmp_path, health_check=QUIET)
     async with open_supervisor([spec], work_dir=str(tmp_path)) as sup:

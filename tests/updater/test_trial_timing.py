@@ -51,6 +51,9 @@ class ScriptedControl:
         await self.exited.wait()
         return 1
 
+    def health_problem(self, agent_id: str) -> str | None:
+        return None
+
     def tail(self, agent_id: str, lines: int) -> list[str]:
         return []
 

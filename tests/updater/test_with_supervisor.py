@@ -19,6 +19,7 @@ from updater_testlib import NOW, PLATFORM, TEST_LIMITS, Signer, agent_script
 from supervisor import (
     AgentSpec,
     AgentState,
+    HealthCheckSpec,
     LogSpec,
     RestartSpec,
     Supervisor,
@@ -77,6 +78,9 @@ async def world(
         restart=RestartSpec(backoff_base_s=0.1, backoff_max_s=0.2, max_retries=-1),
         work_dir=str(tmp_path / "work"),
         log=LogSpec(file=str(tmp_path / "logs" / "a1.log")),
+        # Sampled often enough for the 1 s trial to see a CPU hog (never for long enough
+        # to turn unhealthy: the trial judges what is failing when it ends).
+        health_check=HealthCheckSpec(interval_s=0.1, cpu_threshold=50),
     )
     async with open_supervisor([spec], work_dir=str(tmp_path)) as sup:
         config = UpdateConfig(
@@ -134,3 +138,13 @@ async def test_crashing_version_is_rolled_back_not_restarted(world: World) -> No
     # Held during the trial: the crashing binary was started exactly once.
     assert world.log().count("agent 1.11.0 starting") == 1
     assert not world.supervisor._runners["a1"].machine.hold_restarts
+
+
+async def test_version_failing_its_health_checks_is_rolled_back(world: World) -> None:
+    """Running but over its CPU threshold when the trial ends: rolled back as unhealthy."""
+    result = await world.manager.update(world.offer(agent_script("1.11.0", busy=True)))
+    assert not result.success and result.rolled_back
+    assert result.reason is Reason.UNHEALTHY
+    assert "cpu: " in result.error and "over 50.0%" in result.error
+    assert world.binary.read_bytes() == agent_script("1.0.0")
+    assert await running_version(world) == "1.0.0"

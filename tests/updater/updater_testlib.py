@@ -109,6 +109,7 @@ def agent_script(
     exit_code: int | None = None,
     reports: str | None = None,
     version_check: str = "ok",
+    busy: bool = False,
 ) -> bytes:
     """A tiny agent: prints its version, then READY (unless told not to), then runs; or
     fails at once with ``exit_code``.
@@ -116,6 +117,7 @@ def agent_script(
     With ``--version`` it prints ``agent version <reports or version>`` and exits 0; a
     ``version_check`` of ``hang``, ``fail`` (exit 3), ``spew`` (endless output) or
     ``orphan`` (leaves a background child holding its stdout) misbehaves instead.
+    ``busy`` makes it burn a CPU instead of sleeping once ready.
     """
     answer = {
         "ok": f'echo "agent version {reports or version}"; exit 0',
@@ -131,7 +133,7 @@ def agent_script(
     else:
         if ready:
             lines.append("echo READY")
-        lines.append("exec sleep 600")
+        lines.append("while :; do :; done" if busy else "exec sleep 600")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -155,6 +157,7 @@ class ProcessControl:
         self.binaries = binaries
         self.runs: dict[str, _Run] = {}
         self.logs: dict[str, list[str]] = {agent: [] for agent in binaries}
+        self.problems: dict[str, str] = {}
         self.calls: list[str] = []
         self.held: set[str] = set()
 
@@ -212,6 +215,9 @@ class ProcessControl:
         run = self.runs[agent_id]
         await run.exited.wait()
         return run.status
+
+    def health_problem(self, agent_id: str) -> str | None:
+        return self.problems.get(agent_id)
 
     def tail(self, agent_id: str, lines: int) -> list[str]:
         return self.logs[agent_id][-lines:]
