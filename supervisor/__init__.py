@@ -2,8 +2,10 @@
 
 The centre of the project: a registry of agents, one supervised process per agent with
 restart policies, capped exponential backoff, whole-tree stops, log capture and rotation,
-an event stream, reload planning, and a daemon mode that leaves agents running across
-its own restarts and adopts them again.
+health checks (heartbeats, sd_notify, process-tree CPU and memory, HTTP and TCP probes)
+with recovery through the restart policy, an event stream, reload planning, and a daemon
+mode that leaves agents running across its own restarts and adopts them again. Agents
+written in Python can use :mod:`supervisor.agent` to send heartbeats and notifications.
 
 Quick start::
 
@@ -48,6 +50,19 @@ from ._errors import (
     UnknownAgentError as UnknownAgentError,
 )
 from ._events import AgentEvent as AgentEvent, EventSubscription as EventSubscription
+from ._health import (
+    AgentHealth as AgentHealth,
+    Check as Check,
+    CheckState as CheckState,
+    FailureCounter as FailureCounter,
+    HealthSnapshot as HealthSnapshot,
+    HeartbeatTracker as HeartbeatTracker,
+    ResourceAlert as ResourceAlert,
+    ThresholdTracker as ThresholdTracker,
+    Verdict as Verdict,
+)
+from ._heartbeat import SocketSetupError as SocketSetupError
+from ._history import ResourceHistory as ResourceHistory, ResourceSample as ResourceSample
 from ._lifecycle import AgentState as AgentState, Event as Event, transition as transition
 from ._machine import (
     AgentMachine as AgentMachine,
@@ -75,6 +90,7 @@ from ._spec import (
 )
 from ._status import (
     AgentInfo as AgentInfo,
+    HealthStatistics as HealthStatistics,
     Outcome as Outcome,
     SupervisorStatistics as SupervisorStatistics,
 )
@@ -92,6 +108,14 @@ __all__ = [
     "AgentState",
     "UpdateControl",
     "SupervisorStatistics",
+    # health
+    "HealthSnapshot",
+    "Check",
+    "CheckState",
+    "Verdict",
+    "ResourceAlert",
+    "ResourceSample",
+    "HealthStatistics",
     # describing agents
     "Config",
     "DaemonSpec",
@@ -124,6 +148,11 @@ __all__ = [
     "ReloadPlan",
     "plan_reload",
     "apply_plan",
+    "AgentHealth",
+    "ThresholdTracker",
+    "HeartbeatTracker",
+    "FailureCounter",
+    "ResourceHistory",
     # errors
     "SupervisorError",
     "ConfigError",
@@ -138,4 +167,5 @@ __all__ = [
     "SupervisorClosedError",
     "DaemonLockedError",
     "StateFileError",
+    "SocketSetupError",
 ]

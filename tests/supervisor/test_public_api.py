@@ -56,6 +56,19 @@ EXPECTED = {
     "SupervisorClosedError",
     "DaemonLockedError",
     "StateFileError",
+    "SocketSetupError",
+    "HealthSnapshot",
+    "Check",
+    "CheckState",
+    "Verdict",
+    "ResourceAlert",
+    "ResourceSample",
+    "HealthStatistics",
+    "AgentHealth",
+    "ThresholdTracker",
+    "HeartbeatTracker",
+    "FailureCounter",
+    "ResourceHistory",
 }
 
 
