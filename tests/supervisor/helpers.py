@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -49,6 +50,14 @@ async def wait_for_file(path: Path, text: str, *, lines: int = 1) -> list[str]:
         if len(found) >= lines:
             return found
         await trio.sleep(0.005)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nobody listens on (for the moment)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def alive(pid: int) -> bool:

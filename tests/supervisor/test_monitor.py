@@ -33,7 +33,14 @@ from supervisor import (
 from supervisor._health import Check, CheckState, ResourceAlert
 from supervisor._heartbeat import SocketSetupError
 from supervisor._monitor import next_tick, socket_dir_for
-from tests.supervisor.helpers import GUARD_S, alive, shell_agent, wait_for_file, wait_until
+from tests.supervisor.helpers import (
+    GUARD_S,
+    alive,
+    free_port,
+    shell_agent,
+    wait_for_file,
+    wait_until,
+)
 
 QUIET = HealthCheckSpec(cpu_threshold=0, memory_threshold=0, heartbeat_timeout_s=0)
 """Every check off: tests switch on only the one they exercise."""
@@ -444,15 +451,9 @@ HTTP_AGENT = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_http_and_tcp_probes(tmp_path: Path) -> None:
     """A 2xx endpoint is healthy; a 503 one is restarted after `failures` probes in a row."""
-    good_port, bad_port = _free_port(), _free_port()
+    good_port, bad_port = free_port(), free_port()
     good = python_agent(
         "good",
         HTTP_AGENT.replace("PORT", str(good_port)),

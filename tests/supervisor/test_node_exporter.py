@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from supervisor import (
     open_supervisor,
 )
 from supervisor._health import Check, CheckState
-from tests.supervisor.helpers import alive
+from tests.supervisor.helpers import alive, free_port
 
 BINARY = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 #: Real start-up and probing of a Go binary on a shared machine: a guard, not a timing.
@@ -37,12 +36,6 @@ if BINARY is None and not os.environ.get("HOSTVISOR_REQUIRE_NODE_EXPORTER"):
         "prometheus-node-exporter is not installed (apt-get install prometheus-node-exporter)",
         allow_module_level=True,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _http_healthy(sup: Supervisor) -> None:
@@ -58,7 +51,7 @@ async def _http_healthy(sup: Supervisor) -> None:
 async def test_node_exporter_is_supervised_probed_and_recovered(tmp_path: Path) -> None:
     """Healthy on /metrics; after SIGKILL a new process runs and is healthy again."""
     assert BINARY is not None, "HOSTVISOR_REQUIRE_NODE_EXPORTER is set: install the package"
-    port = _free_port()
+    port = free_port()
     spec = AgentSpec(
         id="node-exporter",
         type=AgentType.NODE_EXPORTER,
