@@ -34,7 +34,7 @@ from ._resources import CpuMeter
 from ._spec import AgentSpec
 from ._status import AgentInfo, Outcome
 
-__all__ = ["AgentRunner", "ProcessObserver", "RunnerContext"]
+__all__ = ["AgentRunner", "ProcessObserver", "RunnerContext", "wall_clock"]
 
 
 class ProcessObserver(Protocol):
@@ -67,10 +67,13 @@ class RunnerContext:
     observer: ProcessObserver | None = None
 
     def wall(self, monotonic: float | None) -> float | None:
-        """Convert a Trio clock reading into wall-clock seconds since the epoch."""
-        if monotonic is None:
-            return None
-        return time.time() + (monotonic - trio.current_time())
+        """Convert a Trio clock reading (or None) into wall-clock seconds since the epoch."""
+        return None if monotonic is None else wall_clock(monotonic)
+
+
+def wall_clock(monotonic: float) -> float:
+    """Convert a Trio clock reading into wall-clock seconds since the epoch."""
+    return time.time() + (monotonic - trio.current_time())
 
 
 _STARTED = frozenset({AgentState.STARTING, AgentState.RUNNING})

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
 from types import MappingProxyType
@@ -32,7 +31,7 @@ from ._lifecycle import AgentState
 from ._monitor import HealthMonitor, socket_dir_for
 from ._process import OrphanReaper, adopt, identify, set_child_subreaper, terminate_tree
 from ._registry import Registry, ReloadPlan, plan_reload
-from ._runner import AgentRunner, RunnerContext
+from ._runner import AgentRunner, RunnerContext, wall_clock
 from ._spec import AgentSpec, AgentType, Config
 from ._state import AgentRecord, DaemonLock, read_state, spec_digest, write_state
 from ._status import AgentInfo, Outcome, SupervisorStatistics
@@ -114,7 +113,7 @@ class Supervisor:
                 self._runners,
                 socket_dir=socket_dir or socket_dir_for(self.work_dir),
                 publish=self._hub.publish,
-                wall=_wall_clock,
+                wall=wall_clock,
                 on_alert=on_alert,
             )
         for spec in config.agents:
@@ -379,7 +378,7 @@ class Supervisor:
         """
         self.registry.get(agent_id)
         now = trio.current_time()
-        offset = _wall_clock(now) - now
+        offset = wall_clock(now) - now
         samples = self._runners[agent_id].health.history.window(now, seconds)
         return [sample._replace(at=sample.at + offset) for sample in samples]
 
@@ -478,11 +477,6 @@ class Supervisor:
             orphans_reaped=self.reaper.reaped if self.reaper else 0,
             health=self.monitor.statistics() if self.monitor else None,
         )
-
-
-def _wall_clock(monotonic: float) -> float:
-    """Convert a Trio clock reading into wall-clock seconds since the epoch."""
-    return time.time() + (monotonic - trio.current_time())
 
 
 def _return_free_memory() -> None:
