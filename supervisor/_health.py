@@ -312,6 +312,11 @@ class HeartbeatTracker:
             return None
         return since + self.timeout_s
 
+    def overdue(self, now: float) -> bool:
+        """Whether the verdict at ``now`` is unhealthy (cheap: no message is built)."""
+        since = self.silent_since
+        return self.enabled and since is not None and now >= since + self.timeout_s
+
     def verdict(self, now: float) -> Verdict:
         """The verdict at ``now``, without marking a timeout as reported."""
         if not self.enabled:
@@ -614,11 +619,27 @@ class AgentHealth:
 
     # -- decisions --------------------------------------------------------------
 
-    def _verdicts(self, now: float, *, mark: bool) -> dict[Check, Verdict]:
+    def _failing(self, now: float) -> list[str]:
+        """The messages of the unhealthy checks, the process excepted.
+
+        Called after every fact, so only the failing checks' messages are rendered.
+        """
+        bad = []
+        hb = self.heartbeat_tracker
+        if self._trigger is not None:
+            bad.append(self._trigger.detail)
+        elif hb.overdue(now):
+            bad.append(hb.check(now).detail)  # marks the timeout as reported
+        for tracker in (self.cpu, self.memory, self.http, self.tcp):
+            if tracker is not None and tracker.state is CheckState.UNHEALTHY:
+                bad.append(tracker.verdict(now).detail)
+        return bad
+
+    def _verdicts(self, now: float) -> dict[Check, Verdict]:
         hb = self.heartbeat_tracker
         verdicts = {
             Check.PROCESS: self._process,
-            Check.HEARTBEAT: self._trigger or (hb.check(now) if mark else hb.verdict(now)),
+            Check.HEARTBEAT: self._trigger or hb.verdict(now),
             Check.CPU: self.cpu.verdict(now),
             Check.MEMORY: self.memory.verdict(now),
         }
@@ -634,8 +655,7 @@ class AgentHealth:
             The reason to pass to ``AgentMachine.unhealthy`` when an unhealthy episode
             begins; None otherwise, including for the rest of the same episode.
         """
-        verdicts = self._verdicts(now, mark=True)
-        bad = [v.detail for c, v in verdicts.items() if c is not Check.PROCESS and v.unhealthy]
+        bad = self._failing(now)
         if not bad:
             self._episode = False
             return None
@@ -653,7 +673,7 @@ class AgentHealth:
 
     def snapshot(self, now: float) -> HealthSnapshot:
         """The health part of the status snapshot, rendered for ``now``."""
-        verdicts = self._verdicts(now, mark=False)
+        verdicts = self._verdicts(now)
         healthy: bool | None
         if any(v.unhealthy for v in verdicts.values()):
             healthy = False

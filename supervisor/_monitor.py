@@ -76,6 +76,9 @@ logger = logging.getLogger("supervisor.health")
 TICK_TOLERANCE_S = 1e-3
 #: Probes (HTTP or TCP) in flight at once, over all agents.
 MAX_PROBES = 32
+#: Messages from agents are read in rounds at most this often (one wake-up per round
+#: however many agents send); a heartbeat's time may be this much late.
+RESOLUTION_S = 1.0
 #: Parent links followed from a message's sender towards an agent's process.
 MAX_ANCESTORS = 64
 _SOCKET_NAMES = ("heartbeat.sock", "notify.sock")
@@ -163,10 +166,13 @@ class HealthMonitor:
         self._max_probes = max_probes
         heartbeat_path, notify_path = (os.path.join(socket_dir, n) for n in _SOCKET_NAMES)
         self.heartbeats = HeartbeatServer(
-            heartbeat_path, resolve=self.resolve, on_heartbeat=self._heartbeat
+            heartbeat_path,
+            resolve=self.resolve,
+            on_heartbeat=self._heartbeat,
+            resolution_s=RESOLUTION_S,
         )
         self.notifications = NotifyServer(
-            notify_path, resolve=self.resolve, on_message=self._notify
+            notify_path, resolve=self.resolve, on_message=self._notify, resolution_s=RESOLUTION_S
         )
         self._leaders: dict[int, AgentRunner] = {}
         self._leader_of: dict[str, int] = {}

@@ -219,6 +219,9 @@ class NotifyServer:
         resolve: Maps a sender pid to its agent id, or None for a stranger.
         on_message: Called with (agent_id, message) for each datagram; must not block.
         max_datagram: Longest accepted datagram in bytes.
+        resolution_s: After each round of receiving, wait this long before the next: at
+            most one wake-up per period however many agents send (a lone message is still
+            handled at once; ``received_at`` may be up to this late).
     """
 
     def __init__(
@@ -228,6 +231,7 @@ class NotifyServer:
         resolve: Callable[[int], str | None],
         on_message: Callable[[str, NotifyMessage], None],
         max_datagram: int = 4096,
+        resolution_s: float = 1.0,
     ) -> None:
         if max_datagram < 1:
             raise ValueError(f"max_datagram must be positive, not {max_datagram}")
@@ -236,6 +240,7 @@ class NotifyServer:
         self._resolve = resolve
         self._on_message = on_message
         self._max_datagram = max_datagram
+        self._resolution_s = resolution_s
         self._uid = os.geteuid()
         self._counts: Counter[str] = Counter()
 
@@ -250,24 +255,33 @@ class NotifyServer:
         Raises:
             SocketSetupError: The socket could not be created (before ``started``).
         """
-        raw, ours = self.socket.take()
-        sock = trio.socket.from_stdlib_socket(raw)
+        sock, ours = self.socket.take()
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            sock.setblocking(False)
             task_status.started()
             while True:
-                try:
-                    data, ancdata, flags, _ = await sock.recvmsg(self._max_datagram, _ANCBUF)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOMEM, errno.ENOBUFS):
-                        raise
-                    logger.warning("notify recvmsg failed: %s", exc)
-                    await trio.sleep(_RETRY_S)
-                    continue
-                self._receive(data, ancdata, flags)
+                await trio.lowlevel.wait_readable(sock)
+                await self._drain(sock)
+                await trio.sleep(self._resolution_s)
         finally:
             sock.close()
             remove_socket_file(self.path, ours)
+
+    async def _drain(self, sock: socket.socket) -> None:
+        """Receive every queued datagram (one wake-up serves a burst of them)."""
+        while True:
+            try:
+                data, ancdata, flags, _ = sock.recvmsg(self._max_datagram, _ANCBUF)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOMEM, errno.ENOBUFS):
+                    raise
+                logger.warning("notify recvmsg failed: %s", exc)
+                await trio.sleep(_RETRY_S)
+                return
+            self._receive(data, ancdata, flags)
 
     def _receive(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int) -> None:
         self._counts["datagrams"] += 1

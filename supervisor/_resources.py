@@ -47,15 +47,13 @@ def _usage_of(pid: int) -> tuple[int, int] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            statm = f.read()
     except OSError:
         return None  # gone meanwhile
     fields = stat[stat.rfind(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
         return None
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
-    return ticks, int(statm.split()[1]) * _PAGE
+    return ticks, int(fields[21]) * _PAGE  # rss in pages (field 24)
 
 
 def tree_usage(leader: int) -> TreeUsage | None:

@@ -323,7 +323,7 @@ async def test_sd_notify_watchdog_trigger_and_stopping(tmp_path: Path) -> None:
         time.sleep(0.2)
         if os.path.exists("triggered"):
             notify(stopping=True)
-            time.sleep(2)  # longer than the heartbeat timeout: no recovery while stopping
+            time.sleep(4)  # longer than the heartbeat timeout: no recovery while stopping
             sys.exit(0)
         open("triggered", "w").close()
         import socket
@@ -331,7 +331,8 @@ async def test_sd_notify_watchdog_trigger_and_stopping(tmp_path: Path) -> None:
         s.sendto(b"WATCHDOG=trigger", os.environ["NOTIFY_SOCKET"])
         time.sleep(1000)
     """
-    checks = HealthCheckSpec(heartbeat_timeout_s=1.0, cpu_threshold=0, memory_threshold=0)
+    # The timeout leaves room for the notify socket's 1 s reading rounds.
+    checks = HealthCheckSpec(heartbeat_timeout_s=3.0, cpu_threshold=0, memory_threshold=0)
     spec = python_agent(
         "wd",
         code,
