@@ -15,9 +15,12 @@ owns two private sockets and one loop:
   a grid (``start + k * interval``), so 300 agents with the same interval cost one
   wake-up per interval, not 300. At a tick the monitor measures every live process tree
   of the group in one worker-thread call (CPU and RSS from ``/proc``), feeds the samples
-  to each agent's :class:`~supervisor._health.AgentHealth`, and starts the HTTP and TCP
-  probes of the group's running agents (at most ``max_probes`` at once, each bounded by
-  ``health_check.timeout``; an agent whose previous probe is still running is skipped).
+  to each agent's :class:`~supervisor._health.AgentHealth`, then probes the HTTP and TCP
+  endpoints of the group's running agents in one round (:func:`~supervisor._probes.probe_many`:
+  one task, one private ``epoll`` set, a few wake-ups for hundreds of probes; each probe
+  bounded by ``health_check.timeout``; an agent whose previous probe still runs is skipped).
+* messages from agents are read in rounds too, at most one per ``RESOLUTION_S`` for all
+  of them (see the two servers): on a small VM a wake-up costs more than the work it does.
   Between ticks the loop sleeps until the earliest heartbeat deadline
   (:meth:`AgentHealth.next_deadline`) or the next tick, whichever comes first, and is
   woken early only when a deadline may have moved closer (a process started, a first
@@ -61,7 +64,7 @@ from ._heartbeat import (
 )
 from ._lifecycle import AgentState
 from ._notify import NotifyMessage, NotifyServer, notify_env
-from ._probes import parse_endpoint, probe_http, probe_tcp
+from ._probes import Probe, parse_endpoint, probe_many
 from ._process import Child, lineage
 from ._resources import TreeUsage, tree_usage
 from ._runner import AgentRunner
@@ -74,11 +77,11 @@ logger = logging.getLogger("supervisor.health")
 
 #: Ticks closer than this to a wake-up are served in it (float rounding of the grid).
 TICK_TOLERANCE_S = 1e-3
-#: Probes (HTTP or TCP) in flight at once, over all agents.
-MAX_PROBES = 32
 #: Messages from agents are read in rounds at most this often (one wake-up per round
 #: however many agents send); a heartbeat's time may be this much late.
 RESOLUTION_S = 1.0
+#: Sockets a probe round opens at once (more are probed in further rounds).
+PROBES_PER_ROUND = 256
 #: Parent links followed from a message's sender towards an agent's process.
 MAX_ANCESTORS = 64
 _SOCKET_NAMES = ("heartbeat.sock", "notify.sock")
@@ -145,7 +148,6 @@ class HealthMonitor:
         publish: Where health events go (the supervisor's event hub).
         wall: Converts a Trio time into wall-clock seconds.
         on_alert: Called with each :class:`ResourceAlert`; must not block.
-        max_probes: Probes in flight at once.
     """
 
     def __init__(
@@ -156,14 +158,12 @@ class HealthMonitor:
         publish: Callable[[AgentEvent], None],
         wall: Callable[[float], float],
         on_alert: Callable[[ResourceAlert], None] | None = None,
-        max_probes: int = MAX_PROBES,
     ) -> None:
         self._runners = runners
         self.socket_dir = socket_dir
         self._publish = publish
         self._wall = wall
         self._on_alert = on_alert
-        self._max_probes = max_probes
         heartbeat_path, notify_path = (os.path.join(socket_dir, n) for n in _SOCKET_NAMES)
         self.heartbeats = HeartbeatServer(
             heartbeat_path,
@@ -182,7 +182,6 @@ class HealthMonitor:
             ("ticks", "samples", "probes", "probes_skipped", "unhealthy", "alerts"), 0
         )
         self._nursery: trio.Nursery | None = None
-        self._limiter: trio.CapacityLimiter | None = None
 
     # -- wiring with the runners ---------------------------------------------------
 
@@ -261,7 +260,6 @@ class HealthMonitor:
                 :meth:`bind` was called first, which raises it instead).
         """
         self.bind()
-        self._limiter = trio.CapacityLimiter(self._max_probes)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -319,9 +317,15 @@ class HealthMonitor:
         for (runner, child), usage in zip(live, usages, strict=True):
             if usage is not None and runner.child is child:
                 self._resources(runner, now, usage)
-        for runner, child in live:
-            if runner.child is child and runner.state is AgentState.RUNNING:
-                self._probe_soon(runner, child)
+        probing = [
+            (runner, child)
+            for runner, child in live
+            if runner.child is child
+            and runner.state is AgentState.RUNNING
+            and (runner.spec.health_check.http_endpoint or runner.spec.health_check.tcp_endpoint)
+        ]
+        if probing:
+            await self._probe_round(probing)
 
     def _resources(self, runner: AgentRunner, now: float, usage: TreeUsage) -> None:
         self._counts["samples"] += 1
@@ -343,39 +347,38 @@ class HealthMonitor:
             except Exception:
                 logger.exception("on_alert callback failed for %s", message)
 
-    def _probe_soon(self, runner: AgentRunner, child: Child) -> None:
-        checks = runner.spec.health_check
-        if checks.http_endpoint is None and checks.tcp_endpoint is None:
-            return
-        if runner.spec.id in self._probing:
-            self._counts["probes_skipped"] += 1
-            return
-        self._probing.add(runner.spec.id)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._probe, runner, child)
-
-    async def _probe(self, runner: AgentRunner, child: Child) -> None:
-        checks, agent_id = runner.spec.health_check, runner.spec.id
-        assert self._limiter is not None
+    async def _probe_round(self, members: list[tuple[AgentRunner, Child]]) -> None:
+        """Probe the group's endpoints in one round (see :func:`probe_many`)."""
+        busy = [r for r, _ in members if r.spec.id in self._probing]
+        self._counts["probes_skipped"] += len(busy)
+        members = [(r, c) for r, c in members if r.spec.id not in self._probing]
+        probes: list[Probe] = []
+        owners: list[tuple[AgentRunner, Child, Check]] = []
+        for runner, child in members:
+            checks = runner.spec.health_check
+            if checks.http_endpoint is not None:
+                probes.append(Probe(url=checks.http_endpoint, timeout_s=checks.timeout_s))
+                owners.append((runner, child, Check.HTTP))
+            if checks.tcp_endpoint is not None:
+                endpoint = parse_endpoint(checks.tcp_endpoint)
+                probes.append(Probe(endpoint=endpoint, timeout_s=checks.timeout_s))
+                owners.append((runner, child, Check.TCP))
+        ids = {runner.spec.id for runner, _ in members}
+        self._probing |= ids
+        verdicts: list[str | None] = []
         try:
-            async with self._limiter:
-                probes: list[tuple[Check, str | None]] = []
-                if checks.http_endpoint is not None:
-                    error = await probe_http(checks.http_endpoint, timeout_s=checks.timeout_s)
-                    probes.append((Check.HTTP, error))
-                if checks.tcp_endpoint is not None:
-                    host, port = parse_endpoint(checks.tcp_endpoint)
-                    error = await probe_tcp(host, port, timeout_s=checks.timeout_s)
-                    probes.append((Check.TCP, error))
+            for first in range(0, len(probes), PROBES_PER_ROUND):
+                verdicts += await probe_many(probes[first : first + PROBES_PER_ROUND])
         finally:
-            self._probing.discard(agent_id)
-        if runner.child is not child:
-            return  # restarted meanwhile: the answer is about a process that is gone
+            self._probing -= ids
         now = trio.current_time()
-        for check, error in probes:
-            self._counts["probes"] += 1
-            runner.health.probe(now, check, error)
-        self._judge(runner, now)
+        for (runner, child, check), error in zip(owners, verdicts, strict=True):
+            if runner.child is child:  # else restarted meanwhile: the answer is stale
+                self._counts["probes"] += 1
+                runner.health.probe(now, check, error)
+        for runner, child in members:
+            if runner.child is child:
+                self._judge(runner, now)
 
     # -- messages from agents ---------------------------------------------------------
 

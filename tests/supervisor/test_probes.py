@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from supervisor._probes import parse_endpoint, probe_http, probe_tcp
+from supervisor._probes import Probe, parse_endpoint, probe_http, probe_many, probe_tcp
 from tests.supervisor.helpers import free_port
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -106,6 +106,27 @@ async def serve(nursery: trio.Nursery, handler: Handler, wrap: ssl.SSLContext | 
     listeners = await nursery.start(partial(trio.serve_tcp, guarded, 0, host="127.0.0.1"))
     port: int = listeners[0].socket.getsockname()[1]
     return port
+
+
+async def _many_http(
+    url: str, *, timeout_s: float, ssl_context: ssl.SSLContext | None = None
+) -> str | None:
+    [verdict] = await probe_many([Probe(url=url, timeout_s=timeout_s)], ssl_context=ssl_context)
+    return verdict
+
+
+async def _many_tcp(host: str, port: int, *, timeout_s: float) -> str | None:
+    [verdict] = await probe_many([Probe(endpoint=(host, port), timeout_s=timeout_s)])
+    return verdict
+
+
+@pytest.fixture(autouse=True, params=["one", "many"])
+def prober(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every probe test runs twice: with the single probes and through a probe_many round."""
+    if request.param == "many":
+        monkeypatch.setitem(globals(), "probe_http", _many_http)
+        monkeypatch.setitem(globals(), "probe_tcp", _many_tcp)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -360,3 +381,27 @@ def test_parse_endpoint_rejects(value: str) -> None:
     with pytest.raises(ValueError, match="invalid endpoint") as info:
         parse_endpoint(value)
     assert repr(value) in str(info.value)
+
+
+async def test_a_round_of_many_probes_keeps_each_verdict_in_order(
+    nursery: trio.Nursery, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """Mixed http, https and TCP probes, healthy and not, in one round."""
+    ok = await serve(nursery, canned(OK))
+    bad = await serve(nursery, canned(UNAVAILABLE))
+    refused = free_port()
+    server, client = tls
+    secure = await serve(nursery, canned(OK), wrap=server)
+    probes = [
+        Probe(url=f"http://127.0.0.1:{ok}/"),
+        Probe(url=f"http://127.0.0.1:{bad}/"),
+        Probe(endpoint=("127.0.0.1", refused)),
+        Probe(url=f"https://127.0.0.1:{secure}/"),
+        Probe(endpoint=("127.0.0.1", ok)),
+        Probe(url=f"http://localhost:{ok}/"),
+    ] * 20
+    verdicts = await probe_many(probes, ssl_context=client)
+    expected = [None, "HTTP 503", f"connection refused (127.0.0.1:{refused})", None, None, None]
+    assert verdicts == expected * 20
+    with pytest.raises(ValueError, match="exactly one"):
+        await probe_many([Probe()])
