@@ -581,8 +581,9 @@ class HeartbeatServer:
         """Take what a connection has; None to keep it, else the reason to close it."""
         limit = self._max_line + 1  # a full line plus its newline
         for _ in range(_MAX_READS):
+            wanted = limit - len(conn.buf)
             try:
-                data = conn.sock.recv(limit - len(conn.buf))
+                data = conn.sock.recv(wanted)
             except (BlockingIOError, InterruptedError):
                 return None
             except OSError:  # e.g. ECONNRESET: the peer is gone
@@ -595,6 +596,8 @@ class HeartbeatServer:
                 return reason
             if len(conn.buf) >= limit:
                 return "oversized"
+            if len(data) < wanted:
+                return None  # drained for now; epoll reports it again when more comes
         return None
 
     def _lines(self, conn: _Connection, now: float) -> str | None:

@@ -393,7 +393,8 @@ class HealthMonitor:
             health.set_status_text(heartbeat.status)
         if not armed:
             self._wakeup.unpark_all()  # the first beat armed the check: a new deadline
-        self._judge(runner, heartbeat.received_at)
+        if health.in_episode:  # a beat can only heal: nothing to judge otherwise
+            self._judge(runner, heartbeat.received_at)
 
     def _notify(self, agent_id: str, message: NotifyMessage) -> None:
         runner = self._runners.get(agent_id)
