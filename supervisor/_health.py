@@ -199,8 +199,13 @@ class ThresholdTracker:
         Returns:
             The verdict, as :meth:`verdict` would give it at ``now``.
         """
+        self.update(now, value)
+        return self.verdict(now)
+
+    def update(self, now: float, value: float) -> CheckState:
+        """:meth:`observe` without rendering the message (the monitor's hot path)."""
         if not self.enabled:
-            return self.verdict(now)
+            return self.state
         self.value = value
         if value > self.threshold:
             if self.over_since is None:
@@ -213,7 +218,7 @@ class ThresholdTracker:
         else:
             self.over_since = None
             self.state = CheckState.HEALTHY
-        return self.verdict(now)
+        return self.state
 
     def verdict(self, now: float) -> Verdict:
         """The current verdict, with its message rendered for ``now``."""
@@ -594,8 +599,8 @@ class AgentHealth:
         )
         for kind, tracker, value in kinds:
             before = tracker.state
-            verdict = tracker.observe(now, value)
-            if verdict.unhealthy and before is not CheckState.UNHEALTHY:
+            state = tracker.update(now, value)
+            if state is CheckState.UNHEALTHY and before is not CheckState.UNHEALTHY:
                 since = tracker.over_since if tracker.over_since is not None else now
                 alerts.append(
                     ResourceAlert(self.agent_id, kind, value, tracker.threshold, now, since)
