@@ -70,7 +70,8 @@ class Agent:
 
 
 def main() -> None:
-    starts, interval, phase, stats = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    starts, stats = sys.argv[1], sys.argv[4]
+    interval, phase = float(sys.argv[2]), float(sys.argv[3])
     with open(starts, "a", encoding="ascii") as file:
         file.write(f"{os.getpid()} {time.time():.6f}\n")
     agent = Agent(os.environ.get("HOSTVISOR_HEARTBEAT_SOCKET") or None, stats)

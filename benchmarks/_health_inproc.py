@@ -44,9 +44,7 @@ async def serve(config_path: str, health_checks: bool, stats_path: str) -> None:
     with open(config_path, encoding="utf-8") as file:
         document = json.load(file)
     config = parse_config(document, source=config_path)
-    supervisor = Supervisor(
-        config, daemon_mode=True, subreaper=True, health_checks=health_checks
-    )
+    supervisor = Supervisor(config, daemon_mode=True, subreaper=True, health_checks=health_checks)
     watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
     with trio.open_signal_receiver(*watched) as signals:
         async with trio.open_nursery() as nursery:
