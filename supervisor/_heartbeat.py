@@ -454,7 +454,7 @@ class HeartbeatServer:
         self._max_connections = max_connections
         self._max_per_agent = max_connections_per_agent
         self._uid = os.geteuid()
-        self._resolution_s = resolution_s
+        self.resolution_s = resolution_s
         self._counts: Counter[str] = Counter()
         self._per_agent: Counter[str] = Counter()
         self._conns: dict[int, _Connection] = {}
@@ -564,7 +564,7 @@ class HeartbeatServer:
                 await trio.lowlevel.wait_readable(ready.fileno())
             self._wait = None
             self._drain(ready, trio.current_time())
-            await trio.sleep(self._resolution_s)
+            await trio.sleep(self.resolution_s)
 
     def _drain(self, ready: select.epoll, now: float) -> None:
         """Read every ready connection, then drop those past their idle deadline."""

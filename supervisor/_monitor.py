@@ -19,8 +19,10 @@ owns two private sockets and one loop:
   endpoints of the group's running agents in one round (:func:`~supervisor._probes.probe_many`:
   one task, one private ``epoll`` set, a few wake-ups for hundreds of probes; each probe
   bounded by ``health_check.timeout``; an agent whose previous probe still runs is skipped).
-* messages from agents are read in rounds too, at most one per ``RESOLUTION_S`` for all
-  of them (see the two servers): on a small VM a wake-up costs more than the work it does.
+* messages from agents are read in rounds too, one round per :func:`resolution_for` (a
+  sixth of the shortest heartbeat timeout, between 0.1 s and 5 s) for all of them (see the
+  two servers): on a small VM a wake-up costs more than the work it does. A heartbeat
+  may thus be credited up to that much late, so a timeout fires at most a sixth late.
   Between ticks the loop sleeps until the earliest heartbeat deadline
   (:meth:`AgentHealth.next_deadline`) or the next tick, whichever comes first, and is
   woken early only when a deadline may have moved closer (a process started, a first
@@ -49,7 +51,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
@@ -71,15 +73,16 @@ from ._runner import AgentRunner
 from ._spec import AgentSpec
 from ._status import HealthStatistics
 
-__all__ = ["HealthMonitor", "next_tick", "socket_dir_for"]
+__all__ = ["HealthMonitor", "next_tick", "resolution_for", "socket_dir_for"]
 
 logger = logging.getLogger("supervisor.health")
 
 #: Ticks closer than this to a wake-up are served in it (float rounding of the grid).
 TICK_TOLERANCE_S = 1e-3
-#: Messages from agents are read in rounds at most this often (one wake-up per round
-#: however many agents send); a heartbeat's time may be this much late.
-RESOLUTION_S = 1.0
+#: Bounds of the period of the rounds in which agents' messages are read.
+MIN_RESOLUTION_S, MAX_RESOLUTION_S = 0.1, 5.0
+#: sd_notify messages (READY=1) are read at least this often.
+NOTIFY_RESOLUTION_S = 1.0
 #: Sockets a probe round opens at once (more are probed in further rounds).
 PROBES_PER_ROUND = 256
 #: Parent links followed from a message's sender towards an agent's process.
@@ -98,6 +101,19 @@ def next_tick(start: float, interval: float, now: float) -> float:
     while start + k * interval <= now:  # float rounding
         k += 1
     return start + k * interval
+
+
+def resolution_for(timeouts: Iterable[float]) -> float:
+    """The period of the heartbeat reading rounds: a sixth of the shortest timeout.
+
+    Args:
+        timeouts: The agents' heartbeat timeouts (0: disabled, ignored).
+
+    Returns:
+        Seconds between ``MIN_RESOLUTION_S`` and ``MAX_RESOLUTION_S``.
+    """
+    shortest = min((t for t in timeouts if t > 0), default=math.inf)
+    return min(MAX_RESOLUTION_S, max(MIN_RESOLUTION_S, shortest / 6))
 
 
 def socket_dir_for(work_dir: str) -> str:
@@ -169,10 +185,13 @@ class HealthMonitor:
             heartbeat_path,
             resolve=self.resolve,
             on_heartbeat=self._heartbeat,
-            resolution_s=RESOLUTION_S,
+            resolution_s=MAX_RESOLUTION_S,
         )
         self.notifications = NotifyServer(
-            notify_path, resolve=self.resolve, on_message=self._notify, resolution_s=RESOLUTION_S
+            notify_path,
+            resolve=self.resolve,
+            on_message=self._notify,
+            resolution_s=NOTIFY_RESOLUTION_S,
         )
         self._leaders: dict[int, AgentRunner] = {}
         self._leader_of: dict[str, int] = {}
@@ -202,7 +221,14 @@ class HealthMonitor:
         if child is not None and not child.exited:
             self._leaders[child.pid] = runner
             self._leader_of[agent_id] = child.pid
+        self._set_resolution()
         self._wakeup.unpark_all()
+
+    def _set_resolution(self) -> None:
+        timeouts = (r.spec.health_check.heartbeat_timeout_s for r in self._runners.values())
+        resolution = resolution_for(timeouts)
+        self.heartbeats.resolution_s = resolution
+        self.notifications.resolution_s = min(resolution, NOTIFY_RESOLUTION_S)
 
     def resolve(self, pid: int) -> str | None:
         """The agent a sender belongs to: its process, or a descendant of it; else None."""

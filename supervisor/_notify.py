@@ -240,7 +240,7 @@ class NotifyServer:
         self._resolve = resolve
         self._on_message = on_message
         self._max_datagram = max_datagram
-        self._resolution_s = resolution_s
+        self.resolution_s = resolution_s
         self._uid = os.geteuid()
         self._counts: Counter[str] = Counter()
 
@@ -263,7 +263,7 @@ class NotifyServer:
             while True:
                 await trio.lowlevel.wait_readable(sock)
                 await self._drain(sock)
-                await trio.sleep(self._resolution_s)
+                await trio.sleep(self.resolution_s)
         finally:
             sock.close()
             remove_socket_file(self.path, ours)

@@ -71,8 +71,12 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_url(url: str) -> _Target:
-    """Validates ``url`` and builds the request, raising ValueError naming the URL."""
+    """Validates ``url`` and builds the request, raising ValueError naming the URL.
+
+    Cached: a monitor probes the same few URLs every round.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):

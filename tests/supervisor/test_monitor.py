@@ -32,7 +32,13 @@ from supervisor import (
 )
 from supervisor._health import Check, CheckState, ResourceAlert
 from supervisor._heartbeat import SocketSetupError
-from supervisor._monitor import next_tick, socket_dir_for
+from supervisor._monitor import (
+    MAX_RESOLUTION_S,
+    MIN_RESOLUTION_S,
+    next_tick,
+    resolution_for,
+    socket_dir_for,
+)
 from tests.supervisor.helpers import (
     GUARD_S,
     alive,
@@ -85,6 +91,18 @@ def test_next_tick_is_the_first_grid_point_after_now(
     assert k >= 1 and math.isclose(tick, start + k * interval, rel_tol=1e-12, abs_tol=1e-9)
     assert tick > now
     assert start + (k - 1) * interval <= now or k == 1
+
+
+@given(st.lists(st.sampled_from([0.0, 0.3, 1.0, 3.0, 30.0, 90.0, 600.0]), max_size=5))
+def test_reading_rounds_follow_the_shortest_heartbeat_timeout(timeouts: list[float]) -> None:
+    """A sixth of the shortest enabled timeout, within bounds; the longest without any."""
+    resolution = resolution_for(timeouts)
+    assert MIN_RESOLUTION_S <= resolution <= MAX_RESOLUTION_S
+    enabled = [t for t in timeouts if t > 0]
+    if not enabled:
+        assert resolution == MAX_RESOLUTION_S
+    else:
+        assert resolution <= max(min(enabled) / 6, MIN_RESOLUTION_S)
 
 
 def test_socket_dir_is_under_the_work_dir_unless_too_long(tmp_path: Path) -> None:
