@@ -29,6 +29,7 @@ import errno
 import functools
 import ipaddress
 import os
+import re
 import select
 import socket
 import ssl
@@ -55,6 +56,7 @@ class _Target:
     host: str
     port: int
     request: h11.Request
+    wire: bytes  # the request as sent
 
 
 @functools.cache
@@ -102,7 +104,9 @@ def _parse_url(url: str) -> _Target:
         request = h11.Request(method="GET", target=target, headers=headers)
     except h11.LocalProtocolError as exc:
         raise ValueError(f"health check URL {url!r}: {exc}") from None
-    return _Target(tls, parts.hostname, port or (443 if tls else 80), request)
+    conn = h11.Connection(h11.CLIENT)
+    wire = conn.send(request) + conn.send(h11.EndOfMessage())
+    return _Target(tls, parts.hostname, port or (443 if tls else 80), request, wire)
 
 
 def _clip(text: str) -> str:
@@ -139,13 +143,28 @@ def _describe(exc: BaseException, host: str, port: int) -> str:
     return f"connection broken ({_hostport(host, port)})"
 
 
-class _Judge:
-    """Judges an HTTP response from the bytes received so far (h11), for either prober."""
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?\r\n")
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_HEAD_LIMIT = 64 * 1024  # a response head longer than this goes to h11, which refuses it
 
-    def __init__(self, request: h11.Request, max_body: int) -> None:
-        self._conn = h11.Connection(h11.CLIENT)
-        self.request = self._conn.send(request) + self._conn.send(h11.EndOfMessage())
+
+class _Judge:
+    """Judges an HTTP response from the bytes received so far, for either prober.
+
+    The common answers (a non-2xx status; a 2xx with a ``Content-Length`` body, or a body
+    up to the end of the stream) are judged from the buffered bytes directly: the probe
+    round runs hundreds of these, and building an h11 connection per probe costs more
+    than the rest of the probe. Anything else (``Transfer-Encoding``, 1xx, odd framing,
+    a stream that ends early) is replayed into h11, whose verdicts and messages apply.
+    """
+
+    def __init__(self, target: _Target, max_body: int) -> None:
+        self._request = target.request
+        self.request = target.wire
         self._max_body = max_body
+        self._buf = bytearray()
+        self._conn: h11.Connection | None = None
         self._status: int | None = None
         self._received = 0
 
@@ -158,7 +177,88 @@ class _Judge:
         Raises:
             h11.RemoteProtocolError: The answer is not valid HTTP.
         """
+        if self._conn is not None:
+            return self._feed_h11(data)
+        self._buf += data
+        quick = self._quick(at_end=not data)
+        if quick is not None:
+            return quick
+        if data and len(self._buf) < _HEAD_LIMIT and b"\r\n\r\n" not in self._buf:
+            return False, None  # the head is still coming
+        if self._buf.find(b"\r\n\r\n") >= 0 and data and self._simple_body():
+            return False, None  # a simple 2xx body is still coming
+        return self._to_h11(at_end=not data)
+
+    def _quick(self, *, at_end: bool) -> tuple[bool, str | None] | None:
+        """The verdict from the buffer alone, if the answer is a simple one."""
+        buf = self._buf
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        match = _STATUS_LINE.match(buf)
+        if match is None:
+            return None
+        framing = self._framing(bytes(buf[match.end() : head_end + 2]))
+        status = int(match.group(1))
+        if framing is None or status < 200:
+            return None  # unusual headers, or 1xx (h11 skips it): h11 decides
+        if 300 <= status < 400:
+            return True, f"HTTP {status} (redirect not followed)"
+        if not 200 <= status < 300:
+            return True, f"HTTP {status}"
+        body = len(buf) - head_end - 4
+        if framing >= 0 and body >= min(framing, self._max_body):
+            return True, None
+        if framing < 0 and (at_end or body >= self._max_body):
+            return True, None  # body up to the end of the stream
+        return None
+
+    def _simple_body(self) -> bool:
+        """Whether the buffered head is simple and only its body is still missing."""
+        match = _STATUS_LINE.match(self._buf)
+        head_end = self._buf.find(b"\r\n\r\n")
+        return (
+            match is not None
+            and 200 <= int(match.group(1)) < 300
+            and self._framing(bytes(self._buf[match.end() : head_end + 2])) is not None
+        )
+
+    @staticmethod
+    def _framing(headers: bytes) -> int | None:
+        """The body's length, -1 for "up to the end", None when h11 must decide."""
+        length = -1
+        for line in headers.split(b"\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                return None
+            key = name.lower()
+            if key == b"transfer-encoding":
+                return None
+            if key == b"content-length":
+                text = value.strip()
+                if length >= 0 or not text.isdigit():
+                    return None  # repeated or malformed: h11 judges
+                length = int(text)
+        return length
+
+    def _to_h11(self, *, at_end: bool) -> tuple[bool, str | None]:
+        conn = self._conn = h11.Connection(h11.CLIENT)
+        conn.send(self._request)
+        conn.send(h11.EndOfMessage())
+        buffered, self._buf = bytes(self._buf), bytearray()
+        if at_end and not buffered:
+            return True, "bad response: connection closed without a response"
+        if buffered:
+            done = self._feed_h11(buffered)
+            if done[0] or not at_end:
+                return done
+        return self._feed_h11(b"")
+
+    def _feed_h11(self, data: bytes) -> tuple[bool, str | None]:
         conn = self._conn
+        assert conn is not None
         if not data and self._status is None and not conn.trailing_data[0]:
             return True, "bad response: connection closed without a response"
         conn.receive_data(data)
@@ -181,9 +281,9 @@ class _Judge:
             # InformationalResponse (1xx) is skipped; the final response follows.
 
 
-async def _exchange(stream: trio.abc.Stream, request: h11.Request, max_body: int) -> str | None:
-    """Sends ``request`` and judges the response read from ``stream``."""
-    judge = _Judge(request, max_body)
+async def _exchange(stream: trio.abc.Stream, target: _Target, max_body: int) -> str | None:
+    """Sends the target's request and judges the response read from ``stream``."""
+    judge = _Judge(target, max_body)
     await stream.send_all(judge.request)
     while True:
         done, verdict = judge.feed(bytes(await stream.receive_some(_CHUNK)))
@@ -204,7 +304,7 @@ async def _http_get(
             stream = trio.SSLStream(
                 stream, context, server_hostname=target.host, https_compatible=True
             )
-        return await _exchange(stream, target.request, max_body)
+        return await _exchange(stream, target, max_body)
     except (OSError, trio.BrokenResourceError, h11.RemoteProtocolError) as exc:
         return _describe(exc, target.host, target.port)
     finally:
@@ -397,7 +497,7 @@ async def _probe_plain(
     pending: list[_Attempt] = []
     for index, probe, target in items:
         host, port = (target.host, target.port) if target is not None else probe.endpoint  # type: ignore[misc]
-        judge = _Judge(target.request, probe.max_body) if target is not None else None
+        judge = _Judge(target, probe.max_body) if target is not None else None
         pending.append(_Attempt(index, host, port, start + probe.timeout_s, [], judge))
     addresses = await _resolve({(a.host, a.port) for a in pending})
     ready = select.epoll()

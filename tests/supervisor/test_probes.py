@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
+import h11
 import pytest
 import trio
 import trio.testing
@@ -20,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings, strategies as st
 
 from supervisor._probes import Probe, parse_endpoint, probe_http, probe_many, probe_tcp
 from tests.supervisor.helpers import free_port
@@ -405,3 +407,97 @@ async def test_a_round_of_many_probes_keeps_each_verdict_in_order(
     assert verdicts == expected * 20
     with pytest.raises(ValueError, match="exactly one"):
         await probe_many([Probe()])
+
+
+def _h11_verdict(response: bytes, max_body: int) -> str | None:
+    """The reference: the whole answer through h11 alone, then the end of the stream."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    status, received = None, 0
+    for data in (response, b""):
+        if not data and status is None and not conn.trailing_data[0]:
+            return "bad response: connection closed without a response"
+        try:
+            conn.receive_data(data)
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                    if 300 <= status < 400:
+                        return f"HTTP {status} (redirect not followed)"
+                    if not 200 <= status < 300:
+                        return f"HTTP {status}"
+                elif isinstance(event, h11.Data):
+                    received += len(event.data)
+                    if received >= max_body:
+                        return None
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    return None
+        except h11.RemoteProtocolError:
+            return "bad response"
+    return "incomplete"
+
+
+_heads = st.sampled_from(
+    [
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.0 204 No Content\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\n",
+        b"HTTP/1.1 301 Moved\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200\r\n",
+        b"HTTX/1.1 200 OK\r\n",
+    ]
+)
+_headers = st.lists(
+    st.sampled_from(
+        [
+            b"Content-Length: 5\r\n",
+            b"Content-Length: 0\r\n",
+            b"content-length:  12 \r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Content-Type: text/plain\r\n",
+            b"Server: x\r\n",
+            b" folded\r\n",
+            b"Content-Length: x\r\n",
+        ]
+    ),
+    max_size=3,
+)
+_bodies = st.sampled_from([b"", b"hello", b"hello world!", b"5\r\nhello\r\n0\r\n\r\n", b"x" * 40])
+
+
+@settings(max_examples=500)
+@given(_heads, _headers, _bodies, st.integers(1, 64), st.lists(st.integers(1, 30), max_size=6))
+def test_judge_agrees_with_h11(
+    head: bytes, headers: list[bytes], body: bytes, max_body: int, cuts: list[int]
+) -> None:
+    """However the answer is split into reads, the quick path's verdict is h11's."""
+    from supervisor._probes import _Judge, _parse_url
+
+    response = head + b"".join(headers) + b"\r\n" + body
+    judge = _Judge(_parse_url("http://x/"), max_body)
+    verdict: str | None = "incomplete"
+    rest = response
+    try:
+        for size in [*cuts, len(response)]:
+            chunk, rest = rest[:size], rest[size:]
+            if not chunk:
+                continue
+            done, verdict = judge.feed(chunk)
+            if done:
+                break
+        else:
+            done, verdict = judge.feed(b"")
+            if not done:
+                verdict = "incomplete"
+    except h11.RemoteProtocolError:
+        verdict = "bad response"
+    expected = _h11_verdict(response, max_body)
+    if expected is not None and expected.startswith("bad response"):
+        assert verdict is not None and verdict.startswith("bad response"), (verdict, expected)
+    else:
+        assert verdict == expected
