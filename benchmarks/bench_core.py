@@ -286,6 +286,31 @@ def wait_started(
     return first
 
 
+def launch(root: Path, argv: Sequence[str]) -> tuple[subprocess.Popen[bytes], float]:
+    """Start a supervisor in its own session, output to files in ``root``; return it and when."""
+    with (
+        (root / "supervisor.stdout").open("wb") as stdout,
+        (root / "supervisor.stderr").open("wb") as stderr,
+    ):
+        launched = time.time()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=root,
+            start_new_session=True,
+        )
+    return proc, launched
+
+
+def settle(first: dict[str, tuple[int, float]], launched: float, settle_s: float) -> float:
+    """Wait until ``settle_s`` after the last agent started; return the start-up time."""
+    last_start = max(started for _, started in first.values())
+    time.sleep(max(0.0, last_start + settle_s - time.time()))
+    return last_start - launched
+
+
 def kill_order(n: int, kills: int) -> list[str]:
     """Round-robin over agents spread evenly across all N (distinct when kills <= N)."""
     if kills <= n:
@@ -344,22 +369,10 @@ def run_one(
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    stdout = (root / "supervisor.stdout").open("wb")
-    stderr = (root / "supervisor.stderr").open("wb")
-    launched = time.time()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=root,
-        start_new_session=True,
-    )
+    proc, launched = launch(root, argv)
     try:
         first = wait_started(starts, ids, proc)
-        last_start = max(started for _, started in first.values())
-        result.startup_s = last_start - launched
-        time.sleep(max(0.0, last_start + SETTLE_S - time.time()))
+        result.startup_s = settle(first, launched, SETTLE_S)
 
         me = psutil.Process(proc.pid)
         result.rss_bytes = int(me.memory_info().rss)
@@ -391,8 +404,6 @@ def run_one(
             result.stop_s = time.monotonic() - stopped
         except subprocess.TimeoutExpired:
             result.errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
-        stdout.close()
-        stderr.close()
         result.leaked = kill_marked(marker)  # verifies that none is left
         if proc.poll() is None:
             proc.kill()

@@ -84,10 +84,12 @@ from bench_core import (
     _fmt,
     cpu_seconds,
     kill_marked,
+    launch,
     marked_processes,
     mib,
     read_starts,
     run_quiet,
+    settle,
     tail,
     task_delta,
     task_stats,
@@ -444,22 +446,10 @@ def run_variant(
         config.write_text(json.dumps(document, indent=1))
         mode = "on" if variant.monitor else "off"
         argv = [sys.executable, str(INPROC), str(config), mode, str(statistics)]
-    stdout = (root / "supervisor.stdout").open("wb")
-    stderr = (root / "supervisor.stderr").open("wb")
-    launched = time.time()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=root,
-        start_new_session=True,
-    )
+    proc, launched = launch(root, argv)
     try:
         first = wait_started(starts, ids, proc)
-        last_start = max(started for _, started in first.values())
-        result.startup_s = last_start - launched
-        time.sleep(max(0.0, last_start + warmup_s - time.time()))
+        result.startup_s = settle(first, launched, warmup_s)
         me = psutil.Process(proc.pid)
         result.rss_bytes = int(me.memory_info().rss)
         result.threads_at_window = int(me.num_threads())
@@ -507,8 +497,6 @@ def run_variant(
         except subprocess.TimeoutExpired:
             result.errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
         finally:
-            stdout.close()
-            stderr.close()
             result.leaked = kill_marked(marker)  # verifies that none is left
             if proc.poll() is None:
                 proc.kill()
