@@ -311,6 +311,32 @@ def settle(first: dict[str, tuple[int, float]], launched: float, settle_s: float
     return last_start - launched
 
 
+def stop(
+    proc: subprocess.Popen[bytes], marker: str
+) -> tuple[int | None, float | None, list[str], list[str]]:
+    """SIGTERM the supervisor and wait; then kill whatever carries the run's marker.
+
+    Returns:
+        Its exit code and stop time (None if it had to be killed), errors, and the
+        processes that were left behind.
+    """
+    stopped = time.monotonic()
+    exit_code, stop_s, errors = None, None, []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        exit_code = proc.wait(timeout=STOP_TIMEOUT_S)
+        stop_s = time.monotonic() - stopped
+    except subprocess.TimeoutExpired:
+        errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
+    finally:
+        leaked = kill_marked(marker)  # verifies that none is left
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return exit_code, stop_s, errors, leaked
+
+
 def kill_order(n: int, kills: int) -> list[str]:
     """Round-robin over agents spread evenly across all N (distinct when kills <= N)."""
     if kills <= n:
@@ -396,18 +422,8 @@ def run_one(
     except Exception as exc:
         result.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        stopped = time.monotonic()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            result.exit_code = proc.wait(timeout=STOP_TIMEOUT_S)
-            result.stop_s = time.monotonic() - stopped
-        except subprocess.TimeoutExpired:
-            result.errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
-        result.leaked = kill_marked(marker)  # verifies that none is left
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        result.exit_code, result.stop_s, error, result.leaked = stop(proc, marker)
+        result.errors += error
         if result.errors or result.restart_failures or result.leaked or result.exit_code:
             result.stderr_tail = tail(root / "supervisor.stderr")
         if keep:

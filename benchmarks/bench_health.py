@@ -80,16 +80,15 @@ import psutil
 import yaml
 from _core_workload import agent_ids, ours_document
 from bench_core import (
-    STOP_TIMEOUT_S,
     _fmt,
     cpu_seconds,
-    kill_marked,
     launch,
     marked_processes,
     mib,
     read_starts,
     run_quiet,
     settle,
+    stop,
     tail,
     task_delta,
     task_stats,
@@ -488,19 +487,8 @@ def run_variant(
     except Exception as exc:
         result.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        stopped = time.monotonic()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            result.exit_code = proc.wait(timeout=STOP_TIMEOUT_S)
-            result.stop_s = time.monotonic() - stopped
-        except subprocess.TimeoutExpired:
-            result.errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
-        finally:
-            result.leaked = kill_marked(marker)  # verifies that none is left
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        result.exit_code, result.stop_s, error, result.leaked = stop(proc, marker)
+        result.errors += error
         result.unhealthy_logged = count_unhealthy(root / "supervisor.stderr")
         if result.errors or result.leaked or result.exit_code:
             result.stderr_tail = tail(root / "supervisor.stderr")
