@@ -164,6 +164,7 @@ class _Judge:
         self.request = target.wire
         self._max_body = max_body
         self._buf = bytearray()
+        self._head: tuple[int, int, int] | None = None
         self._conn: h11.Connection | None = None
         self._status: int | None = None
         self._received = 0
@@ -180,48 +181,38 @@ class _Judge:
         if self._conn is not None:
             return self._feed_h11(data)
         self._buf += data
-        quick = self._quick(at_end=not data)
-        if quick is not None:
-            return quick
-        if data and len(self._buf) < _HEAD_LIMIT and b"\r\n\r\n" not in self._buf:
-            return False, None  # the head is still coming
-        if self._buf.find(b"\r\n\r\n") >= 0 and data and self._simple_body():
-            return False, None  # a simple 2xx body is still coming
-        return self._to_h11(at_end=not data)
-
-    def _quick(self, *, at_end: bool) -> tuple[bool, str | None] | None:
-        """The verdict from the buffer alone, if the answer is a simple one."""
-        buf = self._buf
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            return None
-        match = _STATUS_LINE.match(buf)
-        if match is None:
-            return None
-        framing = self._framing(bytes(buf[match.end() : head_end + 2]))
-        status = int(match.group(1))
-        if framing is None or status < 200:
-            return None  # unusual headers, or 1xx (h11 skips it): h11 decides
+        at_end = not data
+        if self._head is None:
+            head_end = self._buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                if at_end or len(self._buf) >= _HEAD_LIMIT:
+                    return self._to_h11(at_end=at_end)
+                return False, None  # the head is still coming
+            self._head = self._parse_head(head_end)
+            if self._head is None:
+                return self._to_h11(at_end=at_end)  # unusual: h11 decides
+        status, framing, body_start = self._head
         if 300 <= status < 400:
             return True, f"HTTP {status} (redirect not followed)"
         if not 200 <= status < 300:
             return True, f"HTTP {status}"
-        body = len(buf) - head_end - 4
-        if framing >= 0 and body >= min(framing, self._max_body):
+        body = len(self._buf) - body_start
+        if body >= self._max_body or (framing >= 0 and body >= framing):
             return True, None
-        if framing < 0 and (at_end or body >= self._max_body):
-            return True, None  # body up to the end of the stream
-        return None
+        if at_end:  # complete if the body runs to the end; else h11 says what is wrong
+            return (True, None) if framing < 0 else self._to_h11(at_end=True)
+        return False, None  # the body is still coming
 
-    def _simple_body(self) -> bool:
-        """Whether the buffered head is simple and only its body is still missing."""
+    def _parse_head(self, head_end: int) -> tuple[int, int, int] | None:
+        """(status, body length or -1 for "to the end", body offset), or None for h11."""
         match = _STATUS_LINE.match(self._buf)
-        head_end = self._buf.find(b"\r\n\r\n")
-        return (
-            match is not None
-            and 200 <= int(match.group(1)) < 300
-            and self._framing(bytes(self._buf[match.end() : head_end + 2])) is not None
-        )
+        if match is None:
+            return None
+        status = int(match.group(1))
+        framing = self._framing(bytes(self._buf[match.end() : head_end + 2]))
+        if framing is None or status < 200:
+            return None  # unusual headers, or 1xx (h11 skips it)
+        return status, framing, head_end + 4
 
     @staticmethod
     def _framing(headers: bytes) -> int | None:
