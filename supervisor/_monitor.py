@@ -375,9 +375,9 @@ class HealthMonitor:
 
     async def _probe_round(self, members: list[tuple[AgentRunner, Child]]) -> None:
         """Probe the group's endpoints in one round (see :func:`probe_many`)."""
-        busy = [r for r, _ in members if r.spec.id in self._probing]
-        self._counts["probes_skipped"] += len(busy)
-        members = [(r, c) for r, c in members if r.spec.id not in self._probing]
+        free = [(r, c) for r, c in members if r.spec.id not in self._probing]
+        self._counts["probes_skipped"] += len(members) - len(free)
+        members = free
         probes: list[Probe] = []
         owners: list[tuple[AgentRunner, Child, Check]] = []
         for runner, child in members:

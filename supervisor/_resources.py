@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ._process import _tree_below
+from ._process import _stat_fields, _tree_below
 
 __all__ = ["CLOCK_TICKS", "CpuMeter", "TreeUsage", "tree_usage"]
 
@@ -44,14 +44,9 @@ class TreeUsage:
 
 
 def _usage_of(pid: int) -> tuple[int, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None  # gone meanwhile
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in (b"Z", b"X"):
+        return None  # gone meanwhile, or a zombie
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
     return ticks, int(fields[21]) * _PAGE  # rss in pages (field 24)
 
