@@ -1,10 +1,11 @@
 """Durations as the seed's ``daemon.yaml`` writes them (``60s``, ``5m``, ``1h30m``).
 
 A duration is one or more ``<number><unit>`` components, Go-style, with units ``ms``,
-``s``, ``m``, ``h`` and ``d``; or a plain number of seconds (a YAML int or float, or a
-string of digits). Components are summed exactly as decimal fractions and rounded to float
-once, so ``"1h30m0.1s"`` is the float nearest 5400.1. The package has its own parser (it
-must stand alone); the grammar matches the supervisor's so one document reads the same.
+``s``, ``m``, ``h`` and ``d``; or a plain number of seconds as a YAML int or float (a string
+of bare digits such as ``"30"`` is refused). Components are summed exactly as decimal
+fractions and rounded to float once, so ``"1h30m0.1s"`` is the float nearest 5400.1. The
+package has its own parser (it must stand alone); the grammar is exactly the supervisor's
+(``supervisor._duration``), which ``tests/test_duration_grammar.py`` checks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ _UNITS: dict[str, Fraction] = {
 # "ms" is listed before "m" so that the longer unit wins.
 _COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_COMPONENT.pattern})+")
-_SECONDS = re.compile(r"\d+\.?\d*|\.\d+")
 
 EXPECTED = "expected a duration such as 60s, 5m or 1h30m, or a number of seconds"
 
@@ -35,8 +35,8 @@ def parse_duration(value: object) -> float:
     """Read a duration in seconds.
 
     Args:
-        value: ``"60s"``, ``"1h30m"``, ``"1.5s"``, ``"500ms"``, or seconds as an int, a
-            float or a string of digits.
+        value: ``"60s"``, ``"1h30m"``, ``"1.5s"``, ``"500ms"``, or seconds as an int or a
+            float.
 
     Returns:
         The duration in seconds: finite and non-negative.
@@ -48,9 +48,7 @@ def parse_duration(value: object) -> float:
     exact: Fraction | float
     if isinstance(value, str):
         text = value.strip()
-        if _SECONDS.fullmatch(text):
-            exact = Fraction(Decimal(text))
-        elif _DURATION.fullmatch(text):
+        if _DURATION.fullmatch(text):
             exact = sum(
                 (
                     Fraction(Decimal(number)) * _UNITS[unit]

@@ -21,40 +21,18 @@ ending in ``_s``; sizes are int bytes.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._duration import parse_duration, parse_size
 from ._errors import UpdateConfigError
 
 _T = TypeVar("_T")
 
-__all__ = ["AgentTarget", "DownloadLimits", "UpdateConfig", "parse_duration"]
-
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION = re.compile(rf"(?:{_PART.pattern})+")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """Parse the seed's durations (``300s``, ``5m``, ``1h30m``, ``250ms``, ``1d``, or a
-    number of seconds).
-
-    Raises:
-        ValueError: If ``value`` is not such a duration.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    if _NUMBER.fullmatch(text):
-        return float(text)
-    if not _DURATION.fullmatch(text):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 300s, 5m, 1h30m)")
-    return sum(float(number) * _UNIT_S[unit] for number, unit in _PART.findall(text))
+__all__ = ["AgentTarget", "DownloadLimits", "UpdateConfig", "parse_duration", "parse_size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +171,9 @@ class UpdateConfig:
         ``version_check_timeout``, ``log_tail_lines``, ``limits`` (``connect_timeout``,
         ``deadline``, ``min_rate_bps``, ``rate_window``, ``max_bytes``, ``max_redirects``,
         ``allow_http_hosts``, ``disk_reserve_bytes``). Durations are numbers of seconds or
-        strings such as ``300s``, ``5m``, ``250ms``.
+        strings such as ``300s``, ``5m``, ``250ms``; sizes (``max_bytes``,
+        ``disk_reserve_bytes``, and ``min_rate_bps`` per second) are bytes or strings such as
+        ``10MiB``, ``10 MB`` (see :mod:`updater._duration`, the supervisor's grammar).
 
         Args:
             doc: The block, as parsed from YAML or TOML.
@@ -225,13 +205,13 @@ class UpdateConfig:
             limits = DownloadLimits(
                 connect_timeout_s=sub.get("connect_timeout", _seconds, limits.connect_timeout_s),
                 deadline_s=sub.get("deadline", _seconds, limits.deadline_s),
-                min_rate_bps=sub.get("min_rate_bps", _count(0), limits.min_rate_bps),
+                min_rate_bps=sub.get("min_rate_bps", _size(0), limits.min_rate_bps),
                 rate_window_s=sub.get("rate_window", _seconds, limits.rate_window_s),
-                max_bytes=sub.get("max_bytes", _count(1), limits.max_bytes),
+                max_bytes=sub.get("max_bytes", _size(1), limits.max_bytes),
                 max_redirects=sub.get("max_redirects", _count(0), limits.max_redirects),
                 allow_http_hosts=sub.get("allow_http_hosts", _names, _NO_NAMES),
                 disk_reserve_bytes=sub.get(
-                    "disk_reserve_bytes", _count(0), limits.disk_reserve_bytes
+                    "disk_reserve_bytes", _size(0), limits.disk_reserve_bytes
                 ),
             )
         state_dir = top.get("state_dir", as_path, None)
@@ -364,6 +344,16 @@ def _count(minimum: int) -> Callable[[object], int]:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ValueError(f"expected an integer >= {minimum}; got {value!r}")
         return value
+
+    return convert
+
+
+def _size(minimum: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"expected a size >= {minimum}; got {value!r}")
+        return size
 
     return convert
 

@@ -142,11 +142,12 @@ def test_parse_duration() -> None:
 
     from updater._config import parse_duration
 
-    assert [parse_duration(v) for v in ("250ms", "5", 7, "1.5h", "2m", "1h30m", "1d")] == [
-        0.25, 5.0, 7.0, 5400.0, 120.0, 5400.0, 86400.0,
+    assert [parse_duration(v) for v in ("250ms", ".5s", 7, "1.5h", "2m", "1h30m", "1d")] == [
+        0.25, 0.5, 7.0, 5400.0, 120.0, 5400.0, 86400.0,
     ]  # fmt: skip
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration("soon")
+    for bad in ("soon", "5", "inf", -1, True):  # bare digits too, as under ``agents:``
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
 
 
 def test_config_errors_name_their_keys() -> None:
@@ -182,6 +183,41 @@ def test_config_errors_name_their_keys() -> None:
     assert isinstance(info.value, ValueError)
     with pytest.raises(updater.UpdateConfigError, match="expected a mapping"):
         updater.UpdateConfig.from_mapping(["x"], platform="p")  # type: ignore[arg-type]
+
+
+def test_limits_sizes_use_the_size_grammar() -> None:
+    """``update.limits`` size keys read sizes as every other section does ("10MiB", "10MB",
+    "10 MiB", bytes), and a bad one is reported under its key."""
+    import pytest
+
+    limits = updater.UpdateConfig.from_mapping(
+        {
+            "download_dir": "/d",
+            "backup_dir": "/b",
+            "limits": {"max_bytes": "10MiB", "disk_reserve_bytes": "10 MB", "min_rate_bps": "4KiB"},
+        },
+        platform="p",
+    ).limits
+    assert (limits.max_bytes, limits.disk_reserve_bytes) == (10 * 1024**2, 10 * 1000**2)
+    assert limits.min_rate_bps == 4096
+    with pytest.raises(updater.UpdateConfigError) as info:
+        updater.UpdateConfig.from_mapping(
+            {
+                "download_dir": "/d",
+                "backup_dir": "/b",
+                "limits": {"max_bytes": "10 MiBs", "disk_reserve_bytes": 0.5, "min_rate_bps": -1},
+            },
+            platform="p",
+        )
+    issues = dict(info.value.issues)
+    assert issues["limits.max_bytes"].startswith("not a size: '10 MiBs'")
+    assert issues["limits.disk_reserve_bytes"].startswith("not a size: 0.5")
+    assert issues["limits.min_rate_bps"].startswith("not a size: -1")
+    with pytest.raises(updater.UpdateConfigError, match="limits.max_bytes: expected a size >= 1"):
+        updater.UpdateConfig.from_mapping(
+            {"download_dir": "/d", "backup_dir": "/b", "limits": {"max_bytes": "0MB"}},
+            platform="p",
+        )
 
 
 def test_config_paths_and_extra_keys() -> None:
