@@ -12,7 +12,11 @@ through the :class:`AgentControl` protocol. The pieces, from the outside in:
 * Downloads: https only (plain http only for named hosts), bounded by
   :class:`DownloadLimits` (connect timeout, deadline, minimum rate, size cap, free disk).
 * Install: a journalled plan (backup, atomic switch, trial, commit or rollback) that a crash
-  at any step cannot break; :meth:`UpdateManager.recover` finishes it at the next start.
+  at any step cannot break; :meth:`UpdateManager.recover` finishes it at the next start and
+  says what is in place for each agent (:class:`AgentInPlace`, :class:`FileIdentity`), and
+  which agent's processes must be restarted because recovery undid their version.
+* Replays: a validly signed request whose install was already tried is refused
+  (``replayed``).
 * Daemon self-update: :class:`DaemonInstall` (versioned directories and a ``current``
   link, restart, trial confirmation); see ``updater/contrib/hostvisor.service``.
 * Local submission: a :class:`Spool`, a private directory where clients drop requests and
@@ -27,7 +31,7 @@ from ._config import (
     DownloadLimits as DownloadLimits,
     UpdateConfig as UpdateConfig,
 )
-from ._control import AgentControl as AgentControl
+from ._control import AgentControl as AgentControl, AgentLogMarks as AgentLogMarks
 from ._envelope import Keyring as Keyring, Statement as Statement, TrustedKey as TrustedKey
 from ._errors import (
     ApplyError as ApplyError,
@@ -43,8 +47,13 @@ from ._errors import (
     UpdaterError as UpdaterError,
     VerificationError as VerificationError,
 )
-from ._manager import RecoveryReport as RecoveryReport, UpdateManager as UpdateManager
+from ._manager import UpdateManager as UpdateManager
 from ._plan import Outcome as Outcome
+from ._recovery import (
+    AgentInPlace as AgentInPlace,
+    FileIdentity as FileIdentity,
+    RecoveryReport as RecoveryReport,
+)
 from ._request import UpdateRequest as UpdateRequest, UpdateResult as UpdateResult
 from ._selfupdate import (
     RESTART_EXIT_CODE as RESTART_EXIT_CODE,
@@ -63,8 +72,11 @@ __all__ = [
     "UpdateRequest",
     "UpdateResult",
     "RecoveryReport",
+    "AgentInPlace",
+    "FileIdentity",
     "Outcome",
     "AgentControl",
+    "AgentLogMarks",
     # daemon self-update
     "DaemonInstall",
     "RESTART_EXIT_CODE",

@@ -7,9 +7,9 @@ satisfies :class:`AgentControl` (structural typing: no subclassing needed).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["AgentControl"]
+__all__ = ["AgentControl", "AgentLogMarks"]
 
 
 class AgentControl(Protocol):
@@ -67,5 +67,29 @@ class AgentControl(Protocol):
         ...
 
     def tail(self, agent_id: str, lines: int) -> list[str]:
-        """The agent's last ``lines`` log lines (stdout and stderr), oldest first."""
+        """The agent's last ``lines`` log lines (stdout and stderr), oldest first.
+
+        Used for a failed version's ``log_tail`` only if the control does not also
+        implement :class:`AgentLogMarks` (then earlier runs' lines may be included)."""
+        ...
+
+
+@runtime_checkable
+class AgentLogMarks(Protocol):
+    """Optional addition to :class:`AgentControl`: positions in an agent's log, so that the
+    ``log_tail`` of a failed version holds only lines its own run wrote.
+
+    The updater takes a mark just before it starts the new version and, if the trial fails,
+    asks for the lines written after it. A control without these methods still works: the
+    updater then falls back to :meth:`AgentControl.tail`.
+    """
+
+    def log_mark(self, agent_id: str) -> int:
+        """How many lines the agent has logged so far (stdout and stderr together): a
+        count that only grows, across restarts of the agent, for the daemon's lifetime."""
+        ...
+
+    def tail_since(self, agent_id: str, mark: int, lines: int) -> list[str]:
+        """The last ``lines`` of the lines logged after the first ``mark`` ones, oldest
+        first (fewer if fewer were written, or the buffer no longer holds them)."""
         ...

@@ -49,6 +49,8 @@ class Reason(enum.StrEnum):
     BAD_KEYRING = "bad_keyring"
     BAD_ARCHIVE = "bad_archive"
     BAD_REQUEST = "bad_request"
+    # A validly signed request whose install was already tried (and did not succeed).
+    REPLAYED = "replayed"
     # The pre-swap ``--version`` run of a staged executable (legacy artifacts, or all).
     BINARY_VERSION_MISMATCH = "binary_version_mismatch"
     VERSION_CHECK_FAILED = "version_check_failed"

@@ -37,6 +37,7 @@ from ._plan import (
     Restore,
     SwapLink,
     WriteJournal,
+    leftovers,
     prune_candidates,
 )
 from ._store import StateStore
@@ -124,14 +125,23 @@ class Executor:
                 self.restored = self._restore(kind, Path(target), candidates)
             case RecordCommit(component=component, kind=kind, new=new, old=old):
                 self.store.record_commit(component, kind, new, old)
-            case Prune(component=component, keep=keep, protect=protect):
-                backups = self.store.backups(component)
-                doomed = prune_candidates(backups, keep=keep, protect=protect)
-                for release in doomed:
-                    discard(Path(release.path))
-                gone = {r.path for r in doomed}
-                self.store.set_backups(component, [r for r in backups if r.path not in gone])
+            case Prune(component=component, keep=keep, protect=protect, sweep=sweep):
+                self._prune(component, keep, protect, sweep)
             case Discard(path=path):
+                discard(Path(path))
+
+    def _prune(self, component: str, keep: int, protect: frozenset[str], sweep: str | None) -> None:
+        backups = self.store.backups(component)
+        doomed = prune_candidates(backups, keep=keep, protect=protect)
+        for release in doomed:
+            discard(Path(release.path))
+        gone = {r.path for r in doomed}
+        kept = [r for r in backups if r.path not in gone]
+        if doomed:
+            self.store.set_backups(component, kept)
+        if sweep is not None and os.path.isdir(sweep):
+            entries = [entry.path for entry in os.scandir(sweep)]
+            for path in leftovers(entries, {r.path for r in kept} | protect):
                 discard(Path(path))
 
     def _install(self, source: Path, target: Path, sha256: str) -> None:

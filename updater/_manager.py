@@ -8,81 +8,69 @@ Theory of operation
 1. **Lock.** One update at a time; a second request gets ``busy`` at once. An unfinished
    journal (recovery pending) also makes requests ``busy``.
 2. **Verify the envelope** against the keyring, the floor and the clock *before* any byte
-   is downloaded (:func:`updater._verify.verify_statement`).
+   is downloaded (:func:`updater._verify.verify_statement`), and refuse a request whose
+   install was already tried (``replayed``, see :mod:`updater._replay`). Oversized request
+   fields are refused first (``bad_request``).
 3. **Download** from the URL, then the mirrors, each under every limit, into a private
    staging file; check its streamed SHA-256 and length against the statement (a legacy
    request: check the seed's signature over the streamed digest). A failing URL moves on to
-   the next; the last failure is reported.
+   the next; if all fail, the error names every URL's failure (its reason is the last one's).
 4. **Version check** (legacy artifacts always, others if the target asks for it): run the
    new executable with its ``version_args`` in a scratch directory; it must print the
    version being installed (:mod:`updater._versioncheck`). Nothing is switched otherwise.
 5. **Install** through the journalled plan (:mod:`updater._plan`), executed on real files
-   in a worker thread (:mod:`updater._executor`). For an agent: back up, stop it through
-   :class:`~updater.AgentControl`, switch, start it, and run the trial: within ``trial_s`` it
-   must become ready and must not exit. Then commit (raise the floor, prune backups) or
-   roll back (restore, restart the previous version, report the failed version's log tail).
+   in a worker thread (:mod:`updater._executor`). For an agent (:mod:`updater._agentupdate`):
+   back up, stop it through :class:`~updater.AgentControl`, switch, start it, and run the
+   trial: within ``trial_s`` it must become ready and must not exit. Then commit (raise the
+   floor, prune backups) or roll back (restore, restart the previous version, report the
+   failed version's log tail). A cancellation puts the old version back, shielded and
+   bounded by ``cancel_cleanup_s``, or leaves the journal for the next start.
 6. **Recovery.** :meth:`UpdateManager.recover` is called once at daemon start, before the
-   agents start: it finishes or undoes whatever a crash interrupted and says what it did.
+   agents start: it finishes or undoes whatever a crash interrupted and says what it did,
+   and what is in place for every agent (:mod:`updater._recovery`).
 
 The daemon itself is updated by :mod:`updater._selfupdate`, which shares steps 1 to 3.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
+from ._agentupdate import update_agent
 from ._config import AgentTarget, UpdateConfig
 from ._control import AgentControl
 from ._download import ChunkWriter, Downloaded, FreeSpace, _free_space, download
-from ._envelope import Keyring, Statement
+from ._envelope import Keyring, Statement, format_time
 from ._errors import (
     ApplyError,
     DownloadError,
     HashMismatchError,
     Reason,
-    RollbackError,
+    UpdateInProgressError,
     UpdaterError,
     VerificationError,
 )
-from ._executor import Executor, Hook, observe
-from ._fs import clean_temp, discard, read_link, sha256_file
-from ._layout import adopt_tree, stage_tree, sweep_versions, version_of_directory
-from ._plan import (
-    Journal,
-    Kind,
-    Outcome,
-    Phase,
-    Release,
-    abort_steps,
-    commit_steps,
-    prepare_steps,
-    recover,
-    rollback_steps,
-    switch_steps,
-)
-from ._request import UpdateRequest, UpdateResult
+from ._executor import Executor, Hook
+from ._fs import discard, read_link, sha256_file
+from ._layout import adopt_tree, version_of_directory
+from ._plan import Journal, Release
+from ._recovery import AgentInPlace, RecoveryReport, in_place, recover_locked
+from ._replay import Tried, find, legacy_identity
+from ._request import UpdateRequest, UpdateResult, check_request
 from ._store import StateStore
 from ._trust import load_keyring
 from ._verify import Floor, check_artifact, verify_keyring_rotation, verify_legacy_signature
-from ._versioncheck import check_new_version
 
-__all__ = [
-    "DAEMON_COMPONENT",
-    "DaemonUpdater",
-    "RecoveryReport",
-    "UpdateManager",
-    "agent_trial",
-]
+__all__ = ["DAEMON_COMPONENT", "DaemonUpdater", "Fetched", "RecoveryReport", "UpdateManager"]
 
 DAEMON_COMPONENT = "daemon"
 
@@ -105,25 +93,6 @@ class DaemonUpdater(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RecoveryReport:
-    """What :meth:`UpdateManager.recover` found and did.
-
-    Attributes:
-        component: The component whose transaction was open.
-        outcome: ``aborted``, ``committed``, ``rolled_back`` or ``continue_trial``.
-        reason: Why (``interrupted``, ``trial_expired``, ``start_failed``), if relevant.
-        version: The version in place afterwards.
-        journal_phase: The phase the crash interrupted.
-    """
-
-    component: str
-    outcome: Outcome
-    reason: Reason | None
-    version: str
-    journal_phase: Phase
-
-
-@dataclass(frozen=True, slots=True)
 class Fetched:
     """A downloaded artifact that passed verification.
 
@@ -131,12 +100,16 @@ class Fetched:
         staged: The staging file.
         version: The version it was verified as.
         counter: Its signed counter (-1 for a legacy request).
+        identity: Its signed identity (see :mod:`updater._replay`).
+        expires: When its statement expires, Unix seconds (None for a legacy request).
         legacy: Accepted through a legacy key (no signed version: check it locally).
     """
 
     staged: Downloaded
     version: str
     counter: int
+    identity: str
+    expires: int | None
     legacy: bool = False
 
 
@@ -154,6 +127,8 @@ class UpdateManager:
         free_space: Free-space seam.
         hook: Called before every install action (tests inject crashes).
         daemon: The daemon's own install (see :class:`updater.DaemonInstall`), if managed.
+        cancel_cleanup_s: How long (Trio seconds) a cancelled agent update may spend putting
+            the old version back before it leaves the journal to the next start.
     """
 
     def __init__(
@@ -168,6 +143,7 @@ class UpdateManager:
         free_space: FreeSpace = _free_space,
         hook: Hook | None = None,
         daemon: DaemonUpdater | None = None,
+        cancel_cleanup_s: float = 60.0,
     ) -> None:
         self.config = config
         self.agents = {agent.component: agent for agent in agents}
@@ -179,6 +155,7 @@ class UpdateManager:
         self.store = StateStore(config.state_dir)
         self.executor = Executor(self.store, write=write, hook=hook)
         self.daemon = daemon
+        self.cancel_cleanup_s = cancel_cleanup_s
         self._lock = trio.Lock()
 
     # --- queries -------------------------------------------------------------------------
@@ -271,66 +248,39 @@ class UpdateManager:
     # --- recovery ------------------------------------------------------------------------
 
     async def recover(self) -> RecoveryReport | None:
-        """Finish or undo a transaction interrupted by a crash (call at daemon start).
+        """Finish or undo a transaction interrupted by a crash (call at daemon start, before
+        any agent is started); also removes what a killed update left half-written.
 
         Returns:
             What was found and done, or None if no transaction was open. A daemon
             self-update in its trial reports ``continue_trial`` (see ``updater.selfupdate``).
+            ``agents`` says what is in place for every agent, and which must be restarted
+            (see :mod:`updater._recovery` for what the daemon must do with it).
 
         Raises:
             RollbackError: Nothing intact to restore; the journal stays for a human.
+            UpdateInProgressError: Another process holds the update lock.
         """
         return await trio.to_thread.run_sync(self._recover_sync)
 
     def _recover_sync(self) -> RecoveryReport | None:
         lock_fd = _lock_state_dir(self.config.state_dir)
         if lock_fd is None:
-            from ._errors import UpdateInProgressError
-
             raise UpdateInProgressError("another process holds the update lock")
         try:
-            return self._recover_locked()
+            return self.recover_held()
         finally:
             os.close(lock_fd)
 
-    def _recover_locked(self) -> RecoveryReport | None:
-        journal = self.store.read_journal()
-        self._sweep_staging(journal)
-        if self.daemon is not None:
-            self.daemon.sweep(self.store, journal)
-        for agent in self.agents.values():
-            if agent.install_root is not None:
-                sweep_versions(agent.install_root, agent.component, self.store, journal)
-        if journal is None:
-            return None
-        clean_temp(Path(journal.target).parent)
-        decision = recover(
-            journal, observe(journal), now=self.wall_clock(), keep=self.config.max_backups
-        )
-        self.executor.restored = None
-        try:
-            self.executor.run_all(decision.steps)
-        except RollbackError as exc:
-            exc.journal = journal
-            raise
-        if decision.outcome is Outcome.ROLLED_BACK:
-            version = (self.executor.restored or journal.old).version
-        elif decision.outcome is Outcome.ABORTED:
-            version = journal.old.version
-        else:
-            version = journal.new.version
-        return RecoveryReport(
-            journal.component, decision.outcome, decision.reason, version, journal.phase
-        )
+    def recover_held(self) -> RecoveryReport | None:
+        """:meth:`recover`, synchronously, for a caller that holds the update lock."""
+        return recover_locked(self)
 
-    def _sweep_staging(self, journal: Journal | None) -> None:
-        """Remove staged downloads that no open transaction refers to."""
-        keep = {journal.new.path} if journal is not None else set()
-        directory = self.config.download_dir
-        if directory.is_dir():
-            for entry in directory.iterdir():
-                if entry.name.startswith(".download-") and str(entry) not in keep:
-                    discard(entry)
+    async def in_place(self) -> tuple[AgentInPlace, ...]:
+        """What is in place for every updatable agent now: its recorded version and the
+        identity of its binary (see :class:`~updater.AgentInPlace`; ``restart_required`` is
+        only ever set in a :class:`~updater.RecoveryReport`)."""
+        return await trio.to_thread.run_sync(in_place, self.store, tuple(self.agents.values()))
 
     # --- the update ----------------------------------------------------------------------
 
@@ -357,8 +307,9 @@ class UpdateManager:
         if self.store.journal_path.exists():
             return _busy(request, old_version, "an interrupted update awaits recovery")
         try:
+            check_request(request)
             if request.component in self.agents:
-                return await self._update_agent(request, self.agents[request.component])
+                return await update_agent(self, request, self.agents[request.component])
             if request.component == DAEMON_COMPONENT and self.daemon is not None:
                 return await self.daemon.update(self, request)
             # Still verify (without downloading), so that an agent artifact offered as the
@@ -372,18 +323,23 @@ class UpdateManager:
 
     async def verify_request(
         self, request: UpdateRequest, floor: Floor
-    ) -> tuple[Keyring, Statement | None]:
-        """Verify the envelope before downloading (None for a legacy request).
+    ) -> tuple[Keyring, Statement | None, str]:
+        """Verify the envelope before downloading, and refuse a replay.
+
+        Returns:
+            The keyring, the statement (None for a legacy request) and the request's signed
+            identity (see :mod:`updater._replay`).
 
         Raises:
-            VerificationError: The envelope was refused.
+            VerificationError: The envelope was refused, or the request was already tried
+                (``replayed``).
         """
         keyring = await trio.to_thread.run_sync(self.keyring)
         statement: Statement | None = None
         if request.envelope is not None:
             from ._verify import verify_statement
 
-            statement = verify_statement(
+            verified = verify_statement(
                 request.envelope,
                 keyring,
                 component=request.component,
@@ -392,22 +348,43 @@ class UpdateManager:
                 floor=floor,
                 now=self.wall_clock(),
                 max_length=self.config.limits.max_bytes,
-            ).statement
+            )
+            statement, identity = verified.statement, verified.identity
             if request.hash and request.hash.lower() != statement.sha256:
                 raise HashMismatchError("the request's hash differs from the signed one")
         elif not (request.signature and request.hash):
             raise VerificationError(Reason.BAD_ENVELOPE, "no envelope and no legacy signature")
-        return keyring, statement
+        else:
+            identity = legacy_identity(request.component, request.hash)
+        remembered = await trio.to_thread.run_sync(self.store.tried, request.component)
+        tried = find(remembered, identity, now=self.wall_clock(), floor=floor)
+        if tried is not None:
+            raise VerificationError(
+                Reason.REPLAYED,
+                f"this signed request for {request.component} {tried.version} was already"
+                f" tried at {format_time(tried.tried_at)} and did not succeed; a new release"
+                " (a new signed statement, with a higher counter) is needed",
+            )
+        return keyring, statement, identity
+
+    async def remember_tried(self, component: str, fetched: Fetched) -> None:
+        """Record that the install of ``fetched`` begins: a replay of its request is then
+        refused (see :mod:`updater._replay`). Durable before it returns."""
+        now = self.wall_clock()
+        entry = Tried(fetched.identity, fetched.version, fetched.counter, fetched.expires, int(now))
+        await trio.to_thread.run_sync(partial(self.store.remember_tried, component, entry, now=now))
 
     async def fetch(self, request: UpdateRequest, floor: Floor) -> Fetched:
         """Verify the request, download the artifact and check it (steps 2 and 3).
 
         Raises:
             VerificationError: The envelope or artifact was refused.
-            DownloadError: Every URL failed; the last failure is raised.
+            DownloadError: Every URL failed; the error is the last one's, and its message
+                names every URL's failure.
         """
-        keyring, statement = await self.verify_request(request, floor)
-        last: UpdaterError | None = None
+        keyring, statement, identity = await self.verify_request(request, floor)
+        expires = statement.expires if statement else None
+        failures: list[tuple[str, UpdaterError]] = []
         for url in (request.download_url, *request.mirrors):
             try:
                 staged = await download(
@@ -420,12 +397,12 @@ class UpdateManager:
                     free_space=self.free_space,
                 )
             except DownloadError as exc:
-                last = exc
+                failures.append((url, exc))
                 continue
             try:
                 if statement is not None:
                     check_artifact(statement, staged.sha256, staged.length)
-                    return Fetched(staged, statement.version, statement.counter)
+                    return Fetched(staged, statement.version, statement.counter, identity, expires)
                 if staged.sha256 != request.hash.lower():
                     raise HashMismatchError(f"sha256 {staged.sha256} != request {request.hash}")
                 verify_legacy_signature(
@@ -437,233 +414,31 @@ class UpdateManager:
                     floor=floor,
                     now=self.wall_clock(),
                 )
-                return Fetched(staged, request.version, -1, legacy=True)
+                return Fetched(staged, request.version, -1, identity, None, legacy=True)
             except VerificationError as exc:
                 await trio.to_thread.run_sync(discard, staged.path)
                 if exc.reason not in (Reason.HASH_MISMATCH, Reason.LENGTH_MISMATCH):
                     raise
-                last = exc
-        assert last is not None
-        raise last
+                failures.append((url, exc))
+        raise _every_failure(failures)
 
     async def run_steps(self, steps: Sequence[object]) -> None:
         """Run plan actions in a worker thread (they fsync)."""
         await trio.to_thread.run_sync(self.executor.run_all, list(steps))  # type: ignore[arg-type]
 
-    async def _update_agent(self, request: UpdateRequest, target: AgentTarget) -> UpdateResult:
-        control = self.control
-        if control is None:
-            raise ApplyError(Reason.UNKNOWN_COMPONENT, "no AgentControl to update agents with")
-        installed = self.store.installed(target.component)
-        fetched = await self.fetch(request, self.store.floor(target.component))
-        txn = secrets.token_hex(6)
-        old_version = installed.version if installed else "unknown"
-        fallbacks = tuple(reversed(self.store.backups(target.component)))
-        if target.install_root is None:
-            staged = (fetched.staged.path, fetched.staged.sha256)
-            await self._check_version(target, fetched, fetched.staged.path, staged=staged)
-            current_sha = await trio.to_thread.run_sync(sha256_file, target.binary_path)
-            backup = self.config.backup_dir / target.component / f"{old_version}-{txn}.bin"
-            old_release = Release(
-                old_version, installed.counter if installed else -1, current_sha, str(backup)
-            )
-            new_release = Release(
-                fetched.version, fetched.counter, fetched.staged.sha256, str(fetched.staged.path)
-            )
-            kind, switched_path = Kind.FILE, target.binary_path
-        else:
-            root = target.install_root
-            current = read_link(root / "current")
-            if installed is None or installed.path != current:
-                await trio.to_thread.run_sync(discard, fetched.staged.path)
-                raise ApplyError(Reason.IO_ERROR, f"{root}/current is not the adopted install")
-            new_release = await trio.to_thread.run_sync(
-                stage_tree, root, fetched.staged.path, fetched.version, fetched.counter
-            )
-            tree = Path(new_release.path)
-            await self._check_version(target, fetched, tree, tree=tree)
-            old_release, kind, switched_path = installed, Kind.LINK, root / "current"
-        journal = Journal(
-            txn=txn,
-            component=target.component,
-            kind=kind,
-            target=str(switched_path),
-            old=old_release,
-            new=new_release,
-            fallbacks=fallbacks,
-        )
-        old = installed.version if installed else None
-        try:
-            await self.run_steps(prepare_steps(journal))
-        except UpdaterError:
-            await self.run_steps(abort_steps(journal))
-            raise
-        try:
-            return await self._stop_switch_trial(request, target, control, journal, old)
-        except* trio.Cancelled:
-            # Cancelled mid-way (a request timeout, or shutdown): put things back as
-            # recovery would, under a shielded scope with a deadline, then let it propagate.
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + 60
-                with contextlib.suppress(Exception):
-                    await control.stop_agent(target.agent_id)
-                await trio.to_thread.run_sync(self._recover_locked)
-                await _start(control, target.agent_id)
-            raise
 
-    async def _check_version(
-        self, target: AgentTarget, fetched: Fetched, staging: Path, **where: Any
-    ) -> None:
-        """The pre-swap version check (:func:`updater._versioncheck.check_new_version`);
-        on failure the staged file or tree ``staging`` is removed.
-
-        Raises:
-            VerificationError: ``version_check_failed`` or ``binary_version_mismatch``.
-        """
-        try:
-            await check_new_version(
-                target,
-                fetched.version,
-                legacy=fetched.legacy,
-                scratch_parent=self.config.download_dir,
-                timeout_s=self.config.version_check_timeout_s,
-                **where,
-            )
-        except UpdaterError:
-            await trio.to_thread.run_sync(discard, staging)
-            raise
-
-    async def _stop_switch_trial(
-        self,
-        request: UpdateRequest,
-        target: AgentTarget,
-        control: AgentControl,
-        journal: Journal,
-        old: str | None,
-    ) -> UpdateResult:
-        # Held from the stop to the end of the trial: the supervisor must not restart the
-        # agent behind our back. Released (idempotently) before any start of the old one.
-        with contextlib.ExitStack() as held:
-            try:
-                held.enter_context(control.hold(target.agent_id))
-            except Exception as exc:  # e.g. the agent is no longer supervised
-                await self.run_steps(abort_steps(journal))
-                raise ApplyError(
-                    Reason.STOP_FAILED, f"cannot hold {target.agent_id}: {exc}"
-                ) from exc
-            return await self._held_switch_trial(request, target, control, journal, old, held)
-
-    async def _held_switch_trial(
-        self,
-        request: UpdateRequest,
-        target: AgentTarget,
-        control: AgentControl,
-        journal: Journal,
-        old: str | None,
-        held: contextlib.ExitStack,
-    ) -> UpdateResult:
-        try:
-            await control.stop_agent(target.agent_id)
-        except Exception as exc:
-            await self.run_steps(abort_steps(journal))
-            raise ApplyError(Reason.STOP_FAILED, f"cannot stop {target.agent_id}: {exc}") from exc
-        try:
-            await self.run_steps(switch_steps(journal))
-        except UpdaterError as exc:
-            await self.run_steps(abort_steps(journal))
-            held.close()
-            problem = await _start(control, target.agent_id)
-            if problem:
-                exc.add_note(problem)
-            raise
-        switched = journal.at(Phase.SWITCHED)
-        failure = await agent_trial(control, target.agent_id, self.config.trial_s)
-        if failure is None:
-            await self.run_steps(commit_steps(switched, keep=self.config.max_backups))
-            return UpdateResult(True, old, journal.new.version)
-        reason, detail = failure
-        tail = tuple(control.tail(target.agent_id, self.config.log_tail_lines))
-        try:
-            await control.stop_agent(target.agent_id)
-        except Exception as exc:  # replacing a running binary is safe: roll back anyway
-            detail += f"; stopping it failed: {exc}"
-        self.executor.restored = None
-        try:
-            await self.run_steps(rollback_steps(switched, reason))
-        except RollbackError as exc:
-            exc.journal = switched
-            return UpdateResult.failed(request, old, exc, log_tail=tail)
-        restored = self.executor.restored or journal.old
-        if restored.path != journal.old.path:
-            detail += f"; backup of {journal.old.version} was corrupt, restored {restored.version}"
-        held.close()
-        problem = await _start(control, target.agent_id)
-        if problem:
-            detail += f"; {problem}"
-        error = ApplyError(reason, f"{journal.new.version} {detail}; rolled back")
-        return UpdateResult.failed(
-            request,
-            old,
-            error,
-            rolled_back=True,
-            log_tail=tail,
-            restored_version=restored.version,
-        )
+def _every_failure(failures: Sequence[tuple[str, UpdaterError]]) -> UpdaterError:
+    """The last failure, its message naming every URL's (with mirrors, each may differ)."""
+    last = failures[-1][1]
+    if len(failures) > 1:
+        each = "; ".join(f"{_short(url)}: {exc}" for url, exc in failures)
+        # The error keeps its class, reason and code; only its text covers every URL.
+        last.args = (f"{last.reason.value}: all {len(failures)} URLs failed: {each}",)
+    return last
 
 
-async def _start(control: AgentControl, agent_id: str) -> str | None:
-    """Start the (restored) agent; a failure is reported, not raised: the files are
-    already right, and the supervisor's restart policy takes it from there."""
-    try:
-        await control.start_agent(agent_id)
-    except Exception as exc:
-        return f"restarting {agent_id} failed: {exc}"
-    return None
-
-
-async def agent_trial(
-    control: AgentControl, agent_id: str, trial_s: float
-) -> tuple[Reason, str] | None:
-    """Start the agent and watch it for ``trial_s`` seconds of Trio time.
-
-    It passes if it becomes ready, does not exit before the window ends and its health
-    checks pass when it ends; an exit fails it at once, not being ready or healthy when the
-    window ends fails it then. ``trial_s == 0`` skips the watch.
-
-    Returns:
-        None if it passed, else the reason (``start_failed``, ``not_ready``,
-        ``unhealthy``) and a detail.
-    """
-    try:
-        await control.start_agent(agent_id)
-    except Exception as exc:
-        return Reason.START_FAILED, f"could not be started: {exc}"
-    if trial_s == 0:
-        return None
-    ready = False
-    exit_status: list[int | None] = []
-    async with trio.open_nursery() as nursery:
-        nursery.cancel_scope.deadline = trio.current_time() + trial_s
-
-        async def watch_exit() -> None:
-            exit_status.append(await control.wait_exit(agent_id))
-            nursery.cancel_scope.cancel()
-
-        async def watch_ready() -> None:
-            nonlocal ready
-            await control.wait_ready(agent_id)
-            ready = True
-
-        nursery.start_soon(watch_exit)
-        nursery.start_soon(watch_ready)
-    if exit_status:
-        return Reason.START_FAILED, f"exited with status {exit_status[0]} during its trial"
-    if not ready:
-        return Reason.NOT_READY, f"was not ready within the {trial_s} s trial"
-    problem = control.health_problem(agent_id)
-    if problem is not None:
-        return Reason.UNHEALTHY, f"was unhealthy at the end of its {trial_s} s trial: {problem}"
-    return None
+def _short(url: str) -> str:
+    return url if len(url) <= 200 else f"{url[:197]}..."
 
 
 def _lock_state_dir(state_dir: Path) -> int | None:
@@ -685,6 +460,4 @@ def _lock_state_dir(state_dir: Path) -> int | None:
 
 
 def _busy(request: UpdateRequest, old_version: str | None, message: str) -> UpdateResult:
-    from ._errors import UpdateInProgressError
-
     return UpdateResult.failed(request, old_version, UpdateInProgressError(message))

@@ -38,13 +38,21 @@ ever activated even if the staged file was altered after the download was verifi
 A rollback restores the first of ``(old, *fallbacks)`` whose content still has its recorded
 hash, so a corrupt backup falls back to an older one; if none is intact the rollback raises
 :class:`~updater.RollbackError` and leaves the journal for a human.
+
+Retention (``max_backups``): a commit records the replaced version as a backup; a rollback
+deletes its own backup copy (the version it restored is the target again). Both end with a
+``Prune`` that keeps the newest ``keep`` recorded backups and deletes every other file in the
+component's backup directory (leftovers of crashes, or of older releases of this code), never
+a path the open journal names. So however updates end (committed, rolled back, or finished
+by recovery) at most ``keep`` backups remain, plus those the journal protects.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -71,6 +79,7 @@ __all__ = [
     "WriteJournal",
     "abort_steps",
     "commit_steps",
+    "leftovers",
     "prepare_steps",
     "prune_candidates",
     "recover",
@@ -270,11 +279,14 @@ class RecordCommit:
 
 @dataclass(frozen=True, slots=True)
 class Prune:
-    """Delete backups of ``component`` beyond ``keep`` (never those in ``protect``)."""
+    """Delete recorded backups of ``component`` beyond ``keep`` (never those in ``protect``);
+    then, in directory ``sweep`` (the component's backup directory, for ``file`` targets),
+    every entry that is neither a remaining recorded backup nor in ``protect``."""
 
     component: str
     keep: int
     protect: frozenset[str]
+    sweep: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,13 +330,18 @@ def switch_steps(journal: Journal) -> list[Action]:
     return [switch, WriteJournal(journal.at(Phase.SWITCHED))]
 
 
+def _backup_dir(journal: Journal) -> str | None:
+    """Where a ``file`` target's backups live (the directory of the old version's copy)."""
+    return posixpath.dirname(journal.old.path) if journal.kind is Kind.FILE else None
+
+
 def commit_steps(journal: Journal, *, keep: int, from_recovery: bool = False) -> list[Action]:
     """Journal ``COMMITTED``, record the release, prune, clean up, end the transaction."""
     steps: list[Action] = [] if from_recovery else [WriteJournal(journal.at(Phase.COMMITTED))]
     protect = frozenset({journal.old.path, journal.new.path})
     steps += [
         RecordCommit(journal.component, journal.kind, journal.new, journal.old),
-        Prune(journal.component, keep, protect),
+        Prune(journal.component, keep, protect, _backup_dir(journal)),
     ]
     if journal.kind is Kind.FILE:
         steps.append(Discard(journal.new.path))  # the staged file; the target is the copy
@@ -333,15 +350,19 @@ def commit_steps(journal: Journal, *, keep: int, from_recovery: bool = False) ->
 
 
 def rollback_steps(
-    journal: Journal, reason: Reason, *, from_recovery: bool = False
+    journal: Journal, reason: Reason, *, keep: int, from_recovery: bool = False
 ) -> list[Action]:
-    """Journal ``ROLLING_BACK``, restore the old version (or a fallback), clean up."""
+    """Journal ``ROLLING_BACK``, restore the old version (or a fallback), clean up (the
+    backup copy of a ``file`` target too: the restored version is the target again), prune."""
     steps: list[Action] = []
     if not from_recovery:
         steps.append(WriteJournal(journal.at(Phase.ROLLING_BACK, reason=reason.value)))
     candidates = (journal.old, *journal.fallbacks)
     steps += [Restore(journal.kind, journal.target, candidates), Discard(journal.new.path)]
-    steps.append(RemoveJournal())
+    if journal.kind is Kind.FILE:
+        steps.append(Discard(journal.old.path))
+    protect = frozenset({journal.old.path, journal.new.path, *(r.path for r in candidates)})
+    steps += [Prune(journal.component, keep, protect, _backup_dir(journal)), RemoveJournal()]
     return steps
 
 
@@ -390,7 +411,7 @@ def recover(journal: Journal, observed: str | None, *, now: float, keep: int) ->
         return Recovery(Outcome.COMMITTED, None, tuple(steps))
     if journal.phase is Phase.ROLLING_BACK:
         reason = Reason(journal.reason) if journal.reason else Reason.INTERRUPTED
-        steps = rollback_steps(journal, reason, from_recovery=True)
+        steps = rollback_steps(journal, reason, keep=keep, from_recovery=True)
         return Recovery(Outcome.ROLLED_BACK, reason, tuple(steps))
     if observed == journal.identity(journal.old) and observed != journal.identity(journal.new):
         return Recovery(Outcome.ABORTED, Reason.INTERRUPTED, tuple(abort_steps(journal)))
@@ -408,7 +429,7 @@ def recover(journal: Journal, observed: str | None, *, now: float, keep: int) ->
         else:
             bumped = journal.at(Phase.SWITCHED, attempts=journal.attempts + 1)
             return Recovery(Outcome.CONTINUE_TRIAL, None, (WriteJournal(bumped),))
-    return Recovery(Outcome.ROLLED_BACK, reason, tuple(rollback_steps(journal, reason)))
+    return Recovery(Outcome.ROLLED_BACK, reason, tuple(rollback_steps(journal, reason, keep=keep)))
 
 
 def prune_candidates(
@@ -419,3 +440,9 @@ def prune_candidates(
     ranked = sorted(enumerate(backups), key=lambda item: (item[1].counter, item[0]))
     newest_first = [release for _, release in reversed(ranked)]
     return [r for r in newest_first[keep:] if r.path not in protect]
+
+
+def leftovers(entries: Collection[str], wanted: Collection[str]) -> list[str]:
+    """Which entries of a swept backup directory to delete: all that are not ``wanted``
+    (a remaining recorded backup, or a path the open journal protects)."""
+    return sorted(set(entries) - set(wanted))

@@ -19,12 +19,25 @@ from typing import Any
 
 from ._errors import Reason, UpdaterError, VerificationError
 
-__all__ = ["UpdateRequest", "UpdateResult"]
+__all__ = ["FIELD_LIMITS", "MAX_MIRRORS", "UpdateRequest", "UpdateResult", "check_request"]
 
 _FIELDS = frozenset(
     {"component", "version", "download_url", "hash", "signature", "envelope", "mirrors"}
 )
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+FIELD_LIMITS = {
+    "component": 64,  # as a signed statement's component
+    "version": 64,  # as a signed statement's version
+    "download_url": 4096,  # as any URL the downloader accepts
+    "hash": 64,
+    "signature": 2048,  # base64 of an RSA signature up to 8192 bits is 1368
+    "envelope": 64 * 1024,  # 16 signatures with RSA-4096 keys stay under 16 KiB
+    "mirrors": 4096,  # each
+}
+"""Most characters a request field may have (each mirror URL counts alone)."""
+MAX_MIRRORS = 16
+"""Most mirrors a request may list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,8 @@ class UpdateRequest:
 
         ``component``, ``version`` and ``download_url`` are required non-empty strings;
         ``hash`` is empty or 64 hex digits; ``signature`` and ``envelope`` (the envelope's
-        JSON text) are strings; ``mirrors`` a list of strings. No other field is allowed.
+        JSON text) are strings; ``mirrors`` a list of strings. No other field is allowed,
+        and none may be longer than :data:`FIELD_LIMITS` says (see :func:`check_request`).
         Whether the signature or envelope *verifies* is decided later, by the manager.
 
         Raises:
@@ -102,7 +116,7 @@ class UpdateRequest:
             raise VerificationError(
                 Reason.BAD_REQUEST, f"mirrors: expected a list of URLs; got {mirrors!r:.80}"
             )
-        return cls(
+        request = cls(
             component=doc["component"],
             version=doc["version"],
             download_url=doc["download_url"],
@@ -111,6 +125,8 @@ class UpdateRequest:
             envelope=doc.get("envelope"),
             mirrors=tuple(mirrors),
         )
+        check_request(request)
+        return request
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form :meth:`parse` reads (empty optional fields omitted)."""
@@ -128,6 +144,35 @@ class UpdateRequest:
         if self.mirrors:
             doc["mirrors"] = list(self.mirrors)
         return doc
+
+
+def check_request(request: UpdateRequest) -> None:
+    """Refuse a request with an oversized field (before it is logged or acted on).
+
+    Raises:
+        VerificationError: ``bad_request``, naming the field, its length and the limit.
+    """
+    fields = {
+        "component": request.component,
+        "version": request.version,
+        "download_url": request.download_url,
+        "hash": request.hash,
+        "signature": request.signature,
+        "envelope": request.envelope or "",
+    }
+    fields |= {f"mirrors[{i}]": url for i, url in enumerate(request.mirrors)}
+    for name, value in fields.items():
+        limit = FIELD_LIMITS[name.split("[")[0]]
+        if len(value) > limit:
+            raise VerificationError(
+                Reason.BAD_REQUEST,
+                f"{name}: at most {limit} characters; got {len(value)} ({value[:40]!r}...)",
+            )
+    if len(request.mirrors) > MAX_MIRRORS:
+        raise VerificationError(
+            Reason.BAD_REQUEST,
+            f"mirrors: at most {MAX_MIRRORS} URLs; got {len(request.mirrors)}",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ import trio
 from ._errors import ApplyError, Reason, UpdaterError
 from ._fs import read_link, swap_symlink
 from ._layout import adopt_tree, stage_tree, sweep_versions
-from ._manager import DAEMON_COMPONENT, RecoveryReport, UpdateManager
+from ._manager import DAEMON_COMPONENT, UpdateManager
 from ._plan import (
     Journal,
     Kind,
@@ -53,6 +53,7 @@ from ._plan import (
     rollback_steps,
     switch_steps,
 )
+from ._recovery import RecoveryReport
 from ._request import UpdateRequest, UpdateResult
 from ._store import StateStore
 
@@ -135,6 +136,7 @@ class DaemonInstall:
             trial_deadline=manager.wall_clock() + self.trial_s,
             max_attempts=self.max_attempts,
         )
+        await manager.remember_tried(DAEMON_COMPONENT, fetched)
         try:
             await manager.run_steps(prepare_steps(journal))
             await trio.to_thread.run_sync(swap_symlink, self.root / "previous", Path(current))
@@ -164,7 +166,8 @@ class DaemonInstall:
             return None
         deadline = journal.trial_deadline
         if deadline is not None and manager.wall_clock() >= deadline:
-            await manager.run_steps(rollback_steps(journal, Reason.TRIAL_EXPIRED))
+            steps = rollback_steps(journal, Reason.TRIAL_EXPIRED, keep=manager.config.max_backups)
+            await manager.run_steps(steps)
             version = (manager.executor.restored or journal.old).version
             return RecoveryReport(
                 DAEMON_COMPONENT, Outcome.ROLLED_BACK, Reason.TRIAL_EXPIRED, version, journal.phase
@@ -222,7 +225,8 @@ async def force_rollback(manager: UpdateManager) -> RecoveryReport | None:
     if journal.phase is Phase.COMMITTED:
         return await manager.recover()
     manager.executor.restored = None
-    await manager.run_steps(rollback_steps(journal, Reason.START_FAILED))
+    steps = rollback_steps(journal, Reason.START_FAILED, keep=manager.config.max_backups)
+    await manager.run_steps(steps)
     version = (manager.executor.restored or journal.old).version
     return RecoveryReport(
         DAEMON_COMPONENT, Outcome.ROLLED_BACK, Reason.START_FAILED, version, journal.phase

@@ -3,7 +3,8 @@
 Layout of ``state_dir``::
 
     journal.json      the open transaction (absent when none), see updater._plan.Journal
-    components.json   per component: installed release, version floor, backups (canonical JSON)
+    components.json   per component: installed release, version floor, backups, and the
+                      requests already tried (updater._replay) (canonical JSON)
     keyring.json      the keyring in force after a rotation (else the pinned one is used)
 
 Every write is atomic and durable (:func:`updater._fs.atomic_write`). Reads of a missing file
@@ -21,6 +22,7 @@ from ._envelope import canonical_json
 from ._errors import ApplyError, Reason
 from ._fs import atomic_write, discard
 from ._plan import Journal, Kind, Release
+from ._replay import Tried, remember
 from ._verify import Floor
 
 __all__ = ["StateStore"]
@@ -125,6 +127,19 @@ class StateStore:
         """Replace the list of recorded backups (after pruning)."""
         doc = self._load()
         doc.setdefault(component, {})["backups"] = [asdict(r) for r in backups]
+        self._save(doc)
+
+    def tried(self, component: str) -> tuple[Tried, ...]:
+        """The requests of ``component`` whose install began (see :mod:`updater._replay`)."""
+        return tuple(Tried(**t) for t in self._load().get(component, {}).get("tried", []))
+
+    def remember_tried(self, component: str, entry: Tried, *, now: float) -> None:
+        """Add ``entry`` to the requests tried, durably, dropping entries no longer needed."""
+        floor = self.floor(component)
+        doc = self._load()
+        record = doc.setdefault(component, {})
+        tried = [Tried(**t) for t in record.get("tried", [])]
+        record["tried"] = [asdict(t) for t in remember(tried, entry, now=now, floor=floor)]
         self._save(doc)
 
     # --- keyring -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from ._envelope import (
     decode_envelope,
     decode_keyring,
     decode_statement,
+    format_time,
     pae,
 )
 from ._errors import HashMismatchError, Reason, SignatureError, VerificationError
@@ -82,10 +84,19 @@ class Floor:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    """A statement whose envelope verified, and the key that signed it."""
+    """A statement whose envelope verified, and the key that signed it.
+
+    Attributes:
+        statement: The statement.
+        keyid: The key that signed it.
+        identity: SHA-256 hex of the signed payload bytes: the statement's one byte form,
+            whoever signed it and however the envelope was wrapped (see
+            :mod:`updater._replay`).
+    """
 
     statement: Statement
     keyid: str
+    identity: str
 
 
 def _signed_by(
@@ -199,9 +210,10 @@ def verify_statement(
             f"signed version is {statement.version!r}, request says {version!r}",
         )
     if now >= statement.expires:
-        raise VerificationError(Reason.EXPIRED, f"statement expired at {statement.expires}")
-    if now >= keyring.expires:
-        raise VerificationError(Reason.EXPIRED, f"keyring v{keyring.version} has expired")
+        raise VerificationError(
+            Reason.EXPIRED, f"statement expired at {format_time(statement.expires)}"
+        )
+    _check_keyring_expiry(keyring, now)
     if not check_floor(statement.counter, floor):
         raise VerificationError(
             Reason.ROLLBACK,
@@ -212,7 +224,15 @@ def verify_statement(
         raise VerificationError(
             Reason.TOO_LARGE, f"signed length {statement.length} exceeds the cap {max_length}"
         )
-    return Verified(statement, allowed[0].keyid)
+    return Verified(statement, allowed[0].keyid, hashlib.sha256(envelope.payload).hexdigest())
+
+
+def _check_keyring_expiry(keyring: Keyring, now: float) -> None:
+    if now >= keyring.expires:
+        raise VerificationError(
+            Reason.EXPIRED,
+            f"keyring v{keyring.version} expired at {format_time(keyring.expires)}",
+        )
 
 
 def check_artifact(statement: Statement, sha256_hex: str, length: int) -> None:
@@ -274,8 +294,7 @@ def verify_legacy_signature(
             f"legacy key {valid[0].keyid[:16]} may not sign for {component!r}",
             reason=Reason.UNTRUSTED_KEY,
         )
-    if now >= keyring.expires:
-        raise VerificationError(Reason.EXPIRED, f"keyring v{keyring.version} has expired")
+    _check_keyring_expiry(keyring, now)
     if floor.version is not None:
         order = compare_versions(version, floor.version)
         if order is None or order <= 0:
@@ -334,7 +353,10 @@ def verify_keyring_rotation(envelope_data: bytes | str, current: Keyring, now: f
             Reason.ROLLBACK, f"keyring version {new.version} is not above {current.version}"
         )
     if now >= new.expires:
-        raise VerificationError(Reason.EXPIRED, f"keyring v{new.version} is already expired")
+        raise VerificationError(
+            Reason.EXPIRED,
+            f"keyring v{new.version} is already expired (at {format_time(new.expires)})",
+        )
     return new
 
 

@@ -26,7 +26,8 @@ import trio
 
 from ._config import UpdateConfig
 from ._errors import UpdaterError
-from ._manager import RecoveryReport, UpdateManager
+from ._manager import UpdateManager
+from ._recovery import RecoveryReport
 from ._selfupdate import RESTART_EXIT_CODE, DaemonInstall, force_rollback, needs_restart
 
 __all__ = ["main"]

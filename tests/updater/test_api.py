@@ -14,8 +14,11 @@ EXPECTED = {
     "UpdateRequest",
     "UpdateResult",
     "RecoveryReport",
+    "AgentInPlace",
+    "FileIdentity",
     "Outcome",
     "AgentControl",
+    "AgentLogMarks",
     "DaemonInstall",
     "RESTART_EXIT_CODE",
     "needs_restart",
@@ -213,7 +216,7 @@ def test_limits_sizes_use_the_size_grammar() -> None:
     assert issues["limits.max_bytes"].startswith("not a size: '10 MiBs'")
     assert issues["limits.disk_reserve_bytes"].startswith("not a size: 0.5")
     assert issues["limits.min_rate_bps"].startswith("not a size: -1")
-    with pytest.raises(updater.UpdateConfigError, match="limits.max_bytes: expected a size >= 1"):
+    with pytest.raises(updater.UpdateConfigError, match=r"limits\.max_bytes: expected a size >= 1"):
         updater.UpdateConfig.from_mapping(
             {"download_dir": "/d", "backup_dir": "/b", "limits": {"max_bytes": "0MB"}},
             platform="p",

@@ -37,6 +37,7 @@ from updater._plan import (
     WriteJournal,
     abort_steps,
     commit_steps,
+    leftovers,
     prepare_steps,
     prune_candidates,
     recover,
@@ -143,11 +144,16 @@ class Model:
                 self.installed = new
                 self.floor = max(self.floor, new.counter)
                 self.backups = [b for b in self.backups if b.path != old.path] + [old]
-            case Prune(keep=keep, protect=protect):
+            case Prune(keep=keep, protect=protect, sweep=sweep):
                 doomed = prune_candidates(self.backups, keep=keep, protect=protect)
                 for r in doomed:
                     (self.files if self.kind is Kind.FILE else self.dirs).pop(r.path, None)
                 self.backups = [b for b in self.backups if b not in doomed]
+                if sweep is not None:
+                    inside = [p for p in self.files if p.startswith(sweep + "/")]
+                    wanted = {b.path for b in self.backups} | protect
+                    for path in leftovers(inside, wanted):
+                        del self.files[path]
             case Discard(path=p):
                 self.files.pop(p, None)
                 self.dirs.pop(p, None)
@@ -222,7 +228,7 @@ def update_flow(m: Model, sc: Scenario, journal: Journal) -> str:
         m.run(commit_steps(switched, keep=KEEP))
         return "committed"
     try:
-        m.run(rollback_steps(switched, Reason.START_FAILED))
+        m.run(rollback_steps(switched, Reason.START_FAILED, keep=KEEP))
     except ModelError as exc:
         if exc.reason is not Reason.BACKUP_CORRUPT:
             raise

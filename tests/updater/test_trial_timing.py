@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from updater import Reason
-from updater._manager import agent_trial
+from updater._agentupdate import agent_trial
 
 
 class ScriptedControl:
