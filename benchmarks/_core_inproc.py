@@ -6,8 +6,8 @@ Run by ``bench_core.py`` with our interpreter::
 
 Imports only ``supervisor`` (plus trio, which it runs on, and the standard-library
 workload module), builds the same configuration as the daemon's with ``parse_config``
-(no YAML), runs ``Supervisor(config, daemon_mode=True, subreaper=True)`` exactly as
-``python -m supervisor run`` does, waits until every agent is RUNNING, settles, and
+(no YAML), runs ``Supervisor(..., store=StateFile(...), subreaper=True)`` exactly as
+``hostvisor run`` does, waits until every agent is RUNNING, settles, and
 prints one JSON line with its own RSS (VmRSS) at each step. The agents are stopped
 on exit (``daemon.stop_agents_on_exit: true``).
 """
@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 
 import trio
 from _core_workload import ours_document, read_vmrss
 
 RSS_IMPORTED = read_vmrss()  # before supervisor: interpreter + trio + this module
 
-from supervisor import AgentState, Supervisor, parse_config  # noqa: E402
+from supervisor import AgentState, Supervisor  # noqa: E402
+from transport.daemon import StateFile, parse_config  # noqa: E402
 
 
 async def measure(n: int, root: str, settle_s: float) -> dict[str, object]:
@@ -34,9 +36,16 @@ async def measure(n: int, root: str, settle_s: float) -> dict[str, object]:
     document = ours_document(os.path.join(root, "ours"), starts, n, marker)
     config = parse_config(document, source="bench_core")
     rss_configured = read_vmrss()
-    supervisor = Supervisor(config, daemon_mode=True, subreaper=True)
+    work_dir = config.daemon.work_dir
+    leave = not config.daemon.stop_agents_on_exit
+    supervisor = Supervisor(
+        config.agents,
+        work_dir=work_dir,
+        store=StateFile(os.path.join(work_dir, "state.json")),
+        subreaper=True,
+    )
     async with trio.open_nursery() as nursery:
-        await nursery.start(supervisor.run)
+        await nursery.start(partial(supervisor.run, leave_running=leave))
         for spec in config.agents:
             await supervisor.wait_state(spec.id, AgentState.RUNNING)
         await trio.sleep(settle_s)

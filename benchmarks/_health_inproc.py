@@ -6,8 +6,8 @@ Run by ``bench_health.py`` with our interpreter::
 
 Builds the configuration with ``parse_config`` from the JSON document bench_health wrote
 (the document the daemon reads as YAML in the other variants), runs
-``Supervisor(config, daemon_mode=True, subreaper=True, health_checks=...)`` as
-``python -m supervisor run`` does, and serves until SIGTERM or SIGINT (the agents are
+``Supervisor(..., store=StateFile(...), subreaper=True, health_checks=...)`` as
+``hostvisor run`` does, and serves until SIGTERM or SIGINT (the agents are
 stopped on exit: ``daemon.stop_agents_on_exit: true``). ``off`` is the only way to run
 the core without its health monitor: the configuration can turn every check off, but not
 the monitor's sockets and its resource sampling on the interval tick.
@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
+from functools import partial
 
 import trio
 
-from supervisor import Supervisor, parse_config
+from supervisor import Supervisor
+from transport.daemon import StateFile, parse_config
 
 
 def snapshot(supervisor: Supervisor) -> dict[str, object]:
@@ -44,11 +47,19 @@ async def serve(config_path: str, health_checks: bool, stats_path: str) -> None:
     with open(config_path, encoding="utf-8") as file:
         document = json.load(file)
     config = parse_config(document, source=config_path)
-    supervisor = Supervisor(config, daemon_mode=True, subreaper=True, health_checks=health_checks)
+    work_dir = config.daemon.work_dir
+    leave = not config.daemon.stop_agents_on_exit
+    supervisor = Supervisor(
+        config.agents,
+        work_dir=work_dir,
+        store=StateFile(os.path.join(work_dir, "state.json")),
+        subreaper=True,
+        health_checks=health_checks,
+    )
     watched = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
     with trio.open_signal_receiver(*watched) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
+            await nursery.start(partial(supervisor.run, leave_running=leave))
             async for signum in signals:
                 if signum != signal.SIGUSR2:
                     break

@@ -5,7 +5,7 @@ Run with the project's interpreter::
     .venv/bin/python benchmarks/bench_core.py [--n 10,100,300] [--kills 20] [--idle 30]
     .venv/bin/python benchmarks/bench_core.py --quick      # N=10, idle 5 s: a smoke run
 
-For each N, our daemon (``python -m supervisor run --config FILE``) and supervisord
+For each N, our daemon (``hostvisor run --config FILE``) and supervisord
 (``supervisord -n -c FILE``, from PyPI, in its own virtual environment
 ``benchmarks/.venv-supervisord``, created or reused: both use the import name
 ``supervisor``) each supervise N copies of a tiny shell child that appends its PID and
@@ -222,8 +222,8 @@ def ours_command(root: Path, starts: Path, n: int, marker: str) -> list[str]:
     config = root / "daemon.yaml"
     document = ours_document(str(root / "ours"), str(starts), n, marker)
     config.write_text(yaml.safe_dump(document, sort_keys=False))
-    run_quiet([sys.executable, "-m", "supervisor", "check-config", str(config)])
-    return [sys.executable, "-m", "supervisor", "run", "--config", str(config)]
+    run_quiet([sys.executable, "-m", "transport.daemon", "check-config", str(config)])
+    return [sys.executable, "-m", "transport.daemon", "run", "--config", str(config)]
 
 
 def supervisord_command(supervisord: Path) -> Callable[[Path, Path, int, str], list[str]]:
@@ -448,7 +448,7 @@ def our_baselines() -> dict[str, int]:
         ("import_trio", "import trio\n"),
         ("import_trio_psutil", "import trio, psutil\n"),
         ("import_supervisor", "import supervisor\n"),
-        ("daemon_imports", "import supervisor._cli, yaml\n"),
+        ("daemon_imports", "import transport.daemon, yaml\n"),
     ):
         runs = [int(run_quiet([sys.executable, "-c", prefix + read])) * 1024 for _ in range(3)]
         figures[label] = int(statistics.median(runs))
@@ -546,7 +546,7 @@ def report(
         f"import trio {baselines['import_trio'] / MIB:.1f}, "
         f"import trio, psutil {baselines['import_trio_psutil'] / MIB:.1f}, "
         f"import supervisor {baselines['import_supervisor'] / MIB:.1f}, "
-        f"the daemon's imports (supervisor._cli, yaml) {baselines['daemon_imports'] / MIB:.1f}"
+        f"the daemon's imports (transport.daemon, yaml) {baselines['daemon_imports'] / MIB:.1f}"
     )
     print(
         f"  {'N':>5}  {'daemon':>8}  {'after idle':>10}  {'threads':>8}"
@@ -681,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     versions = versions_of(supervisord_version)
     print(versions["summary"], flush=True)
     # warm the page cache for both interpreters' imports (not measured)
-    run_quiet([sys.executable, "-c", "import supervisor._cli"])
+    run_quiet([sys.executable, "-c", "import transport.daemon"])
     run_quiet(
         [str(SUPERVISORD_VENV / "bin" / "python"), "-I", "-c", "import supervisor.supervisord"]
     )

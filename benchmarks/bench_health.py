@@ -10,7 +10,7 @@ Issue 3's target: supervising 300 agents with all four checks enabled (heartbeat
 10 s, HTTP every 30 s) may cost at most 0.2 % of one core more than the core alone,
 compared in the same run. The variants run one after the other, never at the same time:
 
-* ``core``: our daemon (``python -m supervisor run --config FILE``, as ``bench_core.py``
+* ``core``: our daemon (``hostvisor run --config FILE``, as ``bench_core.py``
   runs it) with every check turned off as far as the configuration allows
   (``heartbeat_timeout: 0s``, ``cpu_threshold: 0``, ``memory_threshold: 0``, no HTTP or
   TCP endpoint). The health monitor still runs: its two sockets, and the resource
@@ -138,7 +138,7 @@ class Variant:
 
     key: str
     title: str
-    daemon: bool  # python -m supervisor run; else _health_inproc.py
+    daemon: bool  # hostvisor run; else _health_inproc.py
     monitor: bool  # the health monitor runs (only in process can it be off)
     checks: frozenset[str] = frozenset()  # of CHECK_SETTINGS, besides the process check
 
@@ -438,8 +438,8 @@ def run_variant(
     if variant.daemon:
         config = root / "daemon.yaml"
         config.write_text(yaml.safe_dump(document, sort_keys=False))
-        run_quiet([sys.executable, "-m", "supervisor", "check-config", str(config)])
-        argv = [sys.executable, "-m", "supervisor", "run", "--config", str(config)]
+        run_quiet([sys.executable, "-m", "transport.daemon", "check-config", str(config)])
+        argv = [sys.executable, "-m", "transport.daemon", "run", "--config", str(config)]
     else:
         config = root / "config.json"
         config.write_text(json.dumps(document, indent=1))
@@ -695,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent_argv, agent = build_agent(build_dir)
         versions = versions_of(agent)
         print(versions["summary"], flush=True)
-        run_quiet([sys.executable, "-c", "import supervisor._cli"])  # warm the page cache
+        run_quiet([sys.executable, "-c", "import transport.daemon"])  # warm the page cache
         results: list[VariantResult] = []
         with probe_server() as server:
             for key in keys:

@@ -3,9 +3,13 @@
 The centre of the project: a registry of agents, one supervised process per agent with
 restart policies, capped exponential backoff, whole-tree stops, log capture and rotation,
 health checks (heartbeats, sd_notify, process-tree CPU and memory, HTTP and TCP probes)
-with recovery through the restart policy, an event stream, reload planning, and a daemon
-mode that leaves agents running across its own restarts and adopts them again. Agents
-written in Python can use :mod:`supervisor.agent` to send heartbeats and notifications.
+with recovery through the restart policy, an event stream, reload planning, and
+adoption: with an :class:`AgentStore`, agents can be left running across the program's
+own restarts and adopted again. Agents written in Python can use :mod:`supervisor.agent`
+to send heartbeats and notifications; programs that read agents from a configuration
+file build them with :func:`parse_agents` and describe their own sections with
+:mod:`supervisor.schema`. The reference daemon program built on it is
+:mod:`transport.daemon` (the ``hostvisor`` command).
 
 Quick start::
 
@@ -24,10 +28,9 @@ Quick start::
 
 from ._backoff import backoff_delay as backoff_delay, nominal_delay as nominal_delay
 from ._config import (
-    check_paths as check_paths,
-    dump_config as dump_config,
-    load_config as load_config,
-    parse_config as parse_config,
+    check_agent_paths as check_agent_paths,
+    dump_agent as dump_agent,
+    parse_agents as parse_agents,
 )
 from ._duration import (
     format_duration as format_duration,
@@ -39,7 +42,6 @@ from ._errors import (
     ConfigError as ConfigError,
     ConfigIssue as ConfigIssue,
     ConfigLoadError as ConfigLoadError,
-    DaemonLockedError as DaemonLockedError,
     DuplicateAgentError as DuplicateAgentError,
     InvalidTransitionError as InvalidTransitionError,
     SpawnError as SpawnError,
@@ -50,6 +52,7 @@ from ._errors import (
     UnknownAgentError as UnknownAgentError,
 )
 from ._events import AgentEvent as AgentEvent, EventSubscription as EventSubscription
+from ._files import atomic_write as atomic_write
 from ._health import (
     AgentHealth as AgentHealth,
     Check as Check,
@@ -71,6 +74,12 @@ from ._machine import (
     Spawn as Spawn,
     StateChange as StateChange,
 )
+from ._persist import (
+    AgentRecord as AgentRecord,
+    AgentStore as AgentStore,
+    spec_digest as spec_digest,
+)
+from ._process import ProcessIdentity as ProcessIdentity
 from ._registry import (
     Registry as Registry,
     ReloadPlan as ReloadPlan,
@@ -78,10 +87,9 @@ from ._registry import (
     plan_reload as plan_reload,
 )
 from ._spec import (
+    DEFAULT_WORK_DIR as DEFAULT_WORK_DIR,
     AgentSpec as AgentSpec,
     AgentType as AgentType,
-    Config as Config,
-    DaemonSpec as DaemonSpec,
     HealthCheckSpec as HealthCheckSpec,
     LogSpec as LogSpec,
     RestartPolicy as RestartPolicy,
@@ -95,7 +103,6 @@ from ._status import (
     SupervisorStatistics as SupervisorStatistics,
 )
 from ._supervisor import Supervisor as Supervisor, open_supervisor as open_supervisor
-from ._update_control import UpdateControl as UpdateControl
 
 __all__ = [
     # running agents
@@ -106,7 +113,10 @@ __all__ = [
     "AgentEvent",
     "EventSubscription",
     "AgentState",
-    "UpdateControl",
+    "AgentStore",
+    "AgentRecord",
+    "ProcessIdentity",
+    "spec_digest",
     "SupervisorStatistics",
     # health
     "HealthSnapshot",
@@ -117,8 +127,6 @@ __all__ = [
     "ResourceSample",
     "HealthStatistics",
     # describing agents
-    "Config",
-    "DaemonSpec",
     "AgentSpec",
     "AgentType",
     "RestartSpec",
@@ -126,14 +134,15 @@ __all__ = [
     "HealthCheckSpec",
     "LogSpec",
     "default_args",
-    # configuration files
-    "load_config",
-    "parse_config",
-    "check_paths",
-    "dump_config",
+    "DEFAULT_WORK_DIR",
+    # configuration documents
+    "parse_agents",
+    "check_agent_paths",
+    "dump_agent",
     "parse_duration",
     "parse_size",
     "format_duration",
+    "atomic_write",
     # pure decisions
     "AgentMachine",
     "ExitStatus",
@@ -165,7 +174,6 @@ __all__ = [
     "SpawnError",
     "StopError",
     "SupervisorClosedError",
-    "DaemonLockedError",
     "StateFileError",
     "SocketSetupError",
 ]

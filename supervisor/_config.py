@@ -1,21 +1,18 @@
-"""Loading and validating ``daemon.yaml`` (004 section 5): document in, :class:`Config` out.
+"""Building agents from configuration documents: entries in, :class:`AgentSpec` out.
 
-Three layers, from pure to IO:
+This is the library's spec builder. Programs that keep agents in a file of their own (the
+reference daemon's ``daemon.yaml`` is one, see :mod:`transport.daemon`) hand it the
+``agents`` list and the ``agent_defaults`` section as parsed from YAML, TOML or JSON:
 
-* :func:`parse_config` validates a document that is already a Python mapping. It is
-  pure apart from resolving relative paths against a base directory and looking bare
-  command names up on ``PATH``. It never stops at the first problem: every section is
-  read as far as it can be (see :mod:`supervisor._config_fields`), and all problems
-  are raised together as one :class:`ConfigError` whose issues carry paths such as
-  ``agents[1].restart.policy``.
-* :func:`check_paths` looks at the filesystem: binaries, agent config files and work
-  directories. It returns issues instead of raising, so callers can combine them.
-* :func:`load_config` reads a YAML or TOML file and runs both, reporting the issues of
-  both at once.
-
-:func:`dump_config` is the inverse of :func:`parse_config`: it writes a plain document
-(durations as ``"1h30m"``, enums as their values, signals as ``"TERM"``) from which
-``parse_config`` builds an equal :class:`Config`.
+* :func:`parse_agents` validates and builds every agent, or raises one
+  :class:`ConfigError` listing every problem with its path (``agents[1].restart.policy``).
+* :func:`read_agents` does the same but records the problems in an
+  :class:`~supervisor.schema.Issues` so that a program can report them together with
+  its own sections' problems.
+* :func:`check_agent_paths` looks at the filesystem: binaries, config files, work
+  directories. It returns issues instead of raising.
+* :func:`dump_agent` is the inverse: a plain entry (durations as ``"1h30m"``, enums as
+  their values, signals as ``"TERM"``) from which the builder makes an equal spec.
 
 How agents are built: ``agent_defaults`` and each agent are read into *layers* (the
 keys they set, converted), merged (nested blocks and ``env`` key by key, anything else,
@@ -26,19 +23,14 @@ an :class:`AgentSpec`. So an error in ``agent_defaults`` is reported once, under
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
-import tomllib
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ._config_fields import (
     AGENT,
     AGENT_DEFAULTS,
-    DAEMON,
     HEALTH_CHECK,
     LOG,
     RESTART,
@@ -47,121 +39,116 @@ from ._config_fields import (
     Issues,
     merge_layers,
     read_block,
-    unknown_key,
     write_block,
 )
 from ._duration import format_duration, show
-from ._errors import ConfigError, ConfigIssue, ConfigLoadError
+from ._errors import ConfigError, ConfigIssue
 from ._spec import (
+    DEFAULT_WORK_DIR,
     AgentSpec,
     AgentType,
-    Config,
-    DaemonSpec,
     HealthCheckSpec,
     LogSpec,
     RestartSpec,
     default_args,
 )
 
-if TYPE_CHECKING:
-    import yaml
+__all__ = [
+    "check_agent_paths",
+    "creatable_dir",
+    "dump_agent",
+    "parse_agents",
+    "read_agents",
+    "script_interpreter",
+]
 
-__all__ = ["check_paths", "dump_config", "load_config", "parse_config"]
-
-LEGACY_WARNING = "the single-agent 'agent' section is deprecated; use 'agents'"
-LEGACY_IGNORED_WARNING = (
-    "both 'agents' and the deprecated single-agent 'agent' section are present; 'agent' is ignored"
-)
-# The sections owned by sibling packages, kept verbatim.
-_VERBATIM = ("manager", "collectors", "update")
-_TOP_LEVEL = ("daemon", "manager", "agents", "agent_defaults", "collectors", "update", "agent")
-_LEGACY_ID = "agent"
+#: The id of the agent of a single-agent ``agent`` section (``single=True``).
+LEGACY_ID = "agent"
 
 
-@dataclass(slots=True)
-class _Parsed:
-    """What the parser found: the best-effort config, its issues, the agents to check."""
-
-    config: Config
-    issues: Issues
-    checkable: list[tuple[str, AgentSpec]] = field(default_factory=list)
-
-
-def parse_config(
-    document: Mapping[str, Any], *, source: str | None = None, base_dir: str | None = None
-) -> Config:
-    """Validate a configuration document and build the :class:`Config` it describes.
+def parse_agents(
+    agents: object,
+    *,
+    defaults: object = None,
+    base_dir: str | None = None,
+    work_dir: str = DEFAULT_WORK_DIR,
+    path: str = "agents",
+) -> tuple[AgentSpec, ...]:
+    """Validate agent entries and build their specs.
 
     Args:
-        document: The parsed file: a mapping with the sections ``daemon``, ``agents``,
-            ``agent_defaults``, ``manager``, ``collectors``, ``update`` and the
-            deprecated single-agent ``agent`` (used, with a warning, only when
-            ``agents`` is absent or null). A null value anywhere means "not set".
-        source: Where the document came from; stored in :attr:`Config.source` and
-            named in the error.
+        agents: A list of agent entries (mappings), as parsed from a document; None is
+            an empty list.
+        defaults: The ``agent_defaults`` section merged under every entry, or None.
         base_dir: The directory relative paths are resolved against (default: the
             current directory).
+        work_dir: The supervisor's work directory: agents without a ``work_dir`` get
+            ``{work_dir}/agents/{id}``.
+        path: Where the list is in the document, for messages.
 
     Returns:
-        The validated configuration, with defaults applied, ``agent_defaults`` merged
-        into every agent and every path absolute.
+        The specs, in document order, with defaults merged in and every path absolute.
 
     Raises:
-        ConfigError: The document is invalid; :attr:`ConfigError.issues` lists every
-            problem found, each with its path in the document.
+        ConfigError: an entry is invalid; :attr:`ConfigError.issues` lists every
+            problem, each with its path (``agents[2].restart.policy``).
     """
-    parsed = _parse(document, source=source, base_dir=base_dir)
-    if parsed.issues.items:
-        raise ConfigError(parsed.issues.items, source=source)
-    return parsed.config
-
-
-def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Parsed:
     issues = Issues()
-    if not isinstance(document, Mapping):
-        issues.add("", f"expected a mapping; got {show(document)}")
-        return _Parsed(Config(source=source), issues)
     base = os.path.abspath(base_dir if base_dir is not None else os.getcwd())
-    for key in document:
-        if key not in _TOP_LEVEL:
-            issues.add(str(key), unknown_key(key, _TOP_LEVEL))
+    built = read_agents(agents, defaults, base=base, work_dir=work_dir, issues=issues, path=path)
+    if issues.items:
+        raise ConfigError(issues.items)
+    return tuple(spec for _, spec in built)
 
-    daemon_layer = read_block(document.get("daemon"), "daemon", DAEMON, base, issues)
-    daemon = DaemonSpec(**_attrs(daemon_layer, DAEMON))
-    verbatim = {name: _verbatim(document.get(name), name, issues) for name in _VERBATIM}
 
-    defaults = read_block(
-        document.get("agent_defaults"),
+def read_agents(
+    agents: object,
+    defaults: object,
+    *,
+    base: str,
+    work_dir: str,
+    issues: Issues,
+    path: str = "agents",
+    single: bool = False,
+) -> list[tuple[str, AgentSpec]]:
+    """Build what can be built of agent entries; record every problem in ``issues``.
+
+    Args:
+        agents: The list of entries (or, with ``single``, one entry), None for none.
+        defaults: The ``agent_defaults`` section, or None.
+        base: The absolute directory relative paths are resolved against.
+        work_dir: The supervisor's work directory (default agent work directories).
+        issues: Where problems are recorded, with their paths.
+        path: Where the list (or the single entry) is in the document.
+        single: ``agents`` is one entry at ``path`` (a legacy single-agent section,
+            whose id defaults to ``"agent"``), not a list.
+
+    Returns:
+        ``(path, spec)`` for every entry that could be built, in document order.
+    """
+    layer_defaults = read_block(
+        defaults,
         "agent_defaults",
         AGENT_DEFAULTS,
         base,
         issues,
         refused={"id": "unknown key (ids cannot have a default)"},
     )
-    _check_backoff({}, defaults.get("restart", {}), "agent_defaults", issues)
-
-    warnings: list[str] = []
+    _check_backoff({}, layer_defaults.get("restart", {}), "agent_defaults", issues)
     sources: list[tuple[str, object]] = []
-    agents = document.get("agents")
-    if agents is not None:
-        if document.get("agent") is not None:
-            warnings.append(LEGACY_IGNORED_WARNING)
-        if isinstance(agents, list):
-            sources = [(f"agents[{index}]", raw) for index, raw in enumerate(agents)]
-        else:
-            issues.add("agents", f"expected a list of agents; got {show(agents)}")
-    elif document.get("agent") is not None:
-        warnings.append(LEGACY_WARNING)
-        sources = [("agent", document["agent"])]
-
-    specs: list[AgentSpec] = []
-    checkable: list[tuple[str, AgentSpec]] = []
+    if single:
+        sources = [(path, agents)] if agents is not None else []
+    elif isinstance(agents, list):
+        sources = [(f"{path}[{index}]", raw) for index, raw in enumerate(agents)]
+    elif agents is not None:
+        issues.add(path, f"expected a list of agents; got {show(agents)}")
+    built: list[tuple[str, AgentSpec]] = []
     first_at: dict[str, str] = {}
     for label, raw in sources:
         layer = read_block(raw, label, AGENT, base, issues)
-        if label == "agent" and isinstance(raw, Mapping) and raw.get("id") is None:
-            layer["id"] = _LEGACY_ID
-        spec = _build_agent(label, defaults, layer, daemon, issues)
+        if single and isinstance(raw, Mapping) and raw.get("id") is None:
+            layer["id"] = LEGACY_ID
+        spec = _build_agent(label, layer_defaults, layer, work_dir, issues)
         if spec is None:
             continue
         if spec.id in first_at:
@@ -170,42 +157,23 @@ def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Pa
             )
         else:
             first_at[spec.id] = label
-        specs.append(spec)
-        checkable.append((label, spec))
+        built.append((label, spec))
+    return built
 
-    config = Config(
-        daemon=daemon, agents=tuple(specs), warnings=tuple(warnings), source=source, **verbatim
-    )
-    return _Parsed(config, issues, checkable)
+
+def dump_agent(spec: AgentSpec) -> dict[str, Any]:
+    """Write an agent back as a plain entry from which :func:`parse_agents` builds it again.
+
+    The entry is complete (defaults merged in, ``args`` and ``work_dir`` explicit);
+    durations are strings such as ``"1h30m"``, enums their values, signals names such as
+    ``"TERM"``; None values are left out.
+    """
+    return write_block(spec, AGENT)
 
 
 def _attrs(layer: Mapping[str, Any], fields: Mapping[str, Field | Block]) -> dict[str, Any]:
     """Rename a flat layer's keys to the spec's attribute names."""
     return {fields[key].attr: value for key, value in layer.items() if value is not None}
-
-
-def _verbatim(value: object, name: str, issues: Issues) -> Mapping[str, Any]:
-    if value is None:
-        return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        issues.add(name, f"expected a mapping; got {show(value)}")
-        return MappingProxyType({})
-    return MappingProxyType(_plain(value, {}))
-
-
-def _plain(value: Any, memo: dict[int, Any]) -> Any:
-    """A copy made of dicts and lists (YAML anchors may make it cyclic; so may the copy)."""
-    if isinstance(value, Mapping | list | tuple):
-        if id(value) in memo:
-            return memo[id(value)]
-        if isinstance(value, Mapping):
-            mapping: dict[Any, Any] = memo.setdefault(id(value), {})
-            mapping.update((key, _plain(item, memo)) for key, item in value.items())
-            return mapping
-        sequence: list[Any] = memo.setdefault(id(value), [])
-        sequence.extend(_plain(item, memo) for item in value)
-        return sequence
-    return value
 
 
 def _check_backoff(
@@ -239,7 +207,7 @@ def _build_agent(
     label: str,
     defaults: Mapping[str, Any],
     layer: Mapping[str, Any],
-    daemon: DaemonSpec,
+    supervisor_work_dir: str,
     issues: Issues,
 ) -> AgentSpec | None:
     """Merge an agent over the defaults and build its spec, or None if it cannot be."""
@@ -255,7 +223,7 @@ def _build_agent(
         return None
     agent_id: str = merged["id"]
     agent_type: AgentType = merged.get("type", AgentType.CUSTOM)
-    work_dir = merged.get("work_dir") or os.path.join(daemon.work_dir, "agents", agent_id)
+    work_dir = merged.get("work_dir") or os.path.join(supervisor_work_dir, "agents", agent_id)
     args = merged.get("args")
     if args is None:
         args = default_args(agent_type, merged.get("config_file"), work_dir)
@@ -270,40 +238,33 @@ def _build_agent(
     )
 
 
-def check_paths(config: Config) -> list[ConfigIssue]:
-    """Check what :func:`parse_config` cannot: the files and directories on this machine.
+def check_agent_paths(agents: Iterable[tuple[str, AgentSpec]]) -> list[ConfigIssue]:
+    """Check what the builder cannot: the agents' files and directories on this machine.
 
-    For every enabled agent: the binary exists, is a regular file and is executable;
-    the config file, if given, exists; the work directory exists and is writable or
-    can be created (its nearest existing ancestor is a writable directory). The
-    daemon's work directory likewise. Nothing is created.
+    For every enabled agent: the binary exists, is a regular file and is executable (and,
+    for a script, so is the interpreter its ``#!`` line names); the config file, if
+    given, exists; the work directory exists and is writable or can be created. Nothing
+    is created. Disabled agents are not checked (they may well be installed later).
 
     Args:
-        config: A validated configuration.
+        agents: ``(path, spec)`` pairs, as :func:`read_agents` returns them.
 
     Returns:
         The problems found, with paths such as ``agents[2].binary_path``; empty if none.
     """
-    legacy = LEGACY_WARNING in config.warnings and len(config.agents) == 1
-    labels = ["agent"] if legacy else [f"agents[{index}]" for index in range(len(config.agents))]
-    return _check_paths(config.daemon, zip(labels, config.agents, strict=True))
-
-
-def _check_paths(daemon: DaemonSpec, agents: Iterable[tuple[str, AgentSpec]]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
 
     def check(path: str, message: str | None) -> None:
         if message is not None:
             issues.append(ConfigIssue(path, message))
 
-    check("daemon.work_dir", _creatable_dir(daemon.work_dir))
     for label, spec in agents:
         if not spec.enabled:
             continue  # may well be installed later; checked when enabled
         check(f"{label}.binary_path", _executable(spec.binary_path))
         if spec.config_file is not None:
             check(f"{label}.config_file", _stat_problem(spec.config_file)[1])
-        check(f"{label}.work_dir", _creatable_dir(spec.work_dir))
+        check(f"{label}.work_dir", creatable_dir(spec.work_dir))
     return issues
 
 
@@ -324,10 +285,27 @@ def _executable(path: str) -> str | None:
         return f"not a regular file: {path!r}"
     if not os.access(path, os.X_OK):
         return f"not executable: {path!r}"
+    interpreter = script_interpreter(path)
+    if interpreter is not None and _executable(interpreter) is not None:
+        return f"its interpreter {interpreter!r} (its #! line) is missing or not executable"
     return None
 
 
-def _creatable_dir(path: str) -> str | None:
+def script_interpreter(path: str) -> str | None:
+    """The interpreter a script names on its ``#!`` line, or None (not a script, unreadable)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words else None
+
+
+def creatable_dir(path: str) -> str | None:
+    """Why ``path`` is not a writable directory and cannot be created; None if it is fine."""
     try:
         status = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -356,134 +334,3 @@ def _creatable_dir(path: str) -> str | None:
         return None
 
 
-def load_config(path: str | os.PathLike[str], *, work_dir: str | None = None) -> Config:
-    """Read, validate and check a configuration file.
-
-    Args:
-        path: A YAML (``.yaml``, ``.yml``) or TOML (``.toml``) file. Relative paths in
-            it are resolved against the file's directory.
-        work_dir: Replaces ``daemon.work_dir`` before validation (the command line's
-            override), resolved against the current directory; agents' default work
-            directories follow it.
-
-    Returns:
-        The validated configuration; :attr:`Config.source` is ``path``.
-
-    Raises:
-        ConfigLoadError: The file cannot be read or is not valid YAML or TOML (the
-            message gives the line and column the parser reports).
-        ConfigError: The document is invalid or :func:`check_paths` found problems;
-            all of them are listed together.
-    """
-    source = os.fspath(path)
-    document = _read_document(source)
-    if work_dir is not None and isinstance(document, Mapping):
-        daemon = document.get("daemon")
-        if daemon is None or isinstance(daemon, Mapping):  # else parse_config reports it
-            daemon = {**(daemon or {}), "work_dir": os.path.abspath(work_dir)}
-            document = {**document, "daemon": daemon}
-    base_dir = os.path.dirname(os.path.abspath(source))
-    parsed = _parse(document, source=source, base_dir=base_dir)
-    issues = parsed.issues.items
-    bad_work_dir = parsed.issues.has("daemon.work_dir")
-    for issue in _check_paths(parsed.config.daemon, parsed.checkable):
-        # Where a value was invalid, a default stands in for it: checking that is noise.
-        # Agents' default work dirs derive from daemon.work_dir.
-        if not parsed.issues.has(issue.path) and not (
-            bad_work_dir and issue.path.endswith(".work_dir")
-        ):
-            issues.append(issue)
-    if issues:
-        raise ConfigError(issues, source=source)
-    return parsed.config
-
-
-def _read_document(source: str) -> object:
-    suffix = os.path.splitext(source)[1].lower()
-    if suffix not in (".yaml", ".yml", ".toml"):
-        message = f"unsupported file type {suffix!r}; expected .yaml, .yml or .toml"
-        raise ConfigLoadError([ConfigIssue("", message)], source=source)
-    try:
-        with open(source, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        message = f"cannot read the file: {exc.strerror or exc}"
-        raise ConfigLoadError([ConfigIssue("", message)], source=source) from exc
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            # TOMLDecodeError's message ends with "(at line L, column C)".
-            raise ConfigLoadError([ConfigIssue("", f"invalid TOML: {exc}")], source=source) from exc
-    return _load_yaml(data, source)
-
-
-def _load_yaml(data: bytes, source: str) -> object:
-    import yaml  # imported here: it costs memory the daemon's hot path does not need
-
-    try:
-        document = yaml.load(data, Loader=_unique_key_loader())  # a SafeLoader: no objects
-    except yaml.MarkedYAMLError as exc:
-        where = ""
-        if exc.problem_mark is not None:
-            where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
-        message = f"invalid YAML{where}: {exc.problem or exc}"
-        raise ConfigLoadError([ConfigIssue("", message)], source=source) from exc
-    except yaml.YAMLError as exc:  # e.g. bytes that are not UTF-8; the message has the position
-        raise ConfigLoadError([ConfigIssue("", f"invalid YAML: {exc}")], source=source) from exc
-    # An empty file is an empty document: a daemon with nothing to supervise.
-    return {} if document is None else document
-
-
-@functools.cache
-def _unique_key_loader() -> type[yaml.SafeLoader]:
-    """yaml.SafeLoader, except that a key repeated in one mapping is an error.
-
-    PyYAML keeps the last of two equal keys; a second ``restart:`` block in an agent
-    would silently replace the first.
-    """
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(
-            self, node: yaml.MappingNode, deep: bool = False
-        ) -> dict[Hashable, Any]:
-            seen: set[object] = set()
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                    continue  # "<<" merges may override keys: that is their purpose
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
-                    )
-                seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-def dump_config(config: Config) -> dict[str, Any]:
-    """Write a configuration back as a plain document.
-
-    Every agent is written in full (defaults and ``agent_defaults`` already merged in,
-    ``args`` and ``work_dir`` explicit); durations are strings such as ``"1h30m"``,
-    enums their values and signals names such as ``"TERM"``; None values are left out.
-    The result can be written with ``tomli_w`` or ``yaml.safe_dump``.
-
-    Args:
-        config: The configuration.
-
-    Returns:
-        A document from which :func:`parse_config` builds a configuration equal to
-        ``config`` (apart from ``warnings`` and ``source``).
-    """
-    document: dict[str, Any] = {
-        "daemon": write_block(config.daemon, DAEMON),
-        "agents": [write_block(spec, AGENT) for spec in config.agents],
-    }
-    for name in _VERBATIM:
-        section: Mapping[str, Any] = getattr(config, name)
-        if section:
-            document[name] = _plain(section, {})
-    return document

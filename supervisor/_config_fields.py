@@ -1,6 +1,6 @@
-"""The schema of ``daemon.yaml``: one table per section, and the code that walks it.
+"""The schema of agent entries: one table per section, and the code that walks it.
 
-Each section (``daemon``, an agent, its ``health_check``, ``restart`` and ``log``
+Each section (an agent, its ``health_check``, ``restart`` and ``log``
 blocks) is a table from document key to :class:`Field` (a spec attribute and the
 :class:`Kind` of value it holds) or :class:`Block` (a nested section). The same tables
 drive reading (:func:`read_block`, which converts every key it can and records an issue
@@ -38,11 +38,16 @@ from ._spec import AgentType, RestartPolicy
 __all__ = [
     "AGENT",
     "AGENT_DEFAULTS",
-    "DAEMON",
     "HEALTH_CHECK",
     "LOG",
     "RESTART",
+    "BOOLEAN",
+    "DURATION",
+    "LOG_LEVEL",
+    "PATH",
+    "STRING",
     "Block",
+    "Invalid",
     "Field",
     "Issues",
     "Kind",
@@ -343,14 +348,7 @@ STRING = Kind(_string)
 PATH = Kind(_path)
 DURATION = Kind(_duration, format_duration)
 
-DAEMON: Mapping[str, Field | Block] = {
-    "id": Field("id", STRING),
-    "log_level": Field("log_level", Kind(_log_level)),
-    "log_file": Field("log_file", PATH),
-    "pid_file": Field("pid_file", PATH),
-    "work_dir": Field("work_dir", PATH),
-    "stop_agents_on_exit": Field("stop_agents_on_exit", BOOLEAN),
-}
+LOG_LEVEL = Kind(_log_level)
 
 HEALTH_CHECK: Mapping[str, Field | Block] = {
     "interval": Field("interval_s", Kind(_interval, format_duration)),

@@ -111,13 +111,5 @@ class SupervisorClosedError(SupervisorError):
     """The supervisor is not running (not started yet, or already shut down)."""
 
 
-class DaemonLockedError(SupervisorError):
-    """Another daemon already holds the lock on this work directory."""
-
-    def __init__(self, lock_path: str, holder: str) -> None:
-        self.lock_path = lock_path
-        super().__init__(f"another daemon holds {lock_path} ({holder})")
-
-
 class StateFileError(SupervisorError):
-    """The persisted daemon state could not be read or written."""
+    """An :class:`~supervisor.AgentStore` could not read or write the agents' records."""

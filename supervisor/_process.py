@@ -22,7 +22,7 @@ This is the only module that creates, signals or reaps processes.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import logging
 import os
 import signal
@@ -35,18 +35,24 @@ import trio
 
 from ._errors import SpawnError
 from ._machine import ExitStatus
+from ._proc import Markers, children_of, read_markers, read_stat, scan_marked, tree_below
 
 __all__ = [
     "ENV_AGENT_ID",
+    "ENV_OWNER",
     "ENV_RUN_ID",
     "AdoptedChild",
     "Child",
+    "Found",
     "OrphanReaper",
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
+    "find_agents",
     "identify",
     "lineage",
+    "owner_marker",
+    "read_run_marker",
     "set_child_subreaper",
     "spawn",
     "terminate_tree",
@@ -54,10 +60,15 @@ __all__ = [
 
 logger = logging.getLogger("supervisor.process")
 
+#: Environment variable naming the supervisor that spawned an agent (see :func:`owner_marker`).
+ENV_OWNER = "HOSTVISOR_OWNER"
 #: Environment variable carrying the agent id into the agent and its descendants.
 ENV_AGENT_ID = "HOSTVISOR_AGENT_ID"
 #: Environment variable unique to one spawn; lets a stop find descendants that escaped.
 ENV_RUN_ID = "HOSTVISOR_RUN_ID"
+_MARKERS = (ENV_OWNER, ENV_AGENT_ID, ENV_RUN_ID)
+#: What /proc/PID/exe ends with once the executable was replaced or removed on disk.
+_DELETED = " (deleted)"
 
 # psutil's create_time has clock-tick resolution (10 ms); allow for float rounding.
 _CREATE_TIME_TOLERANCE_S = 0.05
@@ -87,51 +98,26 @@ class ProcessIdentity:
         )
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name (state is field 0)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name is in parentheses and may itself contain ")" or spaces.
-    return data[data.rfind(b")") + 2 :].split()
-
-
-@functools.cache
-def _boot_time() -> float:
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime "):
-                return float(line.split()[1])
-    raise OSError("no btime in /proc/stat")  # pragma: no cover - every Linux has it
-
-
 def identify(pid: int) -> ProcessIdentity | None:
     """Read a live process's identity from /proc; None if it is gone or a zombie.
 
     The start time is computed as psutil does (boot time plus the start tick count), so
-    identities persisted by either agree. Reading /proc directly keeps psutil (1.3 MiB)
-    out of the supervision core.
+    identities persisted by either agree.
     """
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
+    stat = read_stat(pid)
+    if stat is None or not stat.alive:
         return None
-    start_ticks = int(fields[19])  # field 22 of the whole line: starttime
-    create_time = _boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:  # permission denied, or a kernel thread
         exe = ""
-    return ProcessIdentity(pid, round(create_time, 2), exe)
+    return ProcessIdentity(pid, stat.create_time, exe)
 
 
 def lineage(pid: int) -> tuple[int, int, int] | None:
     """The (parent pid, process group, session) of a process, from /proc; None if gone."""
-    fields = _stat_fields(pid)
-    if fields is None or len(fields) < 4:
-        return None
-    return int(fields[1]), int(fields[2]), int(fields[3])
+    stat = read_stat(pid)
+    return None if stat is None else (stat.ppid, stat.pgrp, stat.session)
 
 
 class Child:
@@ -301,18 +287,62 @@ async def _spawn(
     return SpawnedChild(process, run_id)
 
 
+def owner_marker(work_dir: str) -> str:
+    """The owner marker of the supervisor with this work directory (a short digest).
+
+    Two supervisors on one host (two work directories) never take each other's agents
+    for their own, even when agent ids are the same.
+    """
+    return hashlib.sha256(os.path.abspath(work_dir).encode()).hexdigest()[:16]
+
+
 def read_run_marker(pid: int) -> str:
     """The spawn marker (``HOSTVISOR_RUN_ID``) in a live process's environment, or ""."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            data = f.read()
-    except OSError:
-        return ""
-    prefix = f"{ENV_RUN_ID}=".encode()
-    for item in data.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode(errors="replace")
-    return ""
+    markers = read_markers(pid, _MARKERS)
+    return markers.run_id if markers is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The live processes of one agent found by their markers.
+
+    Attributes:
+        leaders: The main process of each run still alive (a marked process whose parent
+            does not carry the same run marker), oldest first.
+        others: Every other marked process: descendants of the leaders, and leftovers of
+            runs whose main process is gone.
+    """
+
+    leaders: tuple[ProcessIdentity, ...]
+    others: tuple[int, ...]
+    markers: Mapping[int, Markers]
+
+
+def find_agents(owner: str) -> dict[str, Found]:
+    """Every live process carrying this supervisor's owner marker, by agent id.
+
+    Whatever a state file says, this is what runs: a supervisor killed right after a
+    restart may have persisted a PID that is already gone while its replacement lives on.
+    """
+    marked = scan_marked(_MARKERS, owner)
+    by_agent: dict[str, tuple[list[ProcessIdentity], list[int]]] = {}
+    for pid, markers in marked.items():
+        leaders, others = by_agent.setdefault(markers.agent_id, ([], []))
+        stat = read_stat(pid)
+        parent = marked.get(stat.ppid) if stat is not None else None
+        identity = identify(pid) if parent is None or parent.run_id != markers.run_id else None
+        if identity is not None:
+            leaders.append(identity)
+        else:
+            others.append(pid)
+    return {
+        agent_id: Found(
+            tuple(sorted(leaders, key=lambda i: i.create_time)),
+            tuple(others),
+            {pid: marked[pid] for pid in (*(i.pid for i in leaders), *others)},
+        )
+        for agent_id, (leaders, others) in by_agent.items()
+    }
 
 
 def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
@@ -323,14 +353,23 @@ def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
     carries this spawn's marker (an agent that ``exec``'d another program, as wrapper
     scripts do, keeps its PID, start time and environment but changes executable).
 
+    A process whose executable was replaced or removed on disk since it started (``exe``
+    ends with " (deleted)": an update or a rollback changed the file under it) is never
+    adopted: what runs must be what is installed, so the caller stops it and starts the
+    file that is there now.
+
     Returns:
-        The adopted child, or None when the process is gone or is not the same process.
+        The adopted child, or None when the process is gone, is not the same process, or
+        runs an executable that is no longer on disk.
     """
     try:
         pidfd = os.pidfd_open(identity.pid)
     except OSError:
         return None
     current = identify(identity.pid)
+    if current is not None and current.exe.endswith(_DELETED):
+        os.close(pidfd)
+        return None
     same = current is not None and (
         identity.matches(current)
         or (
@@ -357,48 +396,17 @@ def _signal_pid(pid: int, sig: int) -> None:
 
 def _alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie (a zombie has nothing left to stop)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in (b"Z", b"X")
-
-
-def _children_of(pid: int) -> list[int]:
-    """A process's children, from its threads' /proc children lists.
-
-    Reads only this process's own files, unlike a scan of every process in /proc (what
-    psutil's children() does): stopping 300 agents must not cost 300 full scans.
-    """
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    children: list[int] = []
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                children.extend(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    return children
-
-
-def _tree_below(pids: list[int]) -> list[int]:
-    found: dict[int, None] = {}
-    pending = list(pids)
-    while pending:
-        for child in _children_of(pending.pop()):
-            if child not in found:
-                found[child] = None
-                pending.append(child)
-    return list(found)
+    stat = read_stat(pid)
+    return stat is not None and stat.alive
 
 
 def _descendants(child: Child, reaper: OrphanReaper | None) -> list[int]:
     """Every process of the agent's tree we can find: descendants, plus marked orphans."""
-    found = dict.fromkeys(_tree_below([child.pid]))
+    found = dict.fromkeys(tree_below([child.pid]))
     if reaper is not None:
         orphans = reaper.orphans_of(child.run_id)
         found.update(dict.fromkeys(orphans))
-        found.update(dict.fromkeys(_tree_below(orphans)))
+        found.update(dict.fromkeys(tree_below(orphans)))
     return list(found)
 
 
@@ -487,7 +495,7 @@ def set_child_subreaper() -> bool:
 
 def _own_children() -> set[int]:
     """PIDs of this process's children (of all its threads), from /proc."""
-    return set(_children_of(os.getpid()))
+    return set(children_of(os.getpid()))
 
 
 class OrphanReaper:

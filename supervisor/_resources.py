@@ -16,16 +16,12 @@ Two layers:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from ._process import _stat_fields, _tree_below
+from ._proc import CLOCK_TICKS, PAGE_SIZE, read_stat, tree_below
 
 __all__ = ["CLOCK_TICKS", "CpuMeter", "TreeUsage", "tree_usage"]
 
-#: Kernel clock ticks per second (the unit of /proc CPU times).
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +40,10 @@ class TreeUsage:
 
 
 def _usage_of(pid: int) -> tuple[int, int] | None:
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
+    stat = read_stat(pid)
+    if stat is None or not stat.alive:
         return None  # gone meanwhile, or a zombie
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
-    return ticks, int(fields[21]) * _PAGE  # rss in pages (field 24)
+    return stat.cpu_ticks, stat.rss_pages * PAGE_SIZE
 
 
 def tree_usage(leader: int) -> TreeUsage | None:
@@ -61,7 +56,7 @@ def tree_usage(leader: int) -> TreeUsage | None:
     if first is None:
         return None
     ticks, rss, count = first[0], first[1], 1
-    for pid in _tree_below([leader]):
+    for pid in tree_below([leader]):
         usage = _usage_of(pid)
         if usage is not None:
             ticks += usage[0]

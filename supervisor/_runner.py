@@ -303,6 +303,7 @@ class AgentRunner:
     async def _perform(self, actions: list[Action]) -> None:
         queue: deque[Action] = deque(actions)
         while queue:
+            self._flush()  # "running -> stopping" is told when the stop begins, not ends
             action = queue.popleft()
             if isinstance(action, Spawn):
                 queue.extend(await self._spawn())

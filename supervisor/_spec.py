@@ -1,8 +1,8 @@
 """Frozen, validated descriptions of what to supervise.
 
-These are the seed's ``AgentConfig``, ``RestartConfig``, ``HealthCheckConfig`` and the
-``daemon`` section (004 sections 4.1.2 and 5.1), as immutable values. They are built by
-:func:`supervisor.load_config` (which validates every field and reports every error at
+These are the seed's ``AgentConfig``, ``RestartConfig`` and ``HealthCheckConfig`` (004
+sections 4.1.2 and 5.1), as immutable values. They are built by
+:func:`supervisor.parse_agents` (which validates every field and reports every error at
 once) or directly by a program that embeds the supervisor. Durations are float seconds
 and end in ``_s``; sizes are int bytes.
 
@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+#: The seed's work directory (004 section 5.1), used when none is given.
+DEFAULT_WORK_DIR = "/var/lib/daemon"
+
 __all__ = [
     "AgentSpec",
     "AgentType",
-    "Config",
-    "DaemonSpec",
+    "DEFAULT_WORK_DIR",
     "HealthCheckSpec",
     "LogSpec",
     "RestartPolicy",
@@ -205,62 +207,6 @@ class AgentSpec:
             self.log.file,
             self.type,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonSpec:
-    """The seed's ``daemon`` section, plus ``stop_agents_on_exit``.
-
-    Attributes:
-        id: Node id; empty means generated.
-        log_level: debug, info, warning or error.
-        log_file: The daemon's own log file; None logs to stderr only.
-        pid_file: Where the daemon writes its PID; None disables.
-        work_dir: Runtime state: agent work dirs, logs, the state file (seed: /var/lib/daemon).
-        stop_agents_on_exit: Whether the daemon stops its agents when it exits (seed 3.1.2:
-            it does not).
-    """
-
-    id: str = ""
-    log_level: str = "info"
-    log_file: str | None = None
-    pid_file: str | None = None
-    work_dir: str = "/var/lib/daemon"
-    stop_agents_on_exit: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A whole validated ``daemon.yaml``.
-
-    Attributes:
-        daemon: The ``daemon`` section.
-        agents: Every agent, in file order, with ``agent_defaults`` merged in.
-        manager: The ``manager`` section, kept verbatim for the transport package.
-        collectors: The ``collectors`` section, kept verbatim for the collectors package.
-        update: The ``update`` section, kept verbatim for the updater package.
-        warnings: Non-fatal remarks (deprecated single-agent format, etc.).
-        source: The file it was loaded from, if any.
-    """
-
-    daemon: DaemonSpec = field(default_factory=DaemonSpec)
-    agents: tuple[AgentSpec, ...] = ()
-    manager: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    collectors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    update: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    warnings: tuple[str, ...] = ()
-    source: str | None = None
-
-    def agent(self, agent_id: str) -> AgentSpec:
-        """Return the agent with this id.
-
-        Raises:
-            KeyError: no such agent.
-        """
-        for spec in self.agents:
-            if spec.id == agent_id:
-                return spec
-        raise KeyError(agent_id)
 
 
 def default_args(agent_type: AgentType, config_file: str | None, work_dir: str) -> tuple[str, ...]:

@@ -2,12 +2,11 @@
 
 :class:`Supervisor` owns one task per agent (:class:`~supervisor._runner.AgentRunner`),
 each owning at most one process. ``await nursery.start(supervisor.run)`` starts it (the
-enabled agents are started, or adopted in daemon mode) and returns once it is up; the
-public methods then operate on agents. Cancelling the scope it runs in ends it:
-
-* library mode (the default): every agent is stopped, gracefully, concurrently;
-* daemon mode: agents keep running and their state is persisted, so the next daemon
-  adopts them (seed 3.1.2), unless ``daemon.stop_agents_on_exit`` is set.
+enabled agents are started, or adopted from an earlier run) and returns once it is up; the
+public methods then operate on agents. Cancelling the scope it runs in ends it: every
+agent is stopped, gracefully and concurrently, unless ``run(leave_running=True)`` was
+asked, in which case agents keep running and their records are saved to the
+:class:`~supervisor.AgentStore`, so that the next run adopts them (seed 3.1.2).
 
 :func:`open_supervisor` wraps this in an ``async with`` block.
 """
@@ -17,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from types import MappingProxyType
 
@@ -29,11 +28,11 @@ from ._health import ResourceAlert
 from ._history import ResourceSample
 from ._lifecycle import AgentState
 from ._monitor import HealthMonitor, socket_dir_for
+from ._persist import AgentRecord, AgentStore, spec_digest
 from ._process import OrphanReaper, adopt, identify, set_child_subreaper, terminate_tree
 from ._registry import Registry, ReloadPlan, plan_reload
 from ._runner import AgentRunner, RunnerContext, wall_clock
-from ._spec import AgentSpec, AgentType, Config
-from ._state import AgentRecord, DaemonLock, read_state, spec_digest, write_state
+from ._spec import DEFAULT_WORK_DIR, AgentSpec, AgentType
 from ._status import AgentInfo, Outcome, SupervisorStatistics
 
 __all__ = ["Supervisor", "open_supervisor"]
@@ -52,17 +51,14 @@ class Supervisor:
     """Supervises a set of agents.
 
     Args:
-        config: A loaded configuration, or just the agents to supervise.
-        daemon_mode: Leave agents running on exit, persist their state, and adopt
-            agents left by an earlier run instead of starting duplicates.
-        work_dir: Runtime directory (logs, state, default agent work dirs); defaults to
-            ``config.daemon.work_dir``.
+        agents: The agents to supervise.
+        work_dir: Runtime directory (logs, default agent work dirs, sockets).
+        store: Where agents' records are kept across runs, for adoption (see
+            :class:`AgentStore`); None keeps nothing.
         subreaper: Become the child subreaper so that orphaned descendants of agents are
-            re-parented to us, found at stop time and reaped. Defaults to ``daemon_mode``;
-            only enable it when this process spawns no other children it waits for
-            through ``waitpid`` outside Trio.
-        stop_agents_on_exit: Override the exit behaviour (defaults to True in library
-            mode, ``config.daemon.stop_agents_on_exit`` in daemon mode).
+            re-parented to us, found at stop time and reaped. Only enable it when this
+            process spawns no other children it waits for through ``waitpid`` outside
+            Trio.
         log_check_interval_s: How often log files are checked for rotation (one shared
             timer for all agents; ``math.inf`` disables the check).
         health_checks: Run the health checks of ``health_check`` (heartbeat and notify
@@ -76,34 +72,27 @@ class Supervisor:
 
     def __init__(
         self,
-        config: Config | Sequence[AgentSpec] = (),
+        agents: Sequence[AgentSpec] = (),
         *,
-        daemon_mode: bool = False,
-        work_dir: str | None = None,
-        subreaper: bool | None = None,
-        stop_agents_on_exit: bool | None = None,
+        work_dir: str = DEFAULT_WORK_DIR,
+        store: AgentStore | None = None,
+        subreaper: bool = False,
         log_check_interval_s: float = LOG_CHECK_INTERVAL_S,
         health_checks: bool = True,
         on_alert: Callable[[ResourceAlert], None] | None = None,
         socket_dir: str | None = None,
     ) -> None:
-        if not isinstance(config, Config):
-            config = Config(agents=tuple(config))
-        self.config = config
-        self.daemon_mode = daemon_mode
-        self.work_dir = os.path.abspath(work_dir or config.daemon.work_dir)
-        if stop_agents_on_exit is None:
-            stop_agents_on_exit = config.daemon.stop_agents_on_exit if daemon_mode else True
-        self._subreaper = daemon_mode if subreaper is None else subreaper
+        self.work_dir = os.path.abspath(work_dir)
+        self.store = store
+        self._subreaper = subreaper
         self._log_check_interval_s = log_check_interval_s
         self._hub = EventHub()
-        self.reaper: OrphanReaper | None = OrphanReaper() if self._subreaper else None
+        self.reaper: OrphanReaper | None = OrphanReaper() if subreaper else None
         self._ctx = RunnerContext(
             work_dir=self.work_dir,
             publish=self._hub.publish,
             persist=self._mark_dirty,
             reaper=self.reaper,
-            stop_on_exit=stop_agents_on_exit,
         )
         self.registry = Registry(is_active=self._is_active)
         self._runners: dict[str, AgentRunner] = {}
@@ -116,34 +105,54 @@ class Supervisor:
                 wall=wall_clock,
                 on_alert=on_alert,
             )
-        for spec in config.agents:
+        for spec in agents:
             self.registry.register(spec)
             self._runners[spec.id] = AgentRunner(spec, self._ctx)
         self._nursery: trio.Nursery | None = None
         self._dirty = trio.Event()
-        self._lock = DaemonLock(os.path.join(self.work_dir, "daemon.lock"))
-        self.state_file = os.path.join(self.work_dir, "state.json")
+        self._holds: dict[str, int] = {}
 
     # -- service ----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    @property
+    def leave_running(self) -> bool:
+        """Whether the agents' processes are left running when :meth:`run` ends.
+
+        Set by ``run(leave_running=...)``; may be changed while running (a daemon whose
+        configuration changed its mind about it on reload).
+        """
+        return not self._ctx.stop_on_exit
+
+    @leave_running.setter
+    def leave_running(self, value: bool) -> None:
+        self._ctx.stop_on_exit = not value
+
+    async def run(
+        self,
+        *,
+        leave_running: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Supervise until cancelled. Signals readiness once the initial starts are done.
 
+        Args:
+            leave_running: When cancelled, leave the agents' processes running (their
+                records go to the store, for the next run to adopt) instead of stopping
+                them.
+
         Raises:
-            DaemonLockedError: daemon mode, and another daemon uses this work directory.
-            StateFileError: daemon mode, and the state file is unreadable.
+            StateFileError: the store could not load the records.
             SocketSetupError: the heartbeat or notify socket could not be created.
             RuntimeError: this supervisor is already running.
         """
         if self._nursery is not None:
             raise RuntimeError("this Supervisor is already running")
         self._ctx.spawn_limiter = trio.CapacityLimiter(SPAWN_CONCURRENCY)
+        self._ctx.stop_on_exit = not leave_running
         records: dict[str, AgentRecord] = {}
-        if self.daemon_mode:
-            self._lock.acquire()
         try:
-            if self.daemon_mode:
-                records = read_state(self.state_file)
+            if self.store is not None:
+                records = dict(self.store.load())
             if self.monitor is not None:
                 self.monitor.bind()  # raises SocketSetupError here, not in a group
             if self._subreaper and not set_child_subreaper():
@@ -155,13 +164,11 @@ class Supervisor:
                 nursery.start_soon(self._rotate_logs)
                 if self.monitor is not None:
                     await nursery.start(self.monitor.run)
-                if self.daemon_mode:
-                    nursery.start_soon(self._write_state_loop)
+                if self.store is not None:
+                    nursery.start_soon(self._write_state_loop, self.store)
                 for runner in self._runners.values():
                     await nursery.start(runner.run)
                 await self._initial_start(records)
-                if self.daemon_mode:
-                    _return_free_memory()
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -169,10 +176,11 @@ class Supervisor:
             if self.monitor is not None:
                 self.monitor.close()
             self._hub.close()
-            if self.daemon_mode:
-                with contextlib.suppress(Exception):
-                    self._write_state()
-                self._lock.release()
+            if self.store is not None:
+                try:
+                    self.store.save(self._records())
+                except Exception as exc:
+                    logger.error("%s", exc)
 
     async def _initial_start(self, records: dict[str, AgentRecord]) -> None:
         async with trio.open_nursery() as nursery:
@@ -183,21 +191,26 @@ class Supervisor:
 
     async def _bring_up(self, runner: AgentRunner, record: AgentRecord | None) -> None:
         spec = runner.spec
+        desired = "running" if spec.enabled else "stopped"
+        if record is not None and record.enabled == spec.enabled:
+            # What the user last asked stands, unless the configuration's enabled changed.
+            desired = record.desired
         if record is not None and record.process is not None:
             child = adopt(record.process, record.run_id)
             if child is not None:
                 runner.machine.restart_count = record.restart_count
                 await runner.request("adopt", child=child)
                 logger.info("agent %s: adopted running pid %d", spec.id, child.pid)
-                if not spec.enabled or record.desired == "stopped":
+                if desired == "stopped":
                     await runner.request("stop")
                 elif record.digest != spec_digest(spec):
                     logger.info("agent %s: spec changed while we were away; restarting", spec.id)
                     await runner.request("restart")
+                else:
+                    runner.desired = desired
                 return
-        desired = record.desired if record is not None else "running"
-        runner.desired = desired if spec.enabled else "stopped"
-        if runner.desired == "running":
+        runner.desired = desired
+        if desired == "running":
             await runner.request("start")
 
     async def _stop_leftover(self, agent_id: str, record: AgentRecord) -> None:
@@ -224,7 +237,7 @@ class Supervisor:
     def _mark_dirty(self) -> None:
         self._dirty.set()
 
-    async def _write_state_loop(self) -> None:
+    async def _write_state_loop(self, store: AgentStore) -> None:
         while True:
             await self._dirty.wait()
             await trio.sleep(STATE_WRITE_DELAY_S)
@@ -232,12 +245,9 @@ class Supervisor:
             try:
                 # Snapshot here, in the Trio thread; only the fsyncs go to a worker thread.
                 records = self._records()
-                await trio.to_thread.run_sync(write_state, self.state_file, records)
+                await trio.to_thread.run_sync(store.save, records)
             except Exception as exc:
                 logger.error("%s", exc)
-
-    def _write_state(self) -> None:
-        write_state(self.state_file, self._records())
 
     def _records(self) -> dict[str, AgentRecord]:
         records = {}
@@ -251,6 +261,7 @@ class Supervisor:
                 run_id=child.run_id if identity is not None and child is not None else "",
                 digest=spec_digest(runner.spec),
                 restart_count=runner.machine.restart_count,
+                enabled=runner.spec.enabled,
             )
         return records
 
@@ -431,7 +442,7 @@ class Supervisor:
         self._mark_dirty()
         return outcome
 
-    async def reload(self, config: Config) -> ReloadPlan:
+    async def reload(self, agents: Sequence[AgentSpec]) -> ReloadPlan:
         """Apply a re-read configuration: add, remove, restart changed, update in place.
 
         Unchanged agents are not touched. Returns the plan that was applied.
@@ -439,7 +450,7 @@ class Supervisor:
         Raises:
             SupervisorClosedError: the supervisor is not running.
         """
-        plan = plan_reload(self.registry.list(), config.agents)
+        plan = plan_reload(self.registry.list(), agents)
         async with trio.open_nursery() as nursery:
             for agent_id in plan.remove:
                 nursery.start_soon(self.remove, agent_id)
@@ -450,21 +461,43 @@ class Supervisor:
             for spec in plan.update:
                 self.registry.replace(spec)
                 nursery.start_soon(partial(self._runners[spec.id].request, "update", spec=spec))
-        self.config = config
         return plan
 
     async def _replace(self, spec: AgentSpec) -> None:
         runner = self._runners[spec.id]
+        old = runner.spec
         was_active = runner.active
         if was_active:
             await runner.request("stop")
         self.registry.replace(spec)
         await runner.request("update", spec=spec)
         runner.log = runner._make_log(spec)
-        if spec.enabled and (was_active or runner.desired == "running"):
-            await runner.request("start")
-        elif not spec.enabled:
+        if not spec.enabled:
             runner.desired = "stopped"
+        elif was_active or runner.desired == "running" or not old.enabled:
+            await runner.request("start")
+
+    @contextlib.contextmanager
+    def hold_restarts(self, agent_id: str) -> Iterator[None]:
+        """No automatic restart of the agent while the context is entered (holds nest).
+
+        While held, every exit of the agent's process is final (``stopped`` or
+        ``failed``) and an unhealthy verdict restarts nothing: the holder decides what
+        happens next. An updater holds an agent during an update's trial this way.
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        machine = self._runner(agent_id).machine
+        self._holds[agent_id] = self._holds.get(agent_id, 0) + 1
+        machine.hold_restarts = True
+        try:
+            yield
+        finally:
+            self._holds[agent_id] -= 1
+            if not self._holds[agent_id]:
+                del self._holds[agent_id]
+                machine.hold_restarts = False
 
     def statistics(self) -> SupervisorStatistics:
         """How many agents are in each state, and how many orphans were reaped."""
@@ -479,44 +512,45 @@ class Supervisor:
         )
 
 
-def _return_free_memory() -> None:
-    """Hand the heap's free pages back to the OS after the start-up burst (daemon only).
-
-    Imports, configuration parsing and hundreds of concurrent spawns leave freed memory
-    that glibc keeps; a long-lived daemon should not carry it. Not available elsewhere.
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 @contextlib.asynccontextmanager
 async def open_supervisor(
-    config: Config | Sequence[AgentSpec] = (),
-    **options: object,
+    agents: Sequence[AgentSpec] = (),
+    *,
+    work_dir: str = DEFAULT_WORK_DIR,
+    store: AgentStore | None = None,
+    leave_running: bool = False,
+    subreaper: bool = False,
+    log_check_interval_s: float = LOG_CHECK_INTERVAL_S,
+    health_checks: bool = True,
+    on_alert: Callable[[ResourceAlert], None] | None = None,
+    socket_dir: str | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Run a :class:`Supervisor` for the duration of an ``async with`` block.
 
-    Leaving the block stops every agent (library mode) or leaves them running
-    (``daemon_mode=True``). Keyword options are those of :class:`Supervisor`. A start-up
-    failure (:class:`DaemonLockedError`, :class:`StateFileError`, ``SocketSetupError``)
-    is raised as itself from ``async with``.
+    Leaving the block stops every agent, or leaves them running with
+    ``leave_running=True``. The other arguments are those of :class:`Supervisor`. A
+    start-up failure (:class:`StateFileError`, :class:`SocketSetupError`) is raised as
+    itself from ``async with``.
 
     Example::
 
         async with open_supervisor([AgentSpec(id="web", binary_path="/usr/bin/web")]) as sup:
             await sup.wait_state("web", AgentState.RUNNING)
     """
-    supervisor = Supervisor(config, **options)  # type: ignore[arg-type]
+    supervisor = Supervisor(
+        agents,
+        work_dir=work_dir,
+        store=store,
+        subreaper=subreaper,
+        log_check_interval_s=log_check_interval_s,
+        health_checks=health_checks,
+        on_alert=on_alert,
+        socket_dir=socket_dir,
+    )
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
         try:
-            await nursery.start(supervisor.run)
+            await nursery.start(partial(supervisor.run, leave_running=leave_running))
         except Exception as exc:  # start-up failed and nothing runs: raise it unwrapped
             failure = exc
         else:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,3 +32,21 @@ settings.load_profile("ci" if os.environ.get("CI") else "default")
 def autojump_clock() -> MockClock:
     """Virtual time that jumps ahead whenever every task is blocked."""
     return MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> str:
+    """An executable shell script."""
+    path = tmp_path / "bin" / "agent"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short directory under /tmp (socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="hv-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -7,14 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
 import psutil
 import trio
 
-from supervisor import AgentSpec, LogSpec, RestartSpec
+from supervisor import AgentRecord, AgentSpec, LogSpec, RestartSpec
 
 SH = "/bin/sh"
 #: Safety limit for waits on real processes and sockets (never a timing assertion).
@@ -105,3 +105,18 @@ async def release(process: trio.Process) -> None:
     """Let a :func:`start_gated_child` child run its code."""
     assert process.stdin is not None
     await process.stdin.send_all(b"go\n")
+
+
+class MemoryStore:
+    """An :class:`supervisor.AgentStore` kept in memory (what a test needs of a store)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, AgentRecord] = {}
+        self.saves = 0
+
+    def load(self) -> dict[str, AgentRecord]:
+        return dict(self.saved)
+
+    def save(self, records: Mapping[str, AgentRecord]) -> None:
+        self.saved = dict(records)
+        self.saves += 1

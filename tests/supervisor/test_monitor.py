@@ -22,7 +22,6 @@ from supervisor import (
     AgentEvent,
     AgentSpec,
     AgentState,
-    Config,
     EventSubscription,
     HealthCheckSpec,
     RestartPolicy,
@@ -537,7 +536,7 @@ async def test_reload_reconfigures_checks_in_place(tmp_path: Path) -> None:
         changed = dataclasses.replace(
             spec, health_check=HealthCheckSpec(heartbeat_timeout_s=0, cpu_threshold=90)
         )
-        plan = await sup.reload(Config(agents=(changed,)))
+        plan = await sup.reload([changed])
         assert [s.id for s in plan.update] == ["a"]
         health = sup.status("a").health
         assert health is not None and health.checks[Check.CPU].state is CheckState.UNKNOWN

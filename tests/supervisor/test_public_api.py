@@ -6,7 +6,6 @@ import supervisor
 
 EXPECTED = {
     "Supervisor",
-    "UpdateControl",
     "SupervisorStatistics",
     "open_supervisor",
     "AgentInfo",
@@ -14,8 +13,6 @@ EXPECTED = {
     "AgentEvent",
     "EventSubscription",
     "AgentState",
-    "Config",
-    "DaemonSpec",
     "AgentSpec",
     "AgentType",
     "RestartSpec",
@@ -23,10 +20,15 @@ EXPECTED = {
     "HealthCheckSpec",
     "LogSpec",
     "default_args",
-    "load_config",
-    "parse_config",
-    "check_paths",
-    "dump_config",
+    "DEFAULT_WORK_DIR",
+    "parse_agents",
+    "check_agent_paths",
+    "dump_agent",
+    "AgentStore",
+    "AgentRecord",
+    "ProcessIdentity",
+    "spec_digest",
+    "atomic_write",
     "parse_duration",
     "parse_size",
     "format_duration",
@@ -54,7 +56,6 @@ EXPECTED = {
     "SpawnError",
     "StopError",
     "SupervisorClosedError",
-    "DaemonLockedError",
     "StateFileError",
     "SocketSetupError",
     "HealthSnapshot",
@@ -100,3 +101,14 @@ def test_core_import_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert not {m.split(".")[0] for m in loaded} & heavy
+
+
+def test_the_schema_module_exports_are_pinned() -> None:
+    """supervisor.schema is the one public submodule for programs' own config sections."""
+    import supervisor.schema
+
+    assert set(supervisor.schema.__all__) == {
+        "Kind", "Field", "Block", "Invalid", "Issues", "read_block", "write_block",
+        "merge_layers", "join", "unknown_key", "BOOLEAN", "STRING", "PATH", "DURATION",
+        "LOG_LEVEL", "read_agents", "creatable_dir", "script_interpreter", "show",
+    }  # fmt: skip

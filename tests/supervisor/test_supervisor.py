@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ import trio.testing
 from supervisor import (
     AgentActiveError,
     AgentState,
-    Config,
     RestartPolicy,
     RestartSpec,
     Supervisor,
@@ -24,7 +24,7 @@ from supervisor import (
     open_supervisor,
 )
 from supervisor._backoff import JITTER
-from tests.supervisor.helpers import alive, kill_all, shell_agent, wait_for_file
+from tests.supervisor.helpers import MemoryStore, alive, kill_all, shell_agent, wait_for_file
 
 LONG = "echo start $$; exec sleep 1000"
 
@@ -228,8 +228,7 @@ async def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
             s.id: (await sup.wait_state(s.id, AgentState.RUNNING)).pid
             for s in (same, changed, tuned, gone)
         }
-        new = Config(
-            agents=(
+        new = (
                 same,
                 shell_agent("changed", "echo v2; exec sleep 1000", tmp_path),
                 shell_agent(
@@ -240,7 +239,6 @@ async def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
                     restart=RestartSpec(policy=RestartPolicy.ON_FAILURE),
                 ),
                 shell_agent("new", LONG, tmp_path),
-            )
         )
         plan = await sup.reload(new)
         assert plan.unchanged == ("same",)
@@ -255,16 +253,19 @@ async def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
         assert "gone" not in sup.registry and not alive(before["gone"])
 
 
-async def test_daemon_mode_leaves_agents_running_and_adopts_them(tmp_path: Path) -> None:
-    """Daemon mode: exit leaves the agent running; the next run adopts it, no duplicate."""
+async def test_leave_running_keeps_agents_and_the_next_run_adopts_them(tmp_path: Path) -> None:
+    """leave_running: exit leaves the agent running; the next run adopts it, no duplicate."""
     spec = shell_agent("d", LONG, tmp_path)
     log = tmp_path / "logs" / "d.log"
+    store = MemoryStore()
+    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
     pid = 0
     try:
-        async with open_supervisor([spec], daemon_mode=True, work_dir=str(tmp_path)) as sup:
+        async with open_supervisor([spec], **options) as sup:
             pid = (await sup.wait_state("d", AgentState.RUNNING)).pid
         assert alive(pid)
-        async with open_supervisor([spec], daemon_mode=True, work_dir=str(tmp_path)) as sup2:
+        assert store.saved["d"].process is not None and store.saved["d"].process.pid == pid
+        async with open_supervisor([spec], **options) as sup2:
             info = sup2.status("d")
             assert info.pid == pid and info.status is AgentState.RUNNING
             assert len(await wait_for_file(log, "start")) == 1  # never started twice
@@ -274,20 +275,44 @@ async def test_daemon_mode_leaves_agents_running_and_adopts_them(tmp_path: Path)
                     await trio.sleep(0.01)
             assert "unknown" in (sup2.status("d").last_error or "")
             await sup2.stop("d")
-        async with open_supervisor([spec], daemon_mode=True, work_dir=str(tmp_path)) as sup3:
-            # The user's stop is remembered across daemon restarts.
+        async with open_supervisor([spec], **options) as sup3:
+            # The user's stop is remembered across restarts.
             assert sup3.status("d").status is AgentState.STOPPED
     finally:
         kill_all([pid])
 
 
-async def test_second_daemon_on_the_same_work_dir_is_refused(tmp_path: Path) -> None:
-    """Only one daemon supervises a work directory."""
-    from supervisor import DaemonLockedError
+async def test_enabling_a_once_disabled_agent_takes_effect_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A change of enabled in the configuration wins over the remembered stop (defect 1)."""
+    spec = shell_agent("e", LONG, tmp_path)
+    store = MemoryStore()
+    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    async with open_supervisor([replace(spec, enabled=False)], **options) as sup:
+        assert sup.status("e").status is AgentState.STOPPED
+    assert store.saved["e"].desired == "stopped"
+    pid = 0
+    try:
+        async with open_supervisor([spec], **options) as sup:
+            pid = (await sup.wait_state("e", AgentState.RUNNING)).pid
+            await sup.stop("e")  # a stop by the user, with the agent enabled: remembered
+        async with open_supervisor([spec], **options) as sup:
+            assert sup.status("e").status is AgentState.STOPPED
+    finally:
+        kill_all([pid])
 
-    async with open_supervisor([], daemon_mode=True, work_dir=str(tmp_path)):
-        with pytest.raises(DaemonLockedError, match=r"daemon\.lock"):
-            await Supervisor([], daemon_mode=True, work_dir=str(tmp_path)).run()
+
+async def test_enabling_a_disabled_agent_by_reload_starts_it(tmp_path: Path) -> None:
+    """Setting enabled back to true on reload starts the agent (defect 1, SIGHUP half)."""
+    spec = shell_agent("e", LONG, tmp_path)
+    async with open_supervisor([replace(spec, enabled=False)], work_dir=str(tmp_path)) as sup:
+        assert sup.status("e").status is AgentState.STOPPED
+        plan = await sup.reload([spec])
+        assert [s.id for s in plan.restart] == ["e"]
+        assert (await sup.wait_state("e", AgentState.RUNNING)).pid > 0
+        plan = await sup.reload([replace(spec, enabled=False)])
+        assert sup.status("e").status is AgentState.STOPPED
 
 
 async def test_agent_keeps_logging_after_the_supervisor_is_gone(tmp_path: Path) -> None:
@@ -297,7 +322,7 @@ async def test_agent_keeps_logging_after_the_supervisor_is_gone(tmp_path: Path) 
     log = tmp_path / "logs" / "w.log"
     pid = 0
     try:
-        async with open_supervisor([spec], daemon_mode=True, work_dir=str(tmp_path)) as sup:
+        async with open_supervisor([spec], work_dir=str(tmp_path), leave_running=True) as sup:
             pid = (await sup.wait_state("w", AgentState.RUNNING)).pid
             await wait_for_file(log, "tick")
         written = len(log.read_text().splitlines())

@@ -1,4 +1,4 @@
-"""Agent updates through the real supervision core (supervisor.UpdateControl).
+"""Agent updates through the real supervision core (transport.daemon.UpdateControl).
 
 The agent is a real process supervised by a real Supervisor; the artifact comes from a
 local HTTPS server. A good update is switched in and running; a bad one is rolled back,
@@ -23,9 +23,9 @@ from supervisor import (
     LogSpec,
     RestartSpec,
     Supervisor,
-    UpdateControl,
     open_supervisor,
 )
+from transport.daemon import UpdateControl
 from updater import AgentTarget, Reason, UpdateConfig, UpdateManager, UpdateRequest
 from updater._envelope import encode_keyring
 

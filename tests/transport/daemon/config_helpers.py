@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from supervisor import ConfigError
-from supervisor._config import parse_config
+from transport.daemon._config import parse_config
 
 # The seed's daemon.yaml (004 section 5.1), comments dropped.
 SEED_YAML = """\

@@ -1,8 +1,9 @@
 """The daemon's persisted state: which agent runs as which process, and what the user wants.
 
-Daemon mode leaves agents running when the daemon exits (seed 3.1.2). The next daemon
-reads this file to adopt them instead of starting duplicates, and to keep an agent the
-user stopped stopped (supervisord forgets that, issue #591).
+The daemon leaves agents running when it exits (seed 3.1.2). The next daemon reads this
+file (through :class:`StateFile`, the supervisor's :class:`~supervisor.AgentStore`) to
+adopt them instead of starting duplicates, and to keep an agent the user stopped stopped
+(supervisord forgets that, issue #591).
 
 The file is JSON, replaced atomically (write a temporary file, fsync it, rename it over
 the old one, fsync the directory): after a crash or power loss it is the old or the new
@@ -14,45 +15,38 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-from ._errors import DaemonLockedError, StateFileError
-from ._process import ProcessIdentity
-from ._spec import AgentSpec
+from supervisor import AgentRecord, ProcessIdentity, StateFileError, atomic_write
 
-__all__ = ["AgentRecord", "DaemonLock", "read_state", "spec_digest", "write_state"]
+from ._errors import DaemonLockedError
+
+__all__ = ["DaemonLock", "StateFile", "read_state", "write_state"]
 
 _VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
-class AgentRecord:
-    """What the daemon remembers of one agent across its own restarts.
+class StateFile:
+    """The daemon's :class:`~supervisor.AgentStore`: ``{work_dir}/state.json``.
 
-    Attributes:
-        desired: "running" or "stopped": what the user last asked for.
-        process: The agent's process, if one was running.
-        run_id: The marker of that process's spawn.
-        digest: :func:`spec_digest` of the spec it was started with.
-        restart_count: Restarts so far, carried over for the status.
+    Args:
+        path: The file.
     """
 
-    desired: str
-    process: ProcessIdentity | None = None
-    run_id: str = ""
-    digest: str = ""
-    restart_count: int = 0
+    def __init__(self, path: str) -> None:
+        self.path = path
 
+    def load(self) -> Mapping[str, AgentRecord]:
+        """Read the records (see :func:`read_state`)."""
+        return read_state(self.path)
 
-def spec_digest(spec: AgentSpec) -> str:
-    """A stable digest of the fields that define an agent's process."""
-    data = json.dumps([str(part) for part in spec.process_key()], sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:32]
+    def save(self, records: Mapping[str, AgentRecord]) -> None:
+        """Replace the records (see :func:`write_state`)."""
+        write_state(self.path, records)
 
 
 def read_state(path: str) -> dict[str, AgentRecord]:
@@ -92,6 +86,7 @@ def _record(raw: Mapping[str, Any]) -> AgentRecord:
         run_id=str(raw.get("run_id", "")),
         digest=str(raw.get("digest", "")),
         restart_count=int(raw.get("restart_count", 0)),
+        enabled=bool(raw.get("enabled", True)),
     )
 
 
@@ -113,22 +108,8 @@ def write_state(path: str, records: Mapping[str, AgentRecord]) -> None:
         },
     }
     data = json.dumps(document, indent=1, sort_keys=True).encode()
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.tmp"
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(path, data, mode=0o600)
     except OSError as exc:
         raise StateFileError(f"cannot write state file {path}: {exc}") from exc
 

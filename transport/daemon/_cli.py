@@ -1,19 +1,21 @@
-"""The command line: ``python -m supervisor`` (also installed as ``hostvisor``).
+"""The command line: ``hostvisor`` (also ``python -m transport.daemon``).
 
 Commands::
 
-    python -m supervisor run --config FILE [--work-dir DIR]
-    python -m supervisor run --example [--work-dir DIR]
-    python -m supervisor check-config FILE [--work-dir DIR]
-    python -m supervisor update --config FILE REQUEST.json [--timeout 600] [--work-dir DIR]
+    hostvisor run --config FILE [--work-dir DIR]
+    hostvisor run --example [--work-dir DIR]
+    hostvisor check-config FILE [--work-dir DIR]
+    hostvisor update --config FILE REQUEST.json [--timeout 600] [--work-dir DIR]
+    hostvisor --version
 
-``run`` supervises in the foreground in daemon mode: agents left running by an earlier
-run are adopted, SIGHUP re-reads the configuration and applies the difference, SIGTERM
-and SIGINT end the daemon and leave the agents running (unless
-``daemon.stop_agents_on_exit`` is true). With an ``update:`` block it also updates agents
-and itself (see :mod:`supervisor._daemon_updates`): it recovers an interrupted update
-before starting agents, confirms a self-update's trial once healthy, and runs the requests
-dropped into ``{work_dir}/updates/`` on SIGUSR1.
+``run`` supervises in the foreground (see :mod:`transport.daemon._run`): agents left
+running by an earlier run are adopted, SIGHUP re-reads the configuration and applies the
+difference (daemon settings that need a restart are named in a warning), SIGTERM and
+SIGINT end the daemon and leave the agents running (unless ``daemon.stop_agents_on_exit``
+is true). With an ``update:`` block it also updates agents and itself (see
+:mod:`transport.daemon._updates`): it recovers an interrupted update before starting
+agents, confirms a self-update's trial once healthy, and runs the requests dropped into
+``{work_dir}/updates/`` on SIGUSR1.
 
 ``update`` hands an update request (a JSON file with the fields of
 :class:`updater.UpdateRequest`) to the running daemon and prints its result as JSON.
@@ -40,26 +42,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._config import load_config
-from ._errors import ConfigError, DaemonLockedError, StateFileError
-from ._spec import Config
-from ._state import DaemonLock
-from ._supervisor import Supervisor
+from supervisor import ConfigError, StateFileError
+
+from ._config import DaemonConfig, load_config
+from ._errors import DaemonLockedError
+from ._run import Daemon, collectors_config, level_of
 
 if TYPE_CHECKING:
     from updater import UpdateSettings
 
-    from ._daemon_updates import DaemonUpdates
-
-__all__ = ["EXIT_CODES", "main"]
+__all__ = ["EXIT_CODES", "main", "version"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -85,17 +87,38 @@ EXIT_CODES = {
     EXIT_RESTART: "restart requested: the daemon switched or rolled back its own version",
 }
 
-logger = logging.getLogger("supervisor")
+logger = logging.getLogger("hostvisor")
+
+
+def version() -> str:
+    """The installed distribution's version (``hostvisor``)."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("hostvisor")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= 86400 * 7):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 604800; got {text}")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {c}  {m}" for c, m in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
-        prog="python -m supervisor",
+        prog=os.path.basename(sys.argv[0]) if sys.argv[0].endswith("hostvisor") else "hostvisor",
         description="Keep agent processes running (hostvisor).",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"hostvisor {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="supervise in the foreground (daemon mode)")
     source = run.add_mutually_exclusive_group(required=True)
@@ -115,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--config", "-c", metavar="FILE", required=True, help="daemon.yaml")
     update.add_argument("request", metavar="REQUEST.json", help="an UpdateRequest as JSON")
     update.add_argument(
-        "--timeout", type=float, default=600.0, metavar="SECONDS", help="wait this long"
+        "--timeout", type=_timeout, default=600.0, metavar="SECONDS", help="wait this long"
     )
     update.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
     return parser
@@ -125,14 +148,15 @@ def example_config_path() -> str:
     """The path of the bundled example configuration."""
     from importlib import resources  # only for --example: the daemon stays lean
 
-    return str(resources.files("supervisor.examples").joinpath("daemon.yaml"))
+    return str(resources.files("transport.daemon.examples").joinpath("daemon.yaml"))
 
 
-def _load(path: str, work_dir: str | None) -> tuple[Config, UpdateSettings | None] | None:
+def _load(path: str, work_dir: str | None) -> tuple[DaemonConfig, UpdateSettings | None] | None:
     """Load and validate the configuration, the ``update:`` block included; print errors."""
     try:
         config = load_config(path, work_dir=work_dir)
         settings = _update_settings(config)
+        collectors_config(config)
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} configuration error(s) [{exc.code}]", file=sys.stderr)
         for issue in exc.issues:
@@ -143,10 +167,10 @@ def _load(path: str, work_dir: str | None) -> tuple[Config, UpdateSettings | Non
     return config, settings
 
 
-def _update_settings(config: Config) -> UpdateSettings | None:
+def _update_settings(config: DaemonConfig) -> UpdateSettings | None:
     if not config.update:
         return None  # updates disabled: the updater is not even imported
-    from ._daemon_updates import parse_update_settings
+    from ._updates import parse_update_settings
 
     return parse_update_settings(config)
 
@@ -165,8 +189,8 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _setup_logging(config: Config) -> None:
-    level = getattr(logging, config.daemon.log_level.upper(), logging.INFO)
+def _setup_logging(config: DaemonConfig) -> None:
+    level = level_of(config.daemon.log_level)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.daemon.log_file:
         from logging.handlers import WatchedFileHandler  # 0.4 MiB: only when needed
@@ -182,95 +206,6 @@ def _setup_logging(config: Config) -> None:
     )
 
 
-async def _serve(
-    config: Config, settings: UpdateSettings | None, path: str, work_dir: str | None
-) -> int:
-    supervisor = Supervisor(config, daemon_mode=True, subreaper=True)
-    updates = _daemon_updates(settings, supervisor)
-    exit_code = EXIT_OK
-    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
-    with trio.open_signal_receiver(*watched) as signals:
-        if updates is not None and await _recover(updates, supervisor):
-            return EXIT_RESTART
-        async with trio.open_nursery() as nursery:
-            await nursery.start(supervisor.run)
-            logger.info(
-                "supervising %d agent(s) from %s; pid %d", len(config.agents), path, os.getpid()
-            )
-            if updates is not None:
-                await nursery.start(updates.run)
-
-                async def restart_when_requested() -> None:
-                    nonlocal exit_code
-                    await updates.restart_requested.wait()
-                    exit_code = EXIT_RESTART
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(restart_when_requested)
-            async for signum in signals:
-                if signum == signal.SIGUSR1:
-                    if updates is not None:
-                        updates.poke()
-                    continue
-                if signum != signal.SIGHUP:
-                    logger.info("received %s; exiting", signal.Signals(signum).name)
-                    break
-                await _reload(supervisor, path, work_dir)
-            nursery.cancel_scope.cancel()
-    return exit_code
-
-
-def _daemon_updates(
-    settings: UpdateSettings | None, supervisor: Supervisor
-) -> DaemonUpdates | None:
-    if settings is None:
-        return None
-    from ._daemon_updates import DaemonUpdates
-
-    return DaemonUpdates(settings, supervisor, supervisor.work_dir)
-
-
-async def _recover(updates: DaemonUpdates, supervisor: Supervisor) -> bool:
-    """Recover an interrupted update before any agent starts, holding the daemon lock (so
-    that a second daemon started by mistake cannot count or roll back a trial); the
-    supervisor takes the lock again right after."""
-    lock = DaemonLock(os.path.join(supervisor.work_dir, "daemon.lock"))
-    lock.acquire()
-    try:
-        return await updates.recover()
-    finally:
-        lock.release()
-
-
-async def _reload(supervisor: Supervisor, path: str, work_dir: str | None) -> None:
-    logger.info("SIGHUP: re-reading %s", path)
-    try:
-        config = await trio.to_thread.run_sync(lambda: load_config(path, work_dir=work_dir))
-    except ConfigError as exc:
-        logger.error("reload refused, keeping the running configuration: %s", exc)
-        return
-    if config.daemon.work_dir != supervisor.config.daemon.work_dir:
-        logger.warning("daemon.work_dir changed; it takes effect at the next daemon start")
-    if config.update != supervisor.config.update:
-        logger.warning("the update block changed; it takes effect at the next daemon start")
-    plan = await supervisor.reload(config)
-    logger.info(
-        "reload applied: %d added, %d removed, %d restarted, %d updated, %d unchanged",
-        len(plan.add),
-        len(plan.remove),
-        len(plan.restart),
-        len(plan.update),
-        len(plan.unchanged),
-    )
-
-
-def _write_pid_file(path: str | None) -> None:
-    if path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-
-
 def _run(args: argparse.Namespace) -> int:
     path = example_config_path() if args.example else args.config
     work_dir = args.work_dir
@@ -283,25 +218,19 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(config)
     # A SIGUSR1 (from `update`) outside Trio's handler must not kill the daemon.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    daemon = Daemon(config, settings, path, work_dir)
     refused: list[BaseException] = []
     code = EXIT_OK
     try:
-        _write_pid_file(config.daemon.pid_file)
-        code = trio.run(_serve, config, settings, path, work_dir)
+        code = trio.run(partial(daemon.serve, restart_code=EXIT_RESTART))
     except* (DaemonLockedError, StateFileError) as group:
         refused.extend(group.exceptions)
-    finally:
-        if config.daemon.pid_file:
-            try:
-                os.unlink(config.daemon.pid_file)
-            except OSError:
-                pass
     for exc in refused:
         logger.error("%s", exc)
     if refused:
         return EXIT_LOCKED
     if code == EXIT_RESTART and settings is not None and settings.restart == "reexec":
-        from ._daemon_updates import reexec_daemon
+        from ._updates import reexec_daemon
 
         reexec_daemon(settings)  # returns only if the exec failed
     return code
@@ -315,7 +244,7 @@ def _update(args: argparse.Namespace) -> int:
     if settings is None:
         print(f"{args.config}: updates are disabled (no update: block)", file=sys.stderr)
         return EXIT_CONFIG
-    from ._daemon_updates import (
+    from ._updates import (
         NoDaemonError,
         RequestFileError,
         SpoolUnusableError,

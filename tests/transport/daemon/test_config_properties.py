@@ -10,10 +10,10 @@ import tomli_w
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from supervisor import Config, ConfigError
-from supervisor._config import dump_config, parse_config
+from supervisor import ConfigError
 from supervisor._duration import format_duration, parse_duration
-from tests.supervisor import config_strategies as cs
+from tests.transport.daemon import config_strategies as cs
+from transport.daemon._config import DaemonConfig as Config, dump_config, parse_config
 
 BASE_DIR = "/srv/hostvisor-base"
 

@@ -15,19 +15,19 @@ import yaml
 
 from supervisor import (
     AgentType,
-    Config,
     ConfigError,
     ConfigLoadError,
     RestartPolicy,
     RestartSpec,
 )
-from supervisor._config import (
+from tests.transport.daemon.config_helpers import SEED_YAML, agent
+from transport.daemon._config import (
+    DaemonConfig as Config,
     check_paths,
     dump_config,
     load_config,
     parse_config,
 )
-from tests.supervisor.config_helpers import SEED_YAML, agent
 
 # check_paths.
 
@@ -231,9 +231,49 @@ def test_load_with_work_dir_override(
     assert config.agents[0].work_dir == str(tmp_path / "state" / "agents" / "a")
 
 
-def test_load_empty_yaml(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.yaml", "# nothing yet\n")
+@pytest.mark.parametrize("text", ["", "\n  \n", "# nothing yet\n", "---\n", "# a\n---\n# b\n"])
+@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
+def test_an_empty_file_is_refused_with_a_clear_error(
+    tmp_path: Path, text: str, suffix: str
+) -> None:
+    """An empty configuration is almost always a mistake: it says so (issue 9, defect 7)."""
+    if suffix == ".toml" and "---" in text:
+        return  # not TOML at all
+    path = write(tmp_path / f"d{suffix}", text)
+    with pytest.raises(ConfigLoadError) as caught:
+        load_config(path, work_dir=str(tmp_path))
+    assert "empty" in str(caught.value)
+    assert "agents: []" in str(caught.value)
+
+
+def test_an_explicitly_empty_agent_list_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.yaml", "agents: []\n")
     assert load_config(path, work_dir=str(tmp_path)).agents == ()
+
+
+@pytest.mark.parametrize("key", ["log_file", "pid_file"])
+def test_daemon_files_that_are_directories_are_refused(tmp_path: Path, key: str) -> None:
+    """check-config catches what would crash run (issue 9, defect 3)."""
+    (tmp_path / "adir").mkdir()
+    path = write(tmp_path / "d.yaml", f"daemon:\n  {key}: adir\nagents: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, work_dir=str(tmp_path / "w"))
+    [issue] = caught.value.issues
+    assert issue.path == f"daemon.{key}"
+    assert "is a directory" in issue.message
+
+
+def test_a_script_whose_interpreter_is_missing_is_named(tmp_path: Path) -> None:
+    """The interpreter is reported, not the script that exists (issue 9, defect 8)."""
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/no/such/interpreter\necho hi\n")
+    script.chmod(0o755)
+    path = write(tmp_path / "d.yaml", f"agents:\n  - id: a\n    binary_path: {script}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, work_dir=str(tmp_path / "w"))
+    [issue] = caught.value.issues
+    assert issue.path == "agents[0].binary_path"
+    assert "/no/such/interpreter" in issue.message
 
 
 def test_load_yaml_refuses_duplicate_keys(tmp_path: Path) -> None:
@@ -386,7 +426,7 @@ def test_dump_config_round_trips_the_seed_example() -> None:
 
 
 def example_path() -> Path:
-    return Path(str(resources.files("supervisor.examples") / "daemon.yaml"))
+    return Path(str(resources.files("transport.daemon.examples") / "daemon.yaml"))
 
 
 def test_bundled_example_loads(tmp_path: Path) -> None:

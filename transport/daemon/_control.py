@@ -1,10 +1,10 @@
-"""The supervisor's side of the updater's ``AgentControl`` protocol.
+"""The daemon's bridge from the updater's ``AgentControl`` protocol to the supervisor.
 
 :class:`UpdateControl` lets :class:`updater.UpdateManager` stop, start and watch an agent
 through the supervisor's API, and hold it during an update's trial so that the restart
-policy does not interfere: while held, an exit is final and the updater decides (roll
-back, restart the old version). It satisfies the protocol structurally; the supervision
-core does not import the updater.
+policy does not interfere (:meth:`supervisor.Supervisor.hold_restarts`): while held, an
+exit is final and the updater decides (roll back, restart the old version). It satisfies
+the protocol structurally; neither library imports the other.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ._errors import SpawnError, StopError
-from ._health import CheckState
-from ._lifecycle import AgentState
-from ._supervisor import Supervisor
+from supervisor import AgentState, CheckState, SpawnError, StopError, Supervisor
 
 __all__ = ["UpdateControl"]
 
@@ -31,7 +28,6 @@ class UpdateControl:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
-        self._holds: dict[str, int] = {}
 
     @contextlib.contextmanager
     def hold(self, agent_id: str) -> Iterator[None]:
@@ -40,16 +36,8 @@ class UpdateControl:
         Raises:
             UnknownAgentError: no such agent.
         """
-        machine = self._supervisor._runner(agent_id).machine
-        self._holds[agent_id] = self._holds.get(agent_id, 0) + 1
-        machine.hold_restarts = True
-        try:
+        with self._supervisor.hold_restarts(agent_id):
             yield
-        finally:
-            self._holds[agent_id] -= 1
-            if not self._holds[agent_id]:
-                del self._holds[agent_id]
-                machine.hold_restarts = False
 
     async def stop_agent(self, agent_id: str) -> None:
         """Stop the agent (whole tree, gracefully) and return once it is gone.

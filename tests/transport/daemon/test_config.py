@@ -13,20 +13,20 @@ import yaml
 from supervisor import (
     AgentSpec,
     AgentType,
-    Config,
     ConfigError,
-    DaemonSpec,
     HealthCheckSpec,
     LogSpec,
     RestartPolicy,
     RestartSpec,
 )
-from supervisor._config import (
+from tests.transport.daemon.config_helpers import SEED_YAML, agent, issues_of, only_issue
+from transport.daemon._config import (
     LEGACY_IGNORED_WARNING,
     LEGACY_WARNING,
+    DaemonConfig as Config,
+    DaemonSpec,
     parse_config,
 )
-from tests.supervisor.config_helpers import SEED_YAML, agent, issues_of, only_issue
 
 # Defaults.
 

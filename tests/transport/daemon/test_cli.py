@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from supervisor._cli import EXIT_CODES, example_config_path, main
 from tests.supervisor.helpers import alive, kill_all
+from transport.daemon._cli import EXIT_CODES, example_config_path, main
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -106,7 +106,7 @@ def test_usage_errors_exit_2() -> None:
 
 def test_exit_codes_are_documented() -> None:
     """Every exit code is in the module docstring's table and in --help's epilog."""
-    import supervisor._cli as cli
+    import transport.daemon._cli as cli
 
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 6, 7, 75}
     for code in EXIT_CODES:
@@ -114,13 +114,13 @@ def test_exit_codes_are_documented() -> None:
 
 
 class Daemon:
-    """``python -m supervisor run`` as a real process."""
+    """``hostvisor run`` as a real process."""
 
     def __init__(self, config: Path, log: Path) -> None:
         self.log = log
         with log.open("ab") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "run", "--config", str(config)],
+                [sys.executable, "-m", "transport.daemon", "run", "--config", str(config)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
@@ -225,7 +225,7 @@ def test_daemon_stops_agents_on_exit_when_configured(
 def test_example_runs_from_a_fresh_directory(tmp_path: Path) -> None:
     """`run --example` works with nothing but this package, and SIGINT ends it cleanly."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "supervisor", "run", "--example"],
+        [sys.executable, "-m", "transport.daemon", "run", "--example"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -241,3 +241,79 @@ def test_example_runs_from_a_fresh_directory(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "received SIGINT; exiting" in err
     assert os.path.exists(tmp_path / ".hostvisor-example" / "state.json")
+
+
+def test_a_refused_second_daemon_leaves_the_first_ones_pid_file(
+    tmp_path: Path, pids_to_clean: list[int]
+) -> None:
+    """Exit 4 for the second daemon, and the running daemon's pid_file stays (defect 2)."""
+    work, starts = tmp_path / "work", tmp_path / "starts"
+    starts.mkdir()
+    config = tmp_path / "daemon.yaml"
+    pid_file = tmp_path / "run" / "hostvisor.pid"
+    write_config(config, work, [agent("a", starts)], pid_file=str(pid_file))
+    first = Daemon(config, tmp_path / "daemon1.log")
+    try:
+        wait_until(lambda: len(lines(starts / "a")) == 1, "the agent to start")
+        pids_to_clean.append(int(lines(starts / "a")[0]))
+        assert pid_file.read_text() == f"{first.proc.pid}\n"
+        second = Daemon(config, tmp_path / "daemon2.log")
+        assert second.proc.wait(timeout=60) == 4
+        assert pid_file.read_text() == f"{first.proc.pid}\n"
+    finally:
+        assert first.stop() == 0
+    assert not pid_file.exists()  # the daemon that wrote it removes it
+
+
+def test_sighup_applies_daemon_settings_it_can_and_names_the_others(
+    tmp_path: Path, pids_to_clean: list[int]
+) -> None:
+    """stop_agents_on_exit applies on SIGHUP; work_dir is named as needing a restart
+    (defect 5); start-up, spawn and stop are logged when they happen (defect 6)."""
+    work, starts = tmp_path / "work", tmp_path / "starts"
+    starts.mkdir()
+    config = tmp_path / "daemon.yaml"
+    write_config(config, work, [agent("a", starts)])
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_until(lambda: len(lines(starts / "a")) == 1, "the agent to start")
+        pid = int(lines(starts / "a")[0])
+        pids_to_clean.append(pid)
+        text = daemon.text()
+        assert f"work dir {work}" in text and f"configuration {config}" in text
+        assert f"pid {pid}" in text  # the spawned PID is logged
+        document = yaml.safe_load(config.read_text())
+        document["daemon"]["stop_agents_on_exit"] = True
+        document["daemon"]["pid_file"] = str(tmp_path / "new.pid")
+        config.write_text(yaml.safe_dump(document))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "stop_agents_on_exit is now true" in daemon.text(), "the reload")
+        assert "daemon.pid_file changed; it takes effect at the next start" in daemon.text()
+    finally:
+        assert daemon.stop() == 0
+    assert not alive(pid)  # the reloaded setting was applied at exit
+    text = daemon.text()
+    assert text.index("running -> stopping") < text.index("stopping -> stopped")
+
+
+def test_version_and_help_name_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version exists; --help names hostvisor, not python -m supervisor (defect 8)."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("hostvisor ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hostvisor") and "python -m supervisor" not in out
+
+
+@pytest.mark.parametrize("timeout", ["-5", "0", "nan", "inf", "soon"])
+def test_update_refuses_a_nonsense_timeout(
+    capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    """``update --timeout -5`` is a usage error with a reason, not a silent wait (defect 7)."""
+    with pytest.raises(SystemExit) as info:
+        main(["update", "--config", "x.yaml", "--timeout", timeout, "r.json"])
+    assert info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The daemon's updates end to end: `python -m supervisor run` and `update` as real
+"""The daemon's updates end to end: `hostvisor run` and `update` as real
 processes, a real artifact server on 127.0.0.1, real agents, real install directories.
 
 Every daemon started here is killed in a ``finally``, and so is every process left in the
@@ -24,10 +24,10 @@ import pytest
 import trio
 import yaml
 
-from supervisor._cli import EXIT_CODES, EXIT_RESTART, main
 from tests.supervisor.helpers import alive, wait_until
 from tests.updater.fault_server import FaultServer, serve
 from tests.updater.updater_testlib import PLATFORM, Signer, agent_script, make_signer
+from transport.daemon._cli import EXIT_CODES, EXIT_RESTART, main
 from updater import DaemonInstall, DownloadLimits, UpdateConfig, UpdateManager, UpdateRequest
 from updater._envelope import encode_keyring
 from updater._fs import read_link
@@ -133,7 +133,7 @@ class World:
     async def start_daemon(self, log: str = "daemon.log") -> trio.Process:
         with (self.tmp / log).open("ab") as stderr:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "supervisor", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "transport.daemon", "run", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
@@ -150,9 +150,9 @@ class World:
         return daemon
 
     async def update(self, request: Path, *extra: str) -> tuple[int, dict[str, Any] | None, str]:
-        """`python -m supervisor update`: its exit code, printed result, stderr."""
+        """`hostvisor update`: its exit code, printed result, stderr."""
         done = await trio.run_process(
-            [sys.executable, "-m", "supervisor", "update", "--config", str(self.config),
+            [sys.executable, "-m", "transport.daemon", "update", "--config", str(self.config),
              str(request), *(extra or ("--timeout", "60"))],
             capture_stdout=True,
             capture_stderr=True,
@@ -478,7 +478,7 @@ def test_check_config_reports_update_errors(
         "update.max_backups: expected an integer >= 1; got 0",
         "update.verify_timout: unknown key (did you mean 'verify_timeout'?)",
         "update.limits.deadline: not a duration: 'soon'",
-        "update.limits.max_bytes: expected an integer >= 1; got -1",
+        "update.limits.max_bytes: not a size: -1",
         "update.limits.colour: unknown key",
         "update.restart: expected one of exit, reexec; got 'reboot'",
         "update.daemon_trial: expected a duration > 0",
@@ -512,9 +512,9 @@ def test_restart_exit_code_is_the_updaters() -> None:
     assert os.EX_TEMPFAIL == EXIT_RESTART
 
 
-def test_the_core_does_not_import_the_updater() -> None:
+def test_the_daemon_imports_the_updater_only_when_needed() -> None:
     """Only the update wiring imports `updater`, and the CLI imports it only when needed."""
-    code = "import sys, supervisor, supervisor._cli; print('updater' in sys.modules)"
+    code = "import sys, transport.daemon; print('updater' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

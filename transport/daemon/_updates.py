@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-This is the only module of ``supervisor`` that imports ``updater``, and
-:mod:`supervisor._cli` imports it only for a configuration with an ``update:`` block and
-for the ``update`` command: the supervision core stays importable without it.
+The daemon's only module that imports ``updater``; :mod:`transport.daemon._cli` imports it
+only for a configuration with an ``update:`` block and for the ``update`` command, so a
+daemon without updates never loads the updater (nor ``cryptography``).
 
-**Configuration.** :func:`parse_update_settings` turns ``Config.update`` (kept verbatim by
+**Configuration.** :func:`parse_update_settings` turns ``DaemonConfig.update`` (kept verbatim by
 the loader) into :class:`updater.UpdateSettings` (the updater's keys, the updatable agents,
 ``install_root`` for self-update, ``restart``). Problems become
 :class:`~supervisor.ConfigError` issues with paths such as ``update.limits.deadline``, so
@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import updater
+from supervisor import AgentState, ConfigError, ConfigIssue
 from updater import (
     DaemonInstall,
     Outcome,
@@ -60,13 +61,13 @@ from updater import (
     UpdateSettings,
 )
 
-from ._errors import ConfigError, ConfigIssue, SupervisorError
-from ._lifecycle import AgentState
-from ._spec import Config
-from ._update_control import UpdateControl
+from ._control import UpdateControl
+from ._errors import DaemonError
 
 if TYPE_CHECKING:
-    from ._supervisor import Supervisor
+    from supervisor import Supervisor
+
+    from ._config import DaemonConfig
 
 __all__ = [
     "DaemonUpdates",
@@ -80,7 +81,7 @@ __all__ = [
     "submit_and_wait",
 ]
 
-logger = logging.getLogger("supervisor.updates")
+logger = logging.getLogger("hostvisor.updates")
 
 DAEMON_COMPONENT = "daemon"
 """The component name of the daemon's own install (as in ``updater``)."""
@@ -88,22 +89,22 @@ SPOOL_DIR = "updates"
 """The spool's directory under ``daemon.work_dir``."""
 
 
-class NoDaemonError(SupervisorError):
+class NoDaemonError(DaemonError):
     """No daemon holds the work directory's lock (or it exited while we waited)."""
 
 
-class RequestFileError(SupervisorError, ValueError):
+class RequestFileError(DaemonError, ValueError):
     """An update request file is unreadable or not a valid request."""
 
 
-class SpoolUnusableError(SupervisorError):
+class SpoolUnusableError(DaemonError):
     """The daemon's update spool is missing, not private, or cannot be written."""
 
 
 # --- configuration ----------------------------------------------------------------------
 
 
-def parse_update_settings(config: Config) -> UpdateSettings | None:
+def parse_update_settings(config: DaemonConfig) -> UpdateSettings | None:
     """Validate ``config.update``; None when it is empty (updates disabled).
 
     Relative paths are resolved against the configuration file's directory. Without

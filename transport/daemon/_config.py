@@ -1,0 +1,444 @@
+"""Loading and validating ``daemon.yaml`` (004 section 5): document in, :class:`DaemonConfig` out.
+
+Three layers, from pure to IO:
+
+* :func:`parse_config` validates a document that is already a Python mapping. It is
+  pure apart from resolving relative paths against a base directory and looking bare
+  command names up on ``PATH``. It never stops at the first problem: every section is
+  read as far as it can be, and all problems are raised together as one
+  :class:`~supervisor.ConfigError` whose issues carry paths such as
+  ``agents[1].restart.policy``. The ``daemon`` section is described here with the
+  schema tables of :mod:`supervisor.schema`; agent entries are built by the supervisor's
+  own builder (:func:`supervisor.schema.read_agents`); the ``manager``, ``collectors``
+  and ``update`` sections are kept verbatim here and validated by the modules that use
+  them (:mod:`transport.daemon._updates`, ...), whose problems carry their paths too.
+* :func:`check_paths` looks at the filesystem: binaries, agent config files, the work
+  directory, and the daemon's own files (``log_file``, ``pid_file``). It returns issues
+  instead of raising, so callers can combine them.
+* :func:`load_config` reads a YAML or TOML file and runs both, reporting the issues of
+  both at once. An empty file is refused: a daemon with nothing to supervise is almost
+  always a mistake (write ``agents: []`` to mean it).
+
+:func:`dump_config` is the inverse of :func:`parse_config`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import tomllib
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from supervisor import (
+    DEFAULT_WORK_DIR,
+    AgentSpec,
+    ConfigError,
+    ConfigIssue,
+    ConfigLoadError,
+    check_agent_paths,
+    dump_agent,
+)
+from supervisor.schema import (
+    BOOLEAN,
+    LOG_LEVEL,
+    PATH,
+    STRING,
+    Block,
+    Field,
+    Issues,
+    creatable_dir,
+    read_agents,
+    read_block,
+    show,
+    unknown_key,
+    write_block,
+)
+
+if TYPE_CHECKING:
+    import yaml
+
+__all__ = [
+    "DaemonConfig",
+    "DaemonSpec",
+    "check_paths",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+LEGACY_WARNING = "the single-agent 'agent' section is deprecated; use 'agents'"
+LEGACY_IGNORED_WARNING = (
+    "both 'agents' and the deprecated single-agent 'agent' section are present; 'agent' is ignored"
+)
+# The sections owned by sibling packages, kept verbatim.
+_VERBATIM = ("manager", "collectors", "update")
+_TOP_LEVEL = ("daemon", "manager", "agents", "agent_defaults", "collectors", "update", "agent")
+
+DAEMON: Mapping[str, Field | Block] = {
+    "id": Field("id", STRING),
+    "log_level": Field("log_level", LOG_LEVEL),
+    "log_file": Field("log_file", PATH),
+    "pid_file": Field("pid_file", PATH),
+    "work_dir": Field("work_dir", PATH),
+    "stop_agents_on_exit": Field("stop_agents_on_exit", BOOLEAN),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSpec:
+    """The seed's ``daemon`` section, plus ``stop_agents_on_exit``.
+
+    Attributes:
+        id: Node id; empty means generated.
+        log_level: debug, info, warning or error.
+        log_file: The daemon's own log file; None logs to stderr only.
+        pid_file: Where the daemon writes its PID; None disables.
+        work_dir: Runtime state: agent work dirs, logs, the state file (seed: /var/lib/daemon).
+        stop_agents_on_exit: Whether the daemon stops its agents when it exits (seed 3.1.2:
+            it does not).
+    """
+
+    id: str = ""
+    log_level: str = "info"
+    log_file: str | None = None
+    pid_file: str | None = None
+    work_dir: str = DEFAULT_WORK_DIR
+    stop_agents_on_exit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """A whole validated ``daemon.yaml``.
+
+    Attributes:
+        daemon: The ``daemon`` section.
+        agents: Every agent, in file order, with ``agent_defaults`` merged in.
+        manager: The ``manager`` section, kept verbatim for the transport package.
+        collectors: The ``collectors`` section, kept verbatim for the collectors package.
+        update: The ``update`` section, kept verbatim for the updater package.
+        warnings: Non-fatal remarks (deprecated single-agent format, etc.).
+        source: The file it was loaded from, if any.
+    """
+
+    daemon: DaemonSpec = field(default_factory=DaemonSpec)
+    agents: tuple[AgentSpec, ...] = ()
+    manager: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    collectors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    update: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
+    source: str | None = None
+
+    def agent(self, agent_id: str) -> AgentSpec:
+        """Return the agent with this id.
+
+        Raises:
+            KeyError: no such agent.
+        """
+        for spec in self.agents:
+            if spec.id == agent_id:
+                return spec
+        raise KeyError(agent_id)
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """What the parser found: the best-effort config, its issues, the agents to check."""
+
+    config: DaemonConfig
+    issues: Issues
+    checkable: list[tuple[str, AgentSpec]] = field(default_factory=list)
+
+
+def parse_config(
+    document: Mapping[str, Any], *, source: str | None = None, base_dir: str | None = None
+) -> DaemonConfig:
+    """Validate a configuration document and build the :class:`DaemonConfig` it describes.
+
+    Args:
+        document: The parsed file: a mapping with the sections ``daemon``, ``agents``,
+            ``agent_defaults``, ``manager``, ``collectors``, ``update`` and the
+            deprecated single-agent ``agent`` (used, with a warning, only when
+            ``agents`` is absent or null). A null value anywhere means "not set".
+        source: Where the document came from; stored in :attr:`DaemonConfig.source` and
+            named in the error.
+        base_dir: The directory relative paths are resolved against (default: the
+            current directory).
+
+    Returns:
+        The validated configuration, with defaults applied, ``agent_defaults`` merged
+        into every agent and every path absolute.
+
+    Raises:
+        ConfigError: The document is invalid; :attr:`ConfigError.issues` lists every
+            problem found, each with its path in the document.
+    """
+    parsed = _parse(document, source=source, base_dir=base_dir)
+    if parsed.issues.items:
+        raise ConfigError(parsed.issues.items, source=source)
+    return parsed.config
+
+
+def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Parsed:
+    issues = Issues()
+    if not isinstance(document, Mapping):
+        issues.add("", f"expected a mapping; got {show(document)}")
+        return _Parsed(DaemonConfig(source=source), issues)
+    base = os.path.abspath(base_dir if base_dir is not None else os.getcwd())
+    for key in document:
+        if key not in _TOP_LEVEL:
+            issues.add(str(key), unknown_key(key, _TOP_LEVEL))
+
+    daemon_layer = read_block(document.get("daemon"), "daemon", DAEMON, base, issues)
+    daemon = DaemonSpec(**_attrs(daemon_layer, DAEMON))
+    verbatim = {name: _verbatim(document.get(name), name, issues) for name in _VERBATIM}
+
+    warnings: list[str] = []
+    agents = document.get("agents")
+    legacy = agents is None and document.get("agent") is not None
+    if agents is not None and document.get("agent") is not None:
+        warnings.append(LEGACY_IGNORED_WARNING)
+    if legacy:
+        warnings.append(LEGACY_WARNING)
+    built = read_agents(
+        document["agent"] if legacy else agents,
+        document.get("agent_defaults"),
+        base=base,
+        work_dir=daemon.work_dir,
+        issues=issues,
+        path="agent" if legacy else "agents",
+        single=legacy,
+    )
+    config = DaemonConfig(
+        daemon=daemon,
+        agents=tuple(spec for _, spec in built),
+        warnings=tuple(warnings),
+        source=source,
+        **verbatim,
+    )
+    return _Parsed(config, issues, built)
+
+
+def _attrs(layer: Mapping[str, Any], fields: Mapping[str, Field | Block]) -> dict[str, Any]:
+    """Rename a flat layer's keys to the spec's attribute names."""
+    return {fields[key].attr: value for key, value in layer.items() if value is not None}
+
+
+def _verbatim(value: object, name: str, issues: Issues) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        issues.add(name, f"expected a mapping; got {show(value)}")
+        return MappingProxyType({})
+    return MappingProxyType(_plain(value, {}))
+
+
+def _plain(value: Any, memo: dict[int, Any]) -> Any:
+    """A copy made of dicts and lists (YAML anchors may make it cyclic; so may the copy)."""
+    if isinstance(value, Mapping | list | tuple):
+        if id(value) in memo:
+            return memo[id(value)]
+        if isinstance(value, Mapping):
+            mapping: dict[Any, Any] = memo.setdefault(id(value), {})
+            mapping.update((key, _plain(item, memo)) for key, item in value.items())
+            return mapping
+        sequence: list[Any] = memo.setdefault(id(value), [])
+        sequence.extend(_plain(item, memo) for item in value)
+        return sequence
+    return value
+
+
+def check_paths(config: DaemonConfig) -> list[ConfigIssue]:
+    """Check what :func:`parse_config` cannot: the files and directories on this machine.
+
+    For every enabled agent: the binary exists, is a regular file and is executable;
+    the config file, if given, exists; the work directory exists and is writable or
+    can be created (its nearest existing ancestor is a writable directory). The
+    daemon's work directory likewise. Nothing is created.
+
+    Args:
+        config: A validated configuration.
+
+    Returns:
+        The problems found, with paths such as ``agents[2].binary_path``; empty if none.
+    """
+    legacy = LEGACY_WARNING in config.warnings and len(config.agents) == 1
+    labels = ["agent"] if legacy else [f"agents[{index}]" for index in range(len(config.agents))]
+    return _check_paths(config.daemon, zip(labels, config.agents, strict=True))
+
+
+def _check_paths(
+    daemon: DaemonSpec, agents: Iterable[tuple[str, AgentSpec]]
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    problem = creatable_dir(daemon.work_dir)
+    if problem is not None:
+        issues.append(ConfigIssue("daemon.work_dir", problem))
+    for key in ("log_file", "pid_file"):
+        path = getattr(daemon, key)
+        if path is not None:
+            problem = _writable_file(path)
+            if problem is not None:
+                issues.append(ConfigIssue(f"daemon.{key}", problem))
+    issues.extend(check_agent_paths(agents))
+    return issues
+
+
+def _writable_file(path: str) -> str | None:
+    """Why the daemon could not create or write a file at ``path``; None if it can."""
+    try:
+        status = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return creatable_dir(os.path.dirname(path) or ".")
+    except OSError as exc:
+        return f"cannot be accessed: {path!r} ({exc.strerror or exc})"
+    if stat.S_ISDIR(status.st_mode):
+        return f"is a directory, not a file: {path!r}"
+    if not os.access(path, os.W_OK):
+        return f"not writable: {path!r}"
+    return None
+
+
+def load_config(path: str | os.PathLike[str], *, work_dir: str | None = None) -> DaemonConfig:
+    """Read, validate and check a configuration file.
+
+    Args:
+        path: A YAML (``.yaml``, ``.yml``) or TOML (``.toml``) file. Relative paths in
+            it are resolved against the file's directory.
+        work_dir: Replaces ``daemon.work_dir`` before validation (the command line's
+            override), resolved against the current directory; agents' default work
+            directories follow it.
+
+    Returns:
+        The validated configuration; :attr:`DaemonConfig.source` is ``path``.
+
+    Raises:
+        ConfigLoadError: The file cannot be read or is not valid YAML or TOML (the
+            message gives the line and column the parser reports).
+        ConfigError: The document is invalid or :func:`check_paths` found problems;
+            all of them are listed together.
+    """
+    source = os.fspath(path)
+    document = _read_document(source)
+    if work_dir is not None and isinstance(document, Mapping):
+        daemon = document.get("daemon")
+        if daemon is None or isinstance(daemon, Mapping):  # else parse_config reports it
+            daemon = {**(daemon or {}), "work_dir": os.path.abspath(work_dir)}
+            document = {**document, "daemon": daemon}
+    base_dir = os.path.dirname(os.path.abspath(source))
+    parsed = _parse(document, source=source, base_dir=base_dir)
+    issues = parsed.issues.items
+    bad_work_dir = parsed.issues.has("daemon.work_dir")
+    for issue in _check_paths(parsed.config.daemon, parsed.checkable):
+        # Where a value was invalid, a default stands in for it: checking that is noise.
+        # Agents' default work dirs derive from daemon.work_dir.
+        if not parsed.issues.has(issue.path) and not (
+            bad_work_dir and issue.path.endswith(".work_dir")
+        ):
+            issues.append(issue)
+    if issues:
+        raise ConfigError(issues, source=source)
+    return parsed.config
+
+
+def _read_document(source: str) -> object:
+    suffix = os.path.splitext(source)[1].lower()
+    if suffix not in (".yaml", ".yml", ".toml"):
+        message = f"unsupported file type {suffix!r}; expected .yaml, .yml or .toml"
+        raise ConfigLoadError([ConfigIssue("", message)], source=source)
+    try:
+        with open(source, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        message = f"cannot read the file: {exc.strerror or exc}"
+        raise ConfigLoadError([ConfigIssue("", message)], source=source) from exc
+    if _only_comments(data):
+        message = "the file is empty; write 'agents: []' for a daemon with no agents"
+        raise ConfigLoadError([ConfigIssue("", message)], source=source)
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            # TOMLDecodeError's message ends with "(at line L, column C)".
+            raise ConfigLoadError([ConfigIssue("", f"invalid TOML: {exc}")], source=source) from exc
+    return _load_yaml(data, source)
+
+
+def _load_yaml(data: bytes, source: str) -> object:
+    import yaml  # imported here: it costs memory the daemon's hot path does not need
+
+    try:
+        document = yaml.load(data, Loader=_unique_key_loader())  # a SafeLoader: no objects
+    except yaml.MarkedYAMLError as exc:
+        where = ""
+        if exc.problem_mark is not None:
+            where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+        message = f"invalid YAML{where}: {exc.problem or exc}"
+        raise ConfigLoadError([ConfigIssue("", message)], source=source) from exc
+    except yaml.YAMLError as exc:  # e.g. bytes that are not UTF-8; the message has the position
+        raise ConfigLoadError([ConfigIssue("", f"invalid YAML: {exc}")], source=source) from exc
+    if document is None:  # comments only, or "---"
+        message = "the document is empty; write 'agents: []' for a daemon with no agents"
+        raise ConfigLoadError([ConfigIssue("", message)], source=source)
+    return document
+
+
+def _only_comments(data: bytes) -> bool:
+    return all(not line.strip() or line.lstrip().startswith(b"#") for line in data.splitlines())
+
+
+@functools.cache
+def _unique_key_loader() -> type[yaml.SafeLoader]:
+    """yaml.SafeLoader, except that a key repeated in one mapping is an error.
+
+    PyYAML keeps the last of two equal keys; a second ``restart:`` block in an agent
+    would silently replace the first.
+    """
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(
+            self, node: yaml.MappingNode, deep: bool = False
+        ) -> dict[Hashable, Any]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue  # "<<" merges may override keys: that is their purpose
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def dump_config(config: DaemonConfig) -> dict[str, Any]:
+    """Write a configuration back as a plain document.
+
+    Every agent is written in full (defaults and ``agent_defaults`` already merged in,
+    ``args`` and ``work_dir`` explicit); durations are strings such as ``"1h30m"``,
+    enums their values and signals names such as ``"TERM"``; None values are left out.
+    The result can be written with ``tomli_w`` or ``yaml.safe_dump``.
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        A document from which :func:`parse_config` builds a configuration equal to
+        ``config`` (apart from ``warnings`` and ``source``).
+    """
+    document: dict[str, Any] = {
+        "daemon": write_block(config.daemon, DAEMON),
+        "agents": [dump_agent(spec) for spec in config.agents],
+    }
+    for name in _VERBATIM:
+        section: Mapping[str, Any] = getattr(config, name)
+        if section:
+            document[name] = _plain(section, {})
+    return document
