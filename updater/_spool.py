@@ -18,6 +18,12 @@ sees half a request or half a result. The daemon answers a request by writing it
 scan finds a request that already has a result and only finishes the move, so no request is
 ever run twice. Requests are taken oldest first.
 
+Answered requests do not pile up: after every answer (and when the daemon creates the spool
+at its start) :meth:`Spool.prune` keeps the newest :data:`~updater._retention.KEEP_ANSWERED`
+(100) answered requests with their results, collected or not, and removes any older than
+:data:`~updater._retention.MAX_AGE_S` (7 days); a temp file untouched for an hour was left by
+a killed writer and is removed too. Pending requests are never removed.
+
 The directory is trusted only if it is a real directory (not a symlink) owned by the
 effective user and not writable by group or others; the same holds for every request file
 (which is also opened without following links and size-capped), because whoever can drop a
@@ -37,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import Reason, SpoolError, VerificationError
-from ._fs import atomic_write, fsync_dir
+from ._fs import TEMP_PREFIX, atomic_write, fsync_dir
 from ._request import UpdateRequest, UpdateResult
+from ._retention import KEEP_ANSWERED, MAX_AGE_S, forgotten, stale
 
 __all__ = ["MAX_REQUEST_BYTES", "Spool"]
 
@@ -55,19 +62,32 @@ class Spool:
 
     Args:
         directory: The spool directory (``{work_dir}/updates`` for the daemon).
+        keep_answered: Answered requests kept (see :meth:`prune`).
+        max_age_s: Age from which answered requests are removed.
+        wall_clock: Unix time (``time.time``), compared with the files' mtimes.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep_answered: int = KEEP_ANSWERED,
+        max_age_s: float = MAX_AGE_S,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.directory = directory
         self.done = directory / "done"
+        self.keep_answered = keep_answered
+        self.max_age_s = max_age_s
+        self.wall_clock = wall_clock
 
     # --- the directory -------------------------------------------------------------------
 
     def create(self) -> None:
-        """Create the spool (mode 0700) if missing, then :meth:`check` it.
+        """Create the spool (mode 0700) if missing, then :meth:`check` and :meth:`prune` it.
 
         Raises:
-            SpoolError: It cannot be created, or is not private.
+            SpoolError: It cannot be created, is not private, or cannot be pruned.
         """
         for directory in (self.directory, self.done):
             try:
@@ -75,6 +95,55 @@ class Spool:
             except OSError as exc:
                 raise SpoolError(f"cannot create the spool {directory}: {exc}") from exc
         self.check()
+        try:
+            self.prune()
+        except OSError as exc:
+            raise SpoolError(f"cannot prune the spool {self.directory}: {exc}") from exc
+
+    def prune(self) -> list[Path]:
+        """Remove old answers: keep the newest ``keep_answered`` answered requests (with
+        their results, collected or not), none older than ``max_age_s``; and temp files a
+        killed writer left (untouched for an hour). Pending requests are never removed.
+
+        Returns:
+            The files removed.
+
+        Raises:
+            OSError: A file could not be removed (one that vanished meanwhile is fine).
+        """
+        now = self.wall_clock()
+        answered: dict[str, float] = {}
+        files: dict[str, list[Path]] = {}
+        waiting: set[str] = set()
+        removed: list[Path] = []
+        for directory in (self.directory, self.done):
+            for entry in os.scandir(directory):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                modified = entry.stat(follow_symlinks=False).st_mtime
+                if entry.name.startswith(TEMP_PREFIX):
+                    if stale(modified, now=now):
+                        removed += _unlink(Path(entry.path))
+                    continue
+                name = entry.name.removesuffix(_RESULT_SUFFIX).removesuffix(_REQUEST_SUFFIX)
+                if not _NAME.match(name):
+                    continue
+                files.setdefault(name, []).append(Path(entry.path))
+                if directory == self.done or entry.name.endswith(_RESULT_SUFFIX):
+                    answered[name] = max(answered.get(name, modified), modified)
+                else:
+                    waiting.add(name)  # not yet moved to done/: pending() finishes it
+        for name in waiting:
+            answered.pop(name, None)
+        doomed = forgotten(answered, now=now, keep=self.keep_answered, max_age_s=self.max_age_s)
+        for name in sorted(doomed):
+            for path in files[name]:
+                if path.parent == self.done or path.name.endswith(_RESULT_SUFFIX):
+                    removed += _unlink(path)
+        if removed:
+            fsync_dir(self.done)
+            fsync_dir(self.directory)
+        return removed
 
     def check(self) -> None:
         """Refuse a spool that someone other than us could write to.
@@ -251,6 +320,10 @@ class Spool:
         data = json.dumps(result.to_dict(), indent=1).encode()
         atomic_write(self.result_path(name), data, mode=0o600)
         _move(self.request_path(name), self.done / self.request_path(name).name)
+        try:
+            self.prune()
+        except OSError:
+            pass  # the answer is written; the next answer or start prunes again
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -280,6 +353,15 @@ def _check_private(
     if info.st_mode & 0o022:
         mode = stat.S_IMODE(info.st_mode)
         raise SpoolError(f"{what} {path} is writable by group or others (mode {mode:04o})")
+
+
+def _unlink(path: Path) -> list[Path]:
+    """Remove ``path``; a file already gone (collected meanwhile) is fine."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    return [path]
 
 
 def _move(source: Path, dest: Path) -> None:

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from updater import Reason, Spool, SpoolError, UpdateRequest, UpdateResult, VerificationError
+from updater._retention import forgotten
 
 REQUEST = UpdateRequest(
     component="agent",
@@ -151,3 +153,113 @@ def test_request_round_trip() -> None:
 def test_names_are_checked(spool: Spool) -> None:
     with pytest.raises(ValueError, match="not a spool request name"):
         spool.request_path("../escape")
+
+
+# --- retention: answered requests do not pile up ------------------------------------------
+
+
+@pytest.fixture
+def now_s(tmp_path: Path) -> float:
+    """The spool's wall clock in these tests: the time files get when written now."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    return probe.stat().st_mtime
+
+
+def _answer(spool: Spool, age_s: float, *, collect: bool) -> str:
+    """Submit and answer a request whose files are ``age_s`` old."""
+    name = spool.submit(REQUEST)
+    spool.finish(name, UpdateResult(False, "1.1.0", "1.2.0", error="x"))
+    if collect:
+        spool.collect(name)
+    for path in (*spool.done.iterdir(), *spool.directory.iterdir()):
+        if path.name.startswith(name):
+            now = spool.wall_clock()
+            os.utime(path, (now - age_s, now - age_s))
+    return name
+
+
+def _names(spool: Spool) -> set[str]:
+    files = (*spool.done.iterdir(), *spool.directory.iterdir())
+    return {p.name.split(".")[0] for p in files if p.name.startswith("req-")}
+
+
+def test_answers_are_kept_up_to_a_count(tmp_path: Path, now_s: float) -> None:
+    """Of 8 answered requests (collected or not) only the newest 3 stay; a pending one
+    stays whatever its age."""
+    spool = Spool(tmp_path / "updates", keep_answered=3, wall_clock=lambda: now_s)
+    spool.create()
+    answered = [_answer(spool, age_s=100.0 - i, collect=i % 2 == 0) for i in range(8)]
+    pending = spool.submit(REQUEST)
+    os.utime(spool.request_path(pending), (0, 0))
+    spool.prune()
+    assert _names(spool) == {*answered[-3:], pending}
+    assert spool.pending() == [pending]
+
+
+def test_answers_older_than_the_age_limit_go(tmp_path: Path, now_s: float) -> None:
+    spool = Spool(tmp_path / "updates", max_age_s=3600.0, wall_clock=lambda: now_s)
+    spool.create()
+    old = _answer(spool, age_s=3601.0, collect=False)
+    young = _answer(spool, age_s=3599.0, collect=True)
+    spool.prune()
+    assert _names(spool) == {young}
+    assert spool.result(old) is None
+
+
+def test_every_answer_prunes(tmp_path: Path, now_s: float) -> None:
+    """The daemon need not call prune: finish() does (and create(), at the daemon's start)."""
+    spool = Spool(tmp_path / "updates", keep_answered=2, wall_clock=lambda: now_s)
+    spool.create()
+    names = [_answer(spool, age_s=10.0 - i, collect=False) for i in range(5)]
+    assert _names(spool) == set(names[-2:])  # each finish() pruned
+    spool.finish(spool.submit(REQUEST), UpdateResult(True, "1", "2"))
+    assert names[0] not in _names(spool)
+    assert len(_names(spool)) == 2
+
+
+def test_half_answered_request_is_never_pruned_into_a_rerun(tmp_path: Path, now_s: float) -> None:
+    """A crash between writing the result and moving the request, long ago: pruning must not
+    delete the result, or the next scan would run the request again."""
+    spool = Spool(tmp_path / "updates", max_age_s=60.0, wall_clock=lambda: now_s)
+    spool.create()
+    name = spool.submit(REQUEST)
+    spool.result_path(name).write_text(json.dumps({"success": True}))
+    for path in (spool.request_path(name), spool.result_path(name)):
+        os.utime(path, (0, 0))
+    spool.create()  # the daemon's next start prunes
+    assert spool.pending() == []
+    assert spool.collect(name) == {"success": True}
+
+
+def test_abandoned_temp_files_go(tmp_path: Path, now_s: float) -> None:
+    spool = Spool(tmp_path / "updates", wall_clock=lambda: now_s)
+    spool.create()
+    abandoned = spool.directory / ".hostvisor-tmp-req-a.json-1"
+    writing = spool.done / ".hostvisor-tmp-req-b.result.json-2"
+    for path, age in ((abandoned, 3600.0), (writing, 60.0)):
+        path.write_text("{")
+        os.utime(path, (now_s - age, now_s - age))
+    spool.prune()
+    assert not abandoned.exists()
+    assert writing.exists()
+
+
+@given(
+    st.dictionaries(st.from_regex(r"\Areq-[0-9a-f]{4}\Z"), st.floats(0, 1000), max_size=30),
+    st.integers(0, 40),
+    st.floats(1, 2000),
+)
+def test_forgotten_keeps_the_newest_young_ones(
+    answered: dict[str, float], keep: int, max_age_s: float
+) -> None:
+    """What stays is exactly the newest ``keep`` answers younger than ``max_age_s``."""
+    now = 1000.0
+    gone = forgotten(answered, now=now, keep=keep, max_age_s=max_age_s)
+    kept = set(answered) - gone
+    assert len(kept) <= keep
+    assert all(now - answered[name] < max_age_s for name in kept)
+    for name in gone:  # a removed one is old, or every kept one is at least as new
+        assert now - answered[name] >= max_age_s or (
+            len(kept) == keep and all(answered[k] >= answered[name] for k in kept)
+        )
