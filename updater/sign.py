@@ -57,6 +57,7 @@ from ._envelope import (
     encode_envelope,
     encode_keyring,
     encode_statement,
+    format_time,
     key_id,
     pae,
 )
@@ -200,7 +201,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except UpdaterError as exc:
         print(f"REFUSED {exc.code} {exc}", file=sys.stderr)
         return 1
-    print(f"OK signed by {verified.keyid}: {verified.statement}")
+    st = verified.statement
+    print(
+        f"OK signed by {verified.keyid}: {st.component} {st.version} for {st.platform},"
+        f" counter {st.counter}, sha256 {st.sha256}, {st.length} bytes,"
+        f" expires {format_time(st.expires)}"
+    )
     return 0
 
 

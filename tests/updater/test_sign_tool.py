@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,8 @@ def test_keyring_sign_verify_round_trip(keys: Path, capsys: pytest.CaptureFixtur
     status, out, _ = run(capsys, *common, "--component", "agent", str(artifact))
     assert status == 0
     assert out.startswith("OK")
+    assert re.search(r"expires \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", out.strip()), out
+    assert f"expires={statement.expires}" not in out  # never as epoch seconds
     status, _, err = run(capsys, *common, "--component", "daemon", str(artifact))
     assert status == 1
     assert "component_mismatch" in err
