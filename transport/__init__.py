@@ -1,3 +1,210 @@
-"""gRPC transport between the daemon and the Manager (the seeds' DaemonService and
-ManagerService contracts). It wires `supervisor`, `collectors` and `updater` to the
-Manager; nothing imports it. Its services arrive with the transport issue."""
+"""gRPC transport between hostvisor's daemon and the Manager.
+
+The package that wires ``supervisor``, ``collectors`` and ``updater`` to the network;
+nothing imports it. Its parts:
+
+* The contracts: ``transport/protos`` holds the original system's two services exactly
+  (``manager.ManagerService`` and ``proto.DaemonService``, wire-compatible with the
+  original Go daemon and Manager) and our additions (``hostvisor.v1.HostvisorService``).
+  The generated message modules are :data:`manager_pb2`, :data:`daemon_pb2` and
+  :data:`hostvisor_pb2`; :class:`ManagerService`, :class:`DaemonService` and
+  :class:`HostvisorService` hold each service's typed method descriptors.
+* Conversions (pure): small frozen records (:class:`AgentInfoRecord`,
+  :class:`MetricPoint`, ...) and functions to and from the messages; invalid input
+  raises :class:`InvalidMessageError` naming the field.
+* The bridge between Trio and grpc.aio: :func:`open_grpc_loop`, then
+  :func:`serve_grpc` with :func:`unary_route` / :func:`stream_route` handlers written as
+  Trio coroutines, and :func:`open_channel` for calls. Errors from the other side arrive
+  as :class:`RemoteError`; a handler answers a status by raising :class:`StatusError`.
+
+The bridge's names are loaded on first use, so that importing ``transport`` (or the
+daemon program in ``transport.daemon``) does not load grpc (about 11 MiB) until gRPC is
+actually served or called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._convert import (
+    DEFAULT_LOG_LINES as DEFAULT_LOG_LINES,
+    DEFAULT_METRICS_DURATION_S as DEFAULT_METRICS_DURATION_S,
+    MAX_LOG_LINES as MAX_LOG_LINES,
+    UPDATE_ID_METADATA_KEY as UPDATE_ID_METADATA_KEY,
+    AgentInfoRecord as AgentInfoRecord,
+    AgentStateRecord as AgentStateRecord,
+    AgentStatus as AgentStatus,
+    LogRequest as LogRequest,
+    MetricPoint as MetricPoint,
+    NodeRegistration as NodeRegistration,
+    Operation as Operation,
+    OperationRequest as OperationRequest,
+    ResourcePoint as ResourcePoint,
+    StateChange as StateChange,
+    agent_detail_from_supervisor as agent_detail_from_supervisor,
+    agent_info_from_message as agent_info_from_message,
+    agent_info_from_supervisor as agent_info_from_supervisor,
+    agent_info_to_message as agent_info_to_message,
+    agent_state_from_message as agent_state_from_message,
+    agent_state_to_message as agent_state_to_message,
+    metric_from_message as metric_from_message,
+    metric_to_message as metric_to_message,
+    operation_request_from_message as operation_request_from_message,
+    operation_request_to_message as operation_request_to_message,
+    parse_agent_status as parse_agent_status,
+    parse_follow_request as parse_follow_request,
+    parse_log_request as parse_log_request,
+    parse_metrics_request as parse_metrics_request,
+    parse_operation as parse_operation,
+    registration_from_message as registration_from_message,
+    registration_to_message as registration_to_message,
+    resource_point_from_message as resource_point_from_message,
+    resource_point_to_message as resource_point_to_message,
+    state_change_from_message as state_change_from_message,
+    state_change_to_message as state_change_to_message,
+)
+from ._errors import (
+    InvalidMessageError as InvalidMessageError,
+    ListenError as ListenError,
+    RemoteError as RemoteError,
+    StatusCode as StatusCode,
+    StatusError as StatusError,
+    TransportError as TransportError,
+)
+from ._pb import daemon_pb2 as daemon_pb2, manager_pb2 as manager_pb2
+from ._pb._methods import StreamMethod as StreamMethod, UnaryMethod as UnaryMethod
+from ._pb.daemon_rpc import DaemonService as DaemonService
+from ._pb.hostvisor.v1 import hostvisor_pb2 as hostvisor_pb2
+from ._pb.hostvisor.v1.hostvisor_rpc import HostvisorService as HostvisorService
+from ._pb.manager_rpc import ManagerService as ManagerService
+
+if TYPE_CHECKING:
+    from ._bridge import (
+        CLOSE_TIMEOUT_S as CLOSE_TIMEOUT_S,
+        CallContext as CallContext,
+        Channel as Channel,
+        ClientTls as ClientTls,
+        Listener as Listener,
+        Metadata as Metadata,
+        Reply as Reply,
+        ResponseStream as ResponseStream,
+        Route as Route,
+        Send as Send,
+        ServerTls as ServerTls,
+        StreamHandler as StreamHandler,
+        UnaryHandler as UnaryHandler,
+        open_channel as open_channel,
+        open_grpc_loop as open_grpc_loop,
+        serve_grpc as serve_grpc,
+        stream_route as stream_route,
+        unary_route as unary_route,
+    )
+
+_BRIDGE = frozenset(
+    {
+        "CLOSE_TIMEOUT_S",
+        "CallContext",
+        "Channel",
+        "ClientTls",
+        "Listener",
+        "Metadata",
+        "Reply",
+        "ResponseStream",
+        "Route",
+        "Send",
+        "ServerTls",
+        "StreamHandler",
+        "UnaryHandler",
+        "open_channel",
+        "open_grpc_loop",
+        "serve_grpc",
+        "stream_route",
+        "unary_route",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    """Load the bridge (and with it grpc and trio-asyncio) when one of its names is used."""
+    if name in _BRIDGE:
+        from . import _bridge
+
+        value: object = getattr(_bridge, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'transport' has no attribute {name!r}")
+
+
+__all__ = [
+    # errors
+    "TransportError",
+    "StatusError",
+    "RemoteError",
+    "InvalidMessageError",
+    "ListenError",
+    "StatusCode",
+    # contracts: generated messages and typed method descriptors
+    "manager_pb2",
+    "daemon_pb2",
+    "hostvisor_pb2",
+    "ManagerService",
+    "DaemonService",
+    "HostvisorService",
+    "UnaryMethod",
+    "StreamMethod",
+    # the bridge: loop, server, client
+    "open_grpc_loop",
+    "serve_grpc",
+    "Listener",
+    "ServerTls",
+    "Route",
+    "unary_route",
+    "stream_route",
+    "UnaryHandler",
+    "StreamHandler",
+    "Send",
+    "CallContext",
+    "open_channel",
+    "Channel",
+    "ClientTls",
+    "Reply",
+    "ResponseStream",
+    "Metadata",
+    "CLOSE_TIMEOUT_S",
+    # domain records and conversions
+    "AgentStatus",
+    "Operation",
+    "AgentInfoRecord",
+    "AgentStateRecord",
+    "StateChange",
+    "OperationRequest",
+    "LogRequest",
+    "NodeRegistration",
+    "MetricPoint",
+    "ResourcePoint",
+    "parse_agent_status",
+    "parse_operation",
+    "agent_info_to_message",
+    "agent_info_from_message",
+    "agent_info_from_supervisor",
+    "agent_detail_from_supervisor",
+    "agent_state_to_message",
+    "agent_state_from_message",
+    "state_change_to_message",
+    "state_change_from_message",
+    "operation_request_to_message",
+    "operation_request_from_message",
+    "parse_log_request",
+    "parse_follow_request",
+    "parse_metrics_request",
+    "registration_to_message",
+    "registration_from_message",
+    "metric_to_message",
+    "metric_from_message",
+    "resource_point_to_message",
+    "resource_point_from_message",
+    "DEFAULT_LOG_LINES",
+    "MAX_LOG_LINES",
+    "DEFAULT_METRICS_DURATION_S",
+    "UPDATE_ID_METADATA_KEY",
+]

@@ -1,0 +1,1 @@
+"""Generated package (python -m transport._pb.regen). DO NOT EDIT."""
