@@ -6,7 +6,10 @@ Theory of operation
 agent is started (and in-process, when an update is cancelled). It first removes what a
 killed process may have left half-written: temp files in the state directory (a journal or
 record being replaced), staged downloads and unpacked versions no journal refers to. Then,
-if a journal is open, it runs the plan's :func:`~updater._plan.recover` decision.
+if a journal is open, it runs the plan's :func:`~updater._plan.recover` decision. Last, it
+prunes every single-file agent's backups to ``max_backups`` and removes any other file in
+its backup directory (left by a crash, or by older releases of this code), sparing whatever
+a still-open journal names.
 
 Making the *files* right is half the job: a process started from a version that recovery
 undid may still be running (the daemon was killed during a trial and left its agents
@@ -35,7 +38,7 @@ from ._errors import Reason, RollbackError
 from ._executor import observe
 from ._fs import clean_temp, discard, read_link, sha256_file
 from ._layout import sweep_versions
-from ._plan import Journal, Outcome, Phase, recover
+from ._plan import Journal, Outcome, Phase, Prune, recover
 
 if TYPE_CHECKING:
     from ._config import AgentTarget
@@ -183,6 +186,7 @@ def recover_locked(manager: UpdateManager) -> RecoveryReport | None:
         if agent.install_root is not None:
             sweep_versions(agent.install_root, agent.component, store, journal)
     if journal is None:
+        executor.run_all(_prune_backups(manager, None))
         return None
     clean_temp(Path(journal.target).parent)
     decision = recover(journal, observe(journal), now=manager.wall_clock(), keep=config.max_backups)
@@ -192,6 +196,7 @@ def recover_locked(manager: UpdateManager) -> RecoveryReport | None:
     except RollbackError as exc:
         exc.journal = journal
         raise
+    executor.run_all(_prune_backups(manager, store.read_journal()))
     if decision.outcome is Outcome.ROLLED_BACK:
         version = (executor.restored or journal.old).version
     elif decision.outcome is Outcome.ABORTED:
@@ -210,6 +215,19 @@ def recover_locked(manager: UpdateManager) -> RecoveryReport | None:
         )
     return RecoveryReport(
         journal.component, decision.outcome, decision.reason, version, journal.phase, agents
+    )
+
+
+def _prune_backups(manager: UpdateManager, journal: Journal | None) -> tuple[Prune, ...]:
+    """Prune every single-file agent's backups to ``max_backups`` and sweep its backup
+    directory (leftovers of crashes or of older code), sparing what ``journal`` names."""
+    named = [] if journal is None else [journal.old, journal.new, *journal.fallbacks]
+    protect = frozenset(release.path for release in named)
+    keep, root = manager.config.max_backups, manager.config.backup_dir
+    return tuple(
+        Prune(agent.component, keep, protect, str(root / agent.component))
+        for agent in manager.agents.values()
+        if agent.install_root is None
     )
 
 

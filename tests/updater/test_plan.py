@@ -382,3 +382,47 @@ def test_journal_round_trip(
 def test_journal_refuses_other_documents() -> None:
     with pytest.raises(ValueError, match="journal"):
         Journal.from_bytes(b'{"spec": 9}')
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One update in a series: how its trial ends, and where (if anywhere) it crashes."""
+
+    trial_ok: bool
+    crash_at: int | None
+
+
+@PROPS
+@given(st.lists(st.builds(Attempt, st.booleans(), st.none() | st.integers(0, 12)), max_size=12))
+def test_backups_never_exceed_keep_however_updates_end(attempts: list[Attempt]) -> None:
+    """Whatever a series of updates of one file does (commit, roll back, crash anywhere and
+    be finished by the next start), once each is over at most ``keep`` backup files remain,
+    each a recorded, intact backup: stray files there (from a crash, or older code) are
+    swept too."""
+    m = Model(kind=Kind.FILE)
+    m.files.update({"/t": "V0", "/backups/stray-from-old-code.bin": "JUNK"})
+    version = Release("v0", 0, h("V0"), "")
+    for i, attempt in enumerate(attempts, start=1):
+        old = Release(version.version, version.counter, version.sha256, f"/backups/{i}.bin")
+        m.files[f"/staged{i}"] = f"V{i}"
+        new = Release(f"v{i}", i, h(f"V{i}"), f"/staged{i}")
+        journal = Journal(
+            str(i), "agent", Kind.FILE, "/t", old, new, fallbacks=tuple(reversed(m.backups))
+        )
+        sc = Scenario(Kind.FILE, False, False, False, attempt.trial_ok, attempt.crash_at, ())
+        m.crash_in = attempt.crash_at
+        try:
+            update_flow(m, sc, journal)
+        except Crash:
+            m.crash_in = None
+            restart(m, [])
+            # Every start prunes each file agent's backups, journal or not (recover_locked).
+            m.run([Prune("agent", KEEP, frozenset(), "/backups")])
+        m.files.pop(f"/staged{i}", None)  # a crash before the journal: the start sweeps it
+        assert m.journal is None
+        content = m.files["/t"]
+        version = new if content == f"V{i}" else version
+        stored = sorted(p for p in m.files if p.startswith("/backups/"))
+        assert stored == sorted(b.path for b in m.backups)
+        assert len(stored) <= KEEP
+        assert all(h(m.files[b.path]) == b.sha256 for b in m.backups)
