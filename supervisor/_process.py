@@ -35,7 +35,7 @@ import trio
 
 from ._errors import SpawnError
 from ._machine import ExitStatus
-from ._proc import Markers, children_of, read_markers, read_stat, scan_marked, tree_below
+from ._proc import children_of, read_markers, read_stat, tree_below
 
 __all__ = [
     "ENV_AGENT_ID",
@@ -43,12 +43,10 @@ __all__ = [
     "ENV_RUN_ID",
     "AdoptedChild",
     "Child",
-    "Found",
     "OrphanReaper",
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
-    "find_agents",
     "identify",
     "lineage",
     "owner_marker",
@@ -302,49 +300,6 @@ def read_run_marker(pid: int) -> str:
     return markers.run_id if markers is not None else ""
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """The live processes of one agent found by their markers.
-
-    Attributes:
-        leaders: The main process of each run still alive (a marked process whose parent
-            does not carry the same run marker), oldest first.
-        others: Every other marked process: descendants of the leaders, and leftovers of
-            runs whose main process is gone.
-    """
-
-    leaders: tuple[ProcessIdentity, ...]
-    others: tuple[int, ...]
-    markers: Mapping[int, Markers]
-
-
-def find_agents(owner: str) -> dict[str, Found]:
-    """Every live process carrying this supervisor's owner marker, by agent id.
-
-    Whatever a state file says, this is what runs: a supervisor killed right after a
-    restart may have persisted a PID that is already gone while its replacement lives on.
-    """
-    marked = scan_marked(_MARKERS, owner)
-    by_agent: dict[str, tuple[list[ProcessIdentity], list[int]]] = {}
-    for pid, markers in marked.items():
-        leaders, others = by_agent.setdefault(markers.agent_id, ([], []))
-        stat = read_stat(pid)
-        parent = marked.get(stat.ppid) if stat is not None else None
-        identity = identify(pid) if parent is None or parent.run_id != markers.run_id else None
-        if identity is not None:
-            leaders.append(identity)
-        else:
-            others.append(pid)
-    return {
-        agent_id: Found(
-            tuple(sorted(leaders, key=lambda i: i.create_time)),
-            tuple(others),
-            {pid: marked[pid] for pid in (*(i.pid for i in leaders), *others)},
-        )
-        for agent_id, (leaders, others) in by_agent.items()
-    }
-
-
 def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
     """Pin and take over a process left running by an earlier daemon.
 
@@ -434,10 +389,19 @@ async def _wait_tree_gone(child: Child, tree: list[int], deadline: float) -> boo
 
 
 def _signal_tree(child: Child, escaped: list[int], sig: int) -> None:
+    """One signal to every process of the tree: the group, the leader if it left the
+    group, and the descendants that escaped it. A process gets it once, never twice (a
+    shell's TERM trap would run twice)."""
     _signal_group(child.pid, sig)
-    child.send_signal(sig)
+    if _group_of(child.pid) not in (child.pid, None):
+        child.send_signal(sig)
     for pid in escaped:
         _signal_pid(pid, sig)
+
+
+def _group_of(pid: int) -> int | None:
+    stat = read_stat(pid)
+    return None if stat is None else stat.pgrp
 
 
 async def terminate_tree(

@@ -1,14 +1,23 @@
 """The IO shell around one agent's :class:`~supervisor._machine.AgentMachine`.
 
-One :class:`AgentRunner` task per agent owns at most one process at a time. It is a
-short loop: wait for a request, a process exit or the machine's next deadline; feed the
-machine; perform the actions it returns (spawn, kill). Requests from the API are queued
-and handled one at a time, so a stop always finishes before the next start begins.
+One :class:`AgentRunner` task per agent owns at most one process at a time, its machine
+and its log: no other object changes them. It is a short loop: wait for a message in its
+inbox, or for the machine's next deadline; feed the machine; perform the actions it
+returns (spawn, kill).
 
-Each process has a watcher task that waits for its exit (pidfd) and posts it to the
-loop; the watcher runs in a shielded scope so that, when the supervisor shuts down, the
-runner can still wait for its process to exit, or cancel the watcher deliberately and
-leave the process running (daemon mode).
+Every outside change is a frozen request in the closed union :data:`Request` (``Start``,
+``Stop``, ``Restart``, ``Unhealthy``, ``Ready``, ``Adopt``, ``Replace``, ``Update``,
+``Hold``), dispatched with ``match`` in one place (:meth:`AgentRunner._handle`). Requests
+are handled one at a time, so a stop always finishes before the next start begins, and a
+reload's restart of a changed agent is one atomic :class:`Replace`.
+
+Each process has a watcher task that waits for its exit (pidfd) and posts it to the inbox;
+the watcher runs in a shielded scope so that, when the supervisor shuts down, the runner
+can still wait for its process to exit, or cancel the watcher deliberately and leave the
+process running. Every exit, seen by the watcher or at the end of a kill, is reported
+through :meth:`AgentRunner._report_exit`, which handles each process once; an exit that
+nobody asked for (a crash) first clears what is left of the agent's tree, so that a
+replacement never starts beside its predecessor's children.
 """
 
 from __future__ import annotations
@@ -26,15 +35,39 @@ import trio
 from ._errors import InvalidTransitionError, SupervisorClosedError
 from ._events import AgentEvent
 from ._health import AgentHealth
+from ._leftovers import stop_leftovers
 from ._lifecycle import AgentState, is_active
 from ._logs import AgentLog
 from ._machine import Action, AgentMachine, ExitStatus, Kill, Spawn, StateChange
-from ._process import ENV_AGENT_ID, ENV_RUN_ID, Child, OrphanReaper, spawn, terminate_tree
+from ._process import (
+    ENV_AGENT_ID,
+    ENV_OWNER,
+    ENV_RUN_ID,
+    Child,
+    OrphanReaper,
+    spawn,
+    terminate_tree,
+)
 from ._resources import CpuMeter
 from ._spec import AgentSpec
 from ._status import AgentInfo, Outcome
 
-__all__ = ["AgentRunner", "ProcessObserver", "RunnerContext", "wall_clock"]
+__all__ = [
+    "Adopt",
+    "AgentRunner",
+    "Hold",
+    "ProcessObserver",
+    "Ready",
+    "Replace",
+    "Request",
+    "Restart",
+    "RunnerContext",
+    "Start",
+    "Stop",
+    "Unhealthy",
+    "Update",
+    "wall_clock",
+]
 
 
 class ProcessObserver(Protocol):
@@ -59,6 +92,7 @@ class RunnerContext:
     work_dir: str
     publish: Callable[[AgentEvent], None]
     persist: Callable[[], None]
+    owner: str = ""
     reaper: OrphanReaper | None = None
     stop_on_exit: bool = True
     spawn_limiter: trio.CapacityLimiter | None = None
@@ -77,22 +111,77 @@ def wall_clock(monotonic: float) -> float:
 
 
 _STARTED = frozenset({AgentState.STARTING, AgentState.RUNNING})
-_GOALS = {
-    "start": _STARTED,
-    "restart": _STARTED,
-    "stop": frozenset({AgentState.STOPPED}),
-}
+_STOPPED = frozenset({AgentState.STOPPED})
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Run the agent (also a disabled one); clears ``failed`` and the retry count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the agent's whole tree; ``graceful=False`` kills at once."""
+
+    graceful: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Stop the process (if any) gracefully and start it again at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unhealthy:
+    """A health verdict: recover through the restart policy."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The agent reported itself ready (sd_notify ``READY=1``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Supervise a process left running by an earlier run."""
+
+    child: Child
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """A reload changed what defines the process: stop it, take the new spec, start it
+    again if it should run (enabled, and running or wanted before), all in one step."""
+
+    spec: AgentSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A reload changed only settings that apply to a running process."""
+
+    spec: AgentSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Hold automatic restarts (``on``) or release them: while held, every exit is final."""
+
+    on: bool
+
+
+#: Everything that may be asked of a runner.
+Request = Start | Stop | Restart | Unhealthy | Ready | Adopt | Replace | Update | Hold
 
 
 @dataclass(slots=True)
-class _Request:
-    kind: str
-    graceful: bool = True
-    reason: str = ""
-    spec: AgentSpec | None = None
-    child: Child | None = None
+class _Pending:
+    request: Request
     done: trio.Event = field(default_factory=trio.Event)
     error: Exception | None = None
+    goal: frozenset[AgentState] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +209,7 @@ class AgentRunner:
         self.created_at = time.time()
         self.updated_at = self.created_at
         # A plain queue and a parking lot: a memory channel per agent costs more memory.
-        self._queue: deque[_Request | _Exited] = deque()
+        self._queue: deque[_Pending | _Exited] = deque()
         self._wakeup = trio.lowlevel.ParkingLot()
         self._closed = False
         self._watchers: dict[int, trio.CancelScope] = {}
@@ -143,26 +232,26 @@ class AgentRunner:
 
     # -- requests (called from other tasks) ---------------------------------------
 
-    async def request(self, kind: str, **kwargs: object) -> Outcome:
-        """Queue a request and wait until it has been handled.
+    async def request(self, request: Request) -> Outcome:
+        """Queue a request and wait until it has been handled; return the outcome.
 
         Raises:
             SupervisorClosedError: the runner is not running.
         """
-        req = _Request(kind, **kwargs)  # type: ignore[arg-type]
-        self._post(req)
-        await req.done.wait()
-        return self.outcome(req.error, _GOALS.get(kind))
+        pending = _Pending(request)
+        self._post(pending)
+        await pending.done.wait()
+        return self.outcome(pending.error, pending.goal)
 
-    def post(self, kind: str, **kwargs: object) -> None:
+    def post(self, request: Request) -> None:
         """Queue a request without waiting for it (from synchronous callbacks).
 
         Raises:
             SupervisorClosedError: the runner is not running.
         """
-        self._post(_Request(kind, **kwargs))  # type: ignore[arg-type]
+        self._post(_Pending(request))
 
-    def _post(self, message: _Request | _Exited) -> None:
+    def _post(self, message: _Pending | _Exited) -> None:
         if self._closed:
             raise SupervisorClosedError(f"agent {self.spec.id!r} is not supervised")
         self._queue.append(message)
@@ -220,44 +309,62 @@ class AgentRunner:
             if message is None:
                 await self._perform(self.machine.tick(trio.current_time()))
             elif isinstance(message, _Exited):
-                if message.child is self.child:
-                    self.child = None
-                    status = await message.child.wait()
-                    await self._perform(self._exited(status))
+                await self._perform(await self._report_exit(message.child, expected=False))
             else:
                 await self._handle(message)
 
-    async def _handle(self, req: _Request) -> None:
+    async def _handle(self, pending: _Pending) -> None:
         now = trio.current_time()
         try:
-            match req.kind:
-                case "start":
+            match pending.request:
+                case Start():
                     self.desired = "running"
+                    pending.goal = _STARTED
                     actions = self.machine.request_start(now)
-                case "stop":
+                case Stop(graceful=graceful):
                     self.desired = "stopped"
-                    actions = self.machine.request_stop(now, graceful=req.graceful)
-                case "restart":
+                    pending.goal = _STOPPED
+                    actions = self.machine.request_stop(now, graceful=graceful)
+                case Restart():
                     self.desired = "running"
+                    pending.goal = _STARTED
                     actions = self.machine.request_restart(now)
-                case "unhealthy":
-                    actions = self.machine.unhealthy(now, req.reason)
-                case "ready":
+                case Unhealthy(reason=reason):
+                    actions = self.machine.unhealthy(now, reason)
+                case Ready():
                     actions = self.machine.confirm_start(now)
-                case "adopt":
-                    assert req.child is not None
-                    actions = self._adopt(req.child, now)
-                case "update":
-                    assert req.spec is not None
-                    actions = self._update(req.spec)
-                case _:  # pragma: no cover - internal
-                    raise ValueError(f"unknown request {req.kind!r}")
+                case Adopt(child=child):
+                    actions = self._adopt(child, now)
+                case Update(spec=spec):
+                    actions = self._update(spec)
+                case Replace(spec=spec):
+                    pending.goal = await self._replace(spec)
+                    actions = []
+                case Hold(on=on):
+                    self.machine.hold_restarts = on
+                    actions = []
             await self._perform(actions)
         except InvalidTransitionError as exc:
-            req.error = exc
+            pending.error = exc
         finally:
             self._flush()
-            req.done.set()
+            pending.done.set()
+
+    async def _replace(self, spec: AgentSpec) -> frozenset[AgentState]:
+        """Stop (if active), take the new spec and log, start again if it should run."""
+        old = self.spec
+        was_active = self.active
+        if was_active:
+            await self._perform(self.machine.request_stop(trio.current_time()))
+        self._update(spec)
+        self.log = self._make_log(spec)
+        wanted = was_active or self.desired == "running" or not old.enabled
+        if not spec.enabled or not wanted:
+            self.desired = "stopped"
+            return _STOPPED
+        self.desired = "running"
+        await self._perform(self.machine.request_start(trio.current_time()))
+        return _STARTED
 
     def _adopt(self, child: Child, now: float) -> list[Action]:
         self.child = child
@@ -326,6 +433,7 @@ class AgentRunner:
             **self._ctx.base_env,
             **spec.env,
             **checks,
+            ENV_OWNER: self._ctx.owner,
             ENV_AGENT_ID: spec.id,
             ENV_RUN_ID: run_id,
         }
@@ -374,15 +482,50 @@ class AgentRunner:
         child = self.child
         if child is None:
             return []
-        status = await terminate_tree(
+        await terminate_tree(
             child,
             stop_signal=self.spec.stop_signal,
             timeout_s=self.spec.stop_timeout_s,
             graceful=graceful,
             reaper=self._ctx.reaper,
         )
+        return await self._report_exit(child, expected=True)
+
+    async def _report_exit(self, child: Child, *, expected: bool) -> list[Action]:
+        """The one place an exit is reported: once per process, whoever saw it first.
+
+        Args:
+            child: The process that exited.
+            expected: It exited because we stopped it (its tree is gone already);
+                otherwise its leftovers (the group, escaped descendants, marked orphans)
+                are stopped before the machine may start a replacement.
+        """
+        if child is not self.child:
+            return []  # already reported (the kill and the watcher both saw it)
         self.child = None
+        status = await child.wait()
+        if not expected:
+            await self._clear_leftovers(child)
         return self._exited(status)
+
+    async def _clear_leftovers(self, child: Child) -> None:
+        """Stop whatever of a dead leader's tree lives on, within the stop timeout."""
+        spec = self.spec
+        stopped = await stop_leftovers(
+            child,
+            owner=self._ctx.owner,
+            agent_id=spec.id,
+            stop_signal=spec.stop_signal,
+            timeout_s=spec.stop_timeout_s,
+            reaper=self._ctx.reaper,
+        )
+        if stopped:
+            logger.warning(
+                "agent %s: pid %d exited and left %d process(es) behind; stopped them",
+                spec.id,
+                child.pid,
+                stopped,
+            )
 
     async def _shutdown(self) -> None:
         child = self.child
@@ -404,7 +547,7 @@ class AgentRunner:
     def _fail_pending(self) -> None:
         while self._queue:
             message = self._queue.popleft()
-            if isinstance(message, _Request):
+            if isinstance(message, _Pending):
                 message.error = SupervisorClosedError("the supervisor is shutting down")
                 message.done.set()
 

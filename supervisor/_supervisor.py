@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from types import MappingProxyType
@@ -26,12 +27,34 @@ from ._errors import SupervisorClosedError
 from ._events import EventHub, EventSubscription
 from ._health import ResourceAlert
 from ._history import ResourceSample
+from ._leftovers import Found, find_agents, stop_processes
 from ._lifecycle import AgentState
 from ._monitor import HealthMonitor, socket_dir_for
 from ._persist import AgentRecord, AgentStore, spec_digest
-from ._process import OrphanReaper, adopt, identify, set_child_subreaper, terminate_tree
+from ._process import (
+    Child,
+    OrphanReaper,
+    ProcessIdentity,
+    adopt,
+    identify,
+    owner_marker,
+    set_child_subreaper,
+)
 from ._registry import Registry, ReloadPlan, plan_reload
-from ._runner import AgentRunner, RunnerContext, wall_clock
+from ._runner import (
+    Adopt,
+    AgentRunner,
+    Hold,
+    Replace,
+    Request,
+    Restart,
+    RunnerContext,
+    Start,
+    Stop,
+    Unhealthy,
+    Update,
+    wall_clock,
+)
 from ._spec import DEFAULT_WORK_DIR, AgentSpec, AgentType
 from ._status import AgentInfo, Outcome, SupervisorStatistics
 
@@ -92,6 +115,7 @@ class Supervisor:
             work_dir=self.work_dir,
             publish=self._hub.publish,
             persist=self._mark_dirty,
+            owner=owner_marker(self.work_dir),
             reaper=self.reaper,
         )
         self.registry = Registry(is_active=self._is_active)
@@ -183,47 +207,95 @@ class Supervisor:
                     logger.error("%s", exc)
 
     async def _initial_start(self, records: dict[str, AgentRecord]) -> None:
+        # What runs, whatever the records say: every live process with our markers.
+        found = await trio.to_thread.run_sync(find_agents, self._ctx.owner)
         async with trio.open_nursery() as nursery:
             for agent_id, runner in self._runners.items():
-                nursery.start_soon(self._bring_up, runner, records.pop(agent_id, None))
+                nursery.start_soon(
+                    self._bring_up, runner, records.pop(agent_id, None), found.pop(agent_id, None)
+                )
+            for agent_id, entry in found.items():
+                nursery.start_soon(self._stop_unconfigured, agent_id, entry)
             for agent_id, record in records.items():
-                nursery.start_soon(self._stop_leftover, agent_id, record)
+                if record.process is not None and identify(record.process.pid) is not None:
+                    # Spawned before processes carried the owner marker.
+                    nursery.start_soon(self._stop_unconfigured_record, agent_id, record)
 
-    async def _bring_up(self, runner: AgentRunner, record: AgentRecord | None) -> None:
+    async def _bring_up(
+        self, runner: AgentRunner, record: AgentRecord | None, found: Found | None
+    ) -> None:
         spec = runner.spec
         desired = "running" if spec.enabled else "stopped"
         if record is not None and record.enabled == spec.enabled:
             # What the user last asked stands, unless the configuration's enabled changed.
             desired = record.desired
-        if record is not None and record.process is not None:
-            child = adopt(record.process, record.run_id)
-            if child is not None:
+        child, strays = self._choose(record, found)
+        if strays:
+            logger.warning(
+                "agent %s: stopping %d process(es) of earlier runs: %s",
+                spec.id,
+                len(strays),
+                ", ".join(map(str, strays)),
+            )
+            await stop_processes(
+                strays, stop_signal=spec.stop_signal, timeout_s=spec.stop_timeout_s
+            )
+        if child is not None:
+            if record is not None:
                 runner.machine.restart_count = record.restart_count
-                await runner.request("adopt", child=child)
-                logger.info("agent %s: adopted running pid %d", spec.id, child.pid)
-                if desired == "stopped":
-                    await runner.request("stop")
-                elif record.digest != spec_digest(spec):
-                    logger.info("agent %s: spec changed while we were away; restarting", spec.id)
-                    await runner.request("restart")
-                else:
-                    runner.desired = desired
-                return
+            await runner.request(Adopt(child))
+            logger.info("agent %s: adopted running pid %d", spec.id, child.pid)
+            if desired == "stopped":
+                await runner.request(Stop())
+            elif record is None or record.digest != spec_digest(spec):
+                logger.info("agent %s: spec changed while we were away; restarting", spec.id)
+                await runner.request(Restart())
+            else:
+                runner.desired = desired
+            return
         runner.desired = desired
         if desired == "running":
-            await runner.request("start")
+            await runner.request(Start())
 
-    async def _stop_leftover(self, agent_id: str, record: AgentRecord) -> None:
-        """Stop a process left by an earlier daemon for an agent no longer configured."""
-        if record.process is None:
-            return
+    @staticmethod
+    def _choose(record: AgentRecord | None, found: Found | None) -> tuple[Child | None, list[int]]:
+        """The one process to adopt (the recorded one if it lives, else the newest run's
+        leader), and every other live process of the agent, to be stopped."""
+        candidates = list(reversed(found.leaders)) if found is not None else []  # newest first
+        recorded = record.process if record is not None else None
+        if recorded is not None:
+            if not any(recorded.matches(i) for i in candidates) and record and record.run_id:
+                candidates.append(recorded)  # spawned before the owner marker existed
+            candidates.sort(key=lambda identity: not recorded.matches(identity))
+        child: Child | None = None
+        for identity in candidates:
+            run_id = found.run_of(identity.pid) if found is not None else ""
+            child = adopt(identity, run_id or (record.run_id if record is not None else ""))
+            if child is not None:
+                break
+        if found is not None:
+            strays = found.outside(child.run_id) if child is not None else list(found.markers)
+        else:
+            strays = [i.pid for i in candidates if child is None and _same_start(i)]
+        return child, strays
+
+    async def _stop_unconfigured(self, agent_id: str, found: Found) -> None:
+        """Stop every process of an agent that is no longer configured."""
+        logger.info(
+            "agent %s is no longer configured; stopping its process(es) %s",
+            agent_id,
+            ", ".join(map(str, found.markers)),
+        )
+        await stop_processes(list(found.markers), stop_signal=signal.SIGTERM, timeout_s=30.0)
+
+    async def _stop_unconfigured_record(self, agent_id: str, record: AgentRecord) -> None:
+        assert record.process is not None
         child = adopt(record.process, record.run_id)
         if child is None:
             return
         logger.info("agent %s is no longer configured; stopping its pid %d", agent_id, child.pid)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(child.watch)
-            await terminate_tree(child, stop_signal=15, timeout_s=30.0, reaper=self.reaper)
+        child.close()
+        await stop_processes([child.pid], stop_signal=signal.SIGTERM, timeout_s=30.0)
 
     async def _rotate_logs(self) -> None:
         while True:
@@ -286,7 +358,7 @@ class Supervisor:
             UnknownAgentError: no such agent.
             SupervisorClosedError: the supervisor is not running.
         """
-        return await self._runner(agent_id).request("start")
+        return await self._runner(agent_id).request(Start())
 
     async def stop(self, agent_id: str, *, graceful: bool = True) -> Outcome:
         """Stop an agent and its whole process tree; returns once it is gone.
@@ -300,7 +372,7 @@ class Supervisor:
             UnknownAgentError: no such agent.
             SupervisorClosedError: the supervisor is not running.
         """
-        return await self._runner(agent_id).request("stop", graceful=graceful)
+        return await self._runner(agent_id).request(Stop(graceful))
 
     async def restart(self, agent_id: str) -> Outcome:
         """Stop an agent gracefully (if running) and start it again at once.
@@ -309,7 +381,7 @@ class Supervisor:
             UnknownAgentError: no such agent.
             SupervisorClosedError: the supervisor is not running.
         """
-        return await self._runner(agent_id).request("restart")
+        return await self._runner(agent_id).request(Restart())
 
     async def report_unhealthy(self, agent_id: str, reason: str) -> Outcome:
         """Ask for recovery of an unhealthy agent through its restart policy.
@@ -317,14 +389,14 @@ class Supervisor:
         This is the seam for health checks: the agent is stopped and restarted with the
         same backoff and retry budget as after a crash; ``reason`` becomes its last error.
         """
-        return await self._runner(agent_id).request("unhealthy", reason=reason)
+        return await self._runner(agent_id).request(Unhealthy(reason))
 
-    async def _all(self, kind: str, ids: Iterable[str], **kwargs: object) -> dict[str, Outcome]:
+    async def _all(self, request: Request, ids: Iterable[str]) -> dict[str, Outcome]:
         results: dict[str, Outcome] = {}
 
         async def one(agent_id: str) -> None:
             try:
-                results[agent_id] = await self._runner(agent_id).request(kind, **kwargs)
+                results[agent_id] = await self._runner(agent_id).request(request)
             except SupervisorClosedError as exc:
                 results[agent_id] = Outcome(
                     agent_id, False, self._runners[agent_id].state, str(exc)
@@ -338,11 +410,11 @@ class Supervisor:
     async def start_all(self, *, include_disabled: bool = False) -> dict[str, Outcome]:
         """Start every enabled agent concurrently; return each one's outcome."""
         ids = [s.id for s in self.registry.list() if s.enabled or include_disabled]
-        return await self._all("start", ids)
+        return await self._all(Start(), ids)
 
     async def stop_all(self, *, graceful: bool = True) -> dict[str, Outcome]:
         """Stop every agent concurrently; return each one's outcome."""
-        return await self._all("stop", [s.id for s in self.registry.list()], graceful=graceful)
+        return await self._all(Stop(graceful), [s.id for s in self.registry.list()])
 
     def status(self, agent_id: str) -> AgentInfo:
         """A snapshot of one agent.
@@ -423,7 +495,7 @@ class Supervisor:
         self._runners[spec.id] = runner
         await self._nursery.start(runner.run)
         if start and spec.enabled:
-            return await runner.request("start")
+            return await runner.request(Start())
         runner.desired = "stopped"
         self._mark_dirty()
         return runner.outcome()
@@ -435,7 +507,7 @@ class Supervisor:
             UnknownAgentError: no such agent.
         """
         runner = self._runner(agent_id)
-        outcome = await runner.request("stop")
+        outcome = await runner.request(Stop())
         self.registry.unregister(agent_id)
         runner.scope.cancel()
         del self._runners[agent_id]
@@ -457,25 +529,12 @@ class Supervisor:
             for spec in plan.add:
                 nursery.start_soon(self.add, spec)
             for spec in plan.restart:
-                nursery.start_soon(self._replace, spec)
+                self.registry.replace(spec)
+                nursery.start_soon(self._runners[spec.id].request, Replace(spec))
             for spec in plan.update:
                 self.registry.replace(spec)
-                nursery.start_soon(partial(self._runners[spec.id].request, "update", spec=spec))
+                nursery.start_soon(self._runners[spec.id].request, Update(spec))
         return plan
-
-    async def _replace(self, spec: AgentSpec) -> None:
-        runner = self._runners[spec.id]
-        old = runner.spec
-        was_active = runner.active
-        if was_active:
-            await runner.request("stop")
-        self.registry.replace(spec)
-        await runner.request("update", spec=spec)
-        runner.log = runner._make_log(spec)
-        if not spec.enabled:
-            runner.desired = "stopped"
-        elif was_active or runner.desired == "running" or not old.enabled:
-            await runner.request("start")
 
     @contextlib.contextmanager
     def hold_restarts(self, agent_id: str) -> Iterator[None]:
@@ -488,16 +547,18 @@ class Supervisor:
         Raises:
             UnknownAgentError: no such agent.
         """
-        machine = self._runner(agent_id).machine
+        runner = self._runner(agent_id)
         self._holds[agent_id] = self._holds.get(agent_id, 0) + 1
-        machine.hold_restarts = True
+        if self._holds[agent_id] == 1:
+            runner.post(Hold(True))
         try:
             yield
         finally:
             self._holds[agent_id] -= 1
             if not self._holds[agent_id]:
                 del self._holds[agent_id]
-                machine.hold_restarts = False
+                with contextlib.suppress(SupervisorClosedError):
+                    runner.post(Hold(False))
 
     def statistics(self) -> SupervisorStatistics:
         """How many agents are in each state, and how many orphans were reaped."""
@@ -510,6 +571,14 @@ class Supervisor:
             orphans_reaped=self.reaper.reaped if self.reaper else 0,
             health=self.monitor.statistics() if self.monitor else None,
         )
+
+
+def _same_start(identity: ProcessIdentity) -> bool:
+    """Whether the recorded process still lives (same PID and start time; any executable)."""
+    current = identify(identity.pid)
+    return current is not None and identity.matches(
+        ProcessIdentity(current.pid, current.create_time, identity.exe)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -50,11 +50,14 @@ async def test_crash_is_restarted_at_once(tmp_path: Path) -> None:
     assert not alive(info.pid)
 
 
-async def test_crash_loop_backs_off_then_fails(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    """A crash loop restarts at once, then after base, 2*base, ..., then is failed."""
-    restart = RestartSpec(max_retries=3, backoff_base_s=10.0, backoff_max_s=60.0)
+async def test_crash_loop_backs_off_then_fails(tmp_path: Path) -> None:
+    """A crash loop restarts at once, then after base, 2*base, ..., then is failed.
+
+    Real processes run on the real clock (a virtual clock would jump while the supervisor
+    waits for them, past reset_after); only lower bounds of the delays are asserted, which
+    a busy machine cannot break. The exact delays are the machine's, tested on its own.
+    """
+    restart = RestartSpec(max_retries=3, backoff_base_s=0.1, backoff_max_s=0.4)
     spec = shell_agent("loop", "echo boom; exit 3", tmp_path, restart=restart)
     async with (
         open_supervisor([spec], work_dir=str(tmp_path)) as sup,
@@ -70,8 +73,8 @@ async def test_crash_loop_backs_off_then_fails(
     started = [e for e in seen if e.event == "backoff_elapsed"]
     assert len(scheduled) == 3 and len(started) == 3
     for attempt, (a, b) in enumerate(zip(scheduled, started, strict=True)):
-        delay, nominal = b.at - a.at, nominal_delay(attempt, 10.0, 60.0)
-        assert nominal * (1 - JITTER) <= delay + 1e-9 and delay <= nominal + 1e-9, attempt
+        delay, nominal = b.at - a.at, nominal_delay(attempt, 0.1, 0.4)
+        assert nominal * (1 - JITTER) <= delay + 1e-9, attempt
     final = sup.status("loop")
     assert final.status is AgentState.FAILED
     assert final.last_exit is not None and final.last_exit.code == 3
