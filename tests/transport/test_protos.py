@@ -452,3 +452,27 @@ def test_regen_command_line() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "current" in result.stdout
+
+
+def test_public_names_load_lazily() -> None:
+    """``import transport`` loads neither protobuf nor grpc; every public name resolves."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import transport
+        heavy = ("google.protobuf", "grpc", "trio_asyncio")
+        assert not [m for m in sys.modules if m.startswith(heavy)], "eager import"
+        for name in transport.__all__:
+            getattr(transport, name)
+        assert len(set(transport.__all__)) == len(transport.__all__)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROTOS.parents[1],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip() == "ok", result.stderr
