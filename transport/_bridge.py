@@ -36,7 +36,7 @@ import trio
 import trio_asyncio
 from google.protobuf.message import Message
 
-from ._errors import ListenError, RemoteError, StatusCode, StatusError
+from ._errors import ListenError, RemoteError, StatusCode, StatusError, TransportError
 from ._pb._methods import StreamMethod, UnaryMethod
 
 __all__ = [
@@ -281,7 +281,7 @@ def unary_route(method: UnaryMethod[Req, Resp], handler: UnaryHandler[Req, Resp]
     """Serve a unary method with a Trio coroutine.
 
     Args:
-        method: The method, e.g. ``daemon_rpc.DaemonService.ListAgents``.
+        method: The method, e.g. ``transport.DaemonService.ListAgents``.
         handler: ``await handler(request, context)`` returns the response; it raises
             :class:`~transport.StatusError` to answer a non-OK status. Any other exception
             answers ``INTERNAL`` (and is logged).
@@ -316,7 +316,7 @@ def stream_route(method: StreamMethod[Req, Resp], handler: StreamHandler[Req, Re
     """Serve a server-streaming method with a Trio coroutine.
 
     Args:
-        method: The method, e.g. ``hostvisor_rpc.HostvisorService.FollowAgentLogs``.
+        method: The method, e.g. ``transport.HostvisorService.FollowAgentLogs``.
         handler: ``await handler(request, context, send)`` calls ``await send(message)``
             for each message; the stream ends (OK) when it returns. It raises
             :class:`~transport.StatusError` to end with a non-OK status. When the server
@@ -552,7 +552,7 @@ class Channel:
         Cancelling the calling Trio task cancels the call on the wire.
 
         Args:
-            method: The method, e.g. ``daemon_rpc.DaemonService.ListAgents``.
+            method: The method, e.g. ``transport.DaemonService.ListAgents``.
             request: The request message.
             timeout_s: The call's deadline, from now; None: none.
             metadata: Request metadata.
@@ -565,6 +565,7 @@ class Channel:
         Raises:
             RemoteError: The call ended with a non-OK status (``UNAVAILABLE``: the server
                 could not be reached; ``DEADLINE_EXCEEDED``: ``timeout_s`` passed).
+            TransportError: The channel is closed.
         """
         multi = self._channel.unary_unary(
             method.path,
@@ -590,6 +591,8 @@ class Channel:
             return await _in_asyncio(run)
         except grpc.aio.AioRpcError as exc:
             raise _remote_error(exc, method.path) from None
+        except grpc.aio.UsageError as exc:  # e.g. the channel is closed
+            raise TransportError(f"{method.path}: {exc}") from exc
 
     async def call(
         self,
@@ -626,7 +629,7 @@ class Channel:
         """Call a server-streaming method; the call is cancelled when the block exits.
 
         Args:
-            method: The method, e.g. ``hostvisor_rpc.HostvisorService.FollowAgentLogs``.
+            method: The method, e.g. ``transport.HostvisorService.FollowAgentLogs``.
             request: The request message.
             timeout_s: The whole stream's deadline, from now; None: none.
             metadata: Request metadata.
@@ -646,7 +649,11 @@ class Channel:
         async def start() -> Any:
             return multi(request, timeout=timeout_s, metadata=metadata or None)
 
-        responses: ResponseStream[Resp] = ResponseStream(await _in_asyncio(start), method.path)
+        try:
+            call = await _in_asyncio(start)
+        except grpc.aio.UsageError as exc:
+            raise TransportError(f"{method.path}: {exc}") from exc
+        responses: ResponseStream[Resp] = ResponseStream(call, method.path)
         try:
             yield responses
         finally:

@@ -32,6 +32,7 @@ from transport import (
     ServerTls,
     StatusCode,
     StatusError,
+    TransportError,
     open_channel,
     open_grpc_loop,
     serve_grpc,
@@ -475,3 +476,15 @@ async def test_mutual_tls() -> None:
                     await channel.call(DaemonService.ListAgents, d.ListAgentsRequest())
     with pytest.raises(ValueError, match="together"):
         ClientTls(cert_chain=b"x")
+
+
+async def test_closed_channel_is_a_transport_error() -> None:
+    """Calling through a channel after its block ended raises TransportError."""
+    async with connected([unary_route(DaemonService.ListAgents, list_agents)]) as channel:
+        pass
+    async with open_grpc_loop():
+        with pytest.raises(TransportError, match="ListAgents: Channel is closed"):
+            await channel.call(DaemonService.ListAgents, d.ListAgentsRequest())
+        with pytest.raises(TransportError, match="FollowAgentLogs: Channel is closed"):
+            async with channel.stream(HostvisorService.FollowAgentLogs, h.FollowAgentLogsRequest()):
+                pass
