@@ -445,18 +445,23 @@ async def serve_grpc(
             [grpc.method_handlers_generic_handler(s, m) for s, m in by_service.items()]
         )
         bound: list[str] = []
-        for listener in listeners:
-            try:
-                if listener.tls is None:
-                    port = server.add_insecure_port(listener.address)
-                else:
-                    port = server.add_secure_port(listener.address, _credentials(listener.tls))
-            except RuntimeError as exc:
-                raise ListenError(f"cannot listen on {listener.address!r}: {exc}") from exc
-            if port == 0 and not listener.address.startswith("unix:"):
-                raise ListenError(f"cannot listen on {listener.address!r}")
-            bound.append(_bound(listener.address, port))
-        await server.start()
+        try:
+            for listener in listeners:
+                try:
+                    if listener.tls is None:
+                        port = server.add_insecure_port(listener.address)
+                    else:
+                        credentials = _credentials(listener.tls)
+                        port = server.add_secure_port(listener.address, credentials)
+                except RuntimeError as exc:
+                    raise ListenError(f"cannot listen on {listener.address!r}: {exc}") from exc
+                if port == 0 and not listener.address.startswith("unix:"):
+                    raise ListenError(f"cannot listen on {listener.address!r}")
+                bound.append(_bound(listener.address, port))
+            await server.start()
+        except BaseException:
+            await server.stop(None)  # releases the addresses already bound
+            raise
         return server, tuple(bound)
 
     server, bound = await _in_asyncio(start)

@@ -393,7 +393,9 @@ async def test_listen_error_and_duplicate_routes() -> None:
     with trio.fail_after(SAFETY_S):
         async with open_grpc_loop(), serving([route]) as (address,):
             with pytest.raises(ListenError, match="cannot listen"):
-                await serve_grpc([route], [Listener(address)])
+                await serve_grpc([route], [Listener("127.0.0.1:0"), Listener(address)])
+            with pytest.raises(ListenError, match="cannot listen"):
+                await serve_grpc([route], [Listener("unix:/nonexistent-dir/x.sock")])
         with pytest.raises(ValueError, match="two routes"):
             await serve_grpc([route, route], [Listener("127.0.0.1:0")])
         with pytest.raises(ValueError, match="listener"):
