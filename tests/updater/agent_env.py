@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fault_server import FaultServer, TLSFiles
-from updater_testlib import NOW, PLATFORM, TEST_LIMITS, ProcessControl, Signer, agent_script
+from updater_testlib import (
+    NOW,
+    PLATFORM,
+    TEST_LIMITS,
+    ProcessControl,
+    Signer,
+    UnmarkedProcessControl,
+    agent_script,
+)
 
 from updater import (
     AgentTarget,
@@ -98,7 +106,7 @@ class Env:
 
 
 def make_manager(
-    env_tmp: Path, server_tls: TLSFiles, control: ProcessControl, **kw: object
+    env_tmp: Path, server_tls: TLSFiles, control: UnmarkedProcessControl, **kw: object
 ) -> UpdateManager:
     config_kw: dict[str, object] = {
         "state_dir": env_tmp / "state",

@@ -145,17 +145,21 @@ class _Run:
         self.status: int | None = None
 
 
-class ProcessControl:
-    """:class:`updater.AgentControl` over real child processes (one per agent id).
+class UnmarkedProcessControl:
+    """:class:`updater.AgentControl` over real child processes (one per agent id), without
+    the optional :class:`updater.AgentLogMarks` (see :class:`ProcessControl`).
 
     An agent is ready when it prints a line ``READY``; its stdout and stderr are kept as its
-    log. Reader tasks live in the nursery given at construction.
+    log. Reader tasks live in the nursery given at construction. Like a supervisor, it knows
+    only the process of each agent's latest start; ``live`` also finds earlier ones still
+    running (duplicates a correct updater and daemon never leave).
     """
 
     def __init__(self, nursery: trio.Nursery, binaries: dict[str, Path]) -> None:
         self.nursery = nursery
         self.binaries = binaries
         self.runs: dict[str, _Run] = {}
+        self.every_run: dict[str, list[_Run]] = {agent: [] for agent in binaries}
         self.logs: dict[str, list[str]] = {agent: [] for agent in binaries}
         self.problems: dict[str, str] = {}
         self.calls: list[str] = []
@@ -179,6 +183,7 @@ class ProcessControl:
         )
         run = _Run(process)
         self.runs[agent_id] = run
+        self.every_run[agent_id].append(run)
         self.nursery.start_soon(self._read, agent_id, run)
 
     async def _read(self, agent_id: str, run: _Run) -> None:
@@ -199,7 +204,12 @@ class ProcessControl:
     async def stop_agent(self, agent_id: str) -> None:
         self.calls.append(f"stop {agent_id}")
         run = self.runs.get(agent_id)
-        if run is None or run.exited.is_set():
+        if run is not None:
+            await self._stop(run)
+
+    @staticmethod
+    async def _stop(run: _Run) -> None:
+        if run.exited.is_set():
             return
         run.process.terminate()
         with trio.move_on_after(5):
@@ -207,6 +217,15 @@ class ProcessControl:
             return
         run.process.kill()
         await run.exited.wait()
+
+    def live(self, agent_id: str) -> list[_Run]:
+        """Every process of the agent still running, whichever start made it."""
+        return [run for run in self.every_run[agent_id] if not run.exited.is_set()]
+
+    async def stop_every(self, agent_id: str) -> None:
+        """Stop every live process of the agent (a daemon that must not adopt any)."""
+        for run in self.live(agent_id):
+            await self._stop(run)
 
     async def wait_ready(self, agent_id: str) -> None:
         await self.runs[agent_id].ready.wait()
@@ -234,5 +253,16 @@ class ProcessControl:
         return starts[-1].split()[1]
 
     async def stop_all(self) -> None:
-        for agent_id in list(self.runs):
-            await self.stop_agent(agent_id)
+        for agent_id in self.every_run:
+            await self.stop_every(agent_id)
+
+
+class ProcessControl(UnmarkedProcessControl):
+    """:class:`UnmarkedProcessControl` with :class:`updater.AgentLogMarks`: a mark is the
+    number of log lines so far."""
+
+    def log_mark(self, agent_id: str) -> int:
+        return len(self.logs[agent_id])
+
+    def tail_since(self, agent_id: str, mark: int, lines: int) -> list[str]:
+        return self.logs[agent_id][mark:][-lines:]
