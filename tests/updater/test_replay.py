@@ -86,6 +86,7 @@ def test_legacy_identity_binds_component_and_artifact() -> None:
 
 # --- the manager ----------------------------------------------------------------------------
 
+
 class Crash(BaseException):
     """The daemon died just before an install action."""
 
