@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 :func:`update_agent` is step 5 of :meth:`UpdateManager.update` for an agent. After the
-artifact is fetched and verified it builds the journal, remembers the request as tried
-(:mod:`updater._replay`), backs the current version up, holds the agent (no automatic
-restarts), stops it, switches, and runs the trial (:func:`agent_trial`). Then it commits, or
+artifact is fetched and verified it builds the journal, backs the current version up, holds
+the agent (no automatic restarts), stops it, remembers the request as tried (a replay is
+then refused, see :mod:`updater._replay`), switches, and runs the trial
+(:func:`agent_trial`). Then it commits, or
 restores the old version, releases the hold and starts the old version again.
 
 A cancellation (a request's timeout, the daemon shutting down) can arrive at any await of
@@ -168,8 +169,6 @@ async def _update(
         new=new_release,
         fallbacks=fallbacks,
     )
-    old = installed.version if installed else None
-    await manager.remember_tried(target.component, fetched)
     try:
         await manager.run_steps(prepare_steps(journal))
     except UpdaterError:
@@ -188,7 +187,8 @@ async def _update(
     except Exception as exc:
         await manager.run_steps(abort_steps(journal))
         raise ApplyError(Reason.STOP_FAILED, f"cannot stop {target.agent_id}: {exc}") from exc
-    return await _switch_and_trial(manager, request, target, control, journal, old, held)
+    old = installed.version if installed else None
+    return await _switch_and_trial(manager, request, target, control, journal, fetched, old, held)
 
 
 async def _switch_and_trial(
@@ -197,11 +197,14 @@ async def _switch_and_trial(
     target: AgentTarget,
     control: AgentControl,
     journal: Journal,
+    fetched: Fetched,
     old: str | None,
     held: contextlib.ExitStack,
 ) -> UpdateResult:
     config, agent_id = manager.config, target.agent_id
     try:
+        # From here the new version may be activated: a replay would be refused.
+        await manager.remember_tried(target.component, fetched)
         await manager.run_steps(switch_steps(journal))
     except UpdaterError as exc:
         await manager.run_steps(abort_steps(journal))

@@ -368,8 +368,12 @@ class UpdateManager:
         return keyring, statement, identity
 
     async def remember_tried(self, component: str, fetched: Fetched) -> None:
-        """Record that the install of ``fetched`` begins: a replay of its request is then
-        refused (see :mod:`updater._replay`). Durable before it returns."""
+        """Record that ``fetched`` is about to be switched in: a replay of its request is
+        then refused (see :mod:`updater._replay`). Durable before it returns.
+
+        Raises:
+            ApplyError: The record cannot be written (``disk_full``, ``io_error``).
+        """
         now = self.wall_clock()
         entry = Tried(fetched.identity, fetched.version, fetched.counter, fetched.expires, int(now))
         await trio.to_thread.run_sync(partial(self.store.remember_tried, component, entry, now=now))

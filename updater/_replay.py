@@ -5,7 +5,7 @@ Theory of operation
 The version floor moves only on a commit. A request that verified, was installed and then
 failed (rolled back, or undone by recovery) would therefore verify again until its statement
 expires, and every replay would stop the agent, switch, fail and roll back once more. So the
-updater remembers each request whose install it began, by its *signed identity*:
+updater remembers each request it installed, by its *signed identity*:
 
 * an envelope request: the SHA-256 of the signed statement's payload bytes. A statement has
   exactly one byte form (canonical JSON), so signing it again with another key, or wrapping
@@ -20,8 +20,9 @@ passed its counter (for a legacy entry, its version), because ``expired`` or ``r
 refuses a replay from then on anyway; and at most :data:`MAX_TRIED` entries per component
 are kept, the newest.
 
-Only requests whose install began are remembered: a failed download, a refused version check
-or a busy updater change nothing on the host, so the same request may be sent again.
+A request is remembered just before its version is switched in, once nothing but the switch
+and the trial can fail: a failed download, a refused version check, a busy updater, a backup,
+hold or stop that failed change no version on the host, so the same request may come again.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ MAX_TRIED = 64
 
 @dataclass(frozen=True, slots=True)
 class Tried:
-    """A request whose install began.
+    """A request whose version was switched in (or was about to be).
 
     Attributes:
         identity: Its signed identity (hex SHA-256; see the module docstring).
         version: The version it installed.
         counter: Its signed counter (-1 for a legacy request).
         expires: When its statement expires, Unix seconds (None for a legacy request).
-        tried_at: When its install began, Unix seconds.
+        tried_at: When it was switched in, Unix seconds.
     """
 
     identity: str

@@ -136,9 +136,9 @@ class DaemonInstall:
             trial_deadline=manager.wall_clock() + self.trial_s,
             max_attempts=self.max_attempts,
         )
-        await manager.remember_tried(DAEMON_COMPONENT, fetched)
         try:
             await manager.run_steps(prepare_steps(journal))
+            await manager.remember_tried(DAEMON_COMPONENT, fetched)
             await trio.to_thread.run_sync(swap_symlink, self.root / "previous", Path(current))
             await manager.run_steps(switch_steps(journal))
         except UpdaterError:

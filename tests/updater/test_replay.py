@@ -140,6 +140,20 @@ async def test_a_download_failure_may_be_retried(env: Env) -> None:
     assert (await env.manager.update(replace(request, download_url=good))).success
 
 
+async def test_a_failure_before_the_switch_may_be_retried(env: Env) -> None:
+    """The agent could not be held (e.g. not supervised at that moment): no version was
+    switched in, so the same request may come again."""
+
+    def refuse(agent_id: str) -> object:
+        raise LookupError(f"unknown agent {agent_id!r}")
+
+    request = env.offer(agent_script("1.11.0"))
+    env.control.hold = refuse  # type: ignore[method-assign,assignment]
+    assert (await env.manager.update(request)).reason is Reason.STOP_FAILED
+    del env.control.hold
+    assert (await env.manager.update(request)).success
+
+
 async def test_an_interrupted_request_counts_as_tried(env: Env, tls_files: TLSFiles) -> None:
     from updater._plan import Phase, WriteJournal
 
