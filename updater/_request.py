@@ -211,11 +211,12 @@ class UpdateResult:
         error: UpdaterError,
         **extra: Any,
     ) -> UpdateResult:
-        """A failure result built from the error that caused it."""
+        """A failure result built from the error that caused it (the requested version cut
+        to its length limit: an oversized request is answered, not echoed)."""
         return cls(
             success=False,
             old_version=old_version,
-            new_version=request.version,
+            new_version=request.version[: FIELD_LIMITS["version"]],
             error=str(error),
             reason=error.reason,
             code=error.code,

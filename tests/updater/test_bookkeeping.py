@@ -96,6 +96,9 @@ async def test_the_manager_refuses_oversized_requests_too(env: Env) -> None:
     await env.check_untouched(result, Reason.BAD_REQUEST)
     assert "download_url: at most 4096 characters" in (result.error or "")
     assert env.server.hits == []
+    huge = await env.manager.update(replace(request, version="9" * 100_000))
+    assert huge.reason is Reason.BAD_REQUEST
+    assert len(str(huge.to_dict())) < 1000, "the answer does not echo the oversized field"
 
 
 # --- with mirrors, every URL's failure is reported -----------------------------------------
