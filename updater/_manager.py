@@ -128,7 +128,9 @@ class UpdateManager:
         hook: Called before every install action (tests inject crashes).
         daemon: The daemon's own install (see :class:`updater.DaemonInstall`), if managed.
         cancel_cleanup_s: How long (Trio seconds) a cancelled agent update may spend putting
-            the old version back before it leaves the journal to the next start.
+            the old version back before it leaves the journal to the next start. Keep it
+            below the service manager's stop timeout (``TimeoutStopSec=60`` in
+            ``updater/contrib/hostvisor.service``), with room for the rest of the shutdown.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class UpdateManager:
         free_space: FreeSpace = _free_space,
         hook: Hook | None = None,
         daemon: DaemonUpdater | None = None,
-        cancel_cleanup_s: float = 60.0,
+        cancel_cleanup_s: float = 30.0,
     ) -> None:
         self.config = config
         self.agents = {agent.component: agent for agent in agents}
