@@ -61,11 +61,12 @@ from ._health import (
     HealthSnapshot as HealthSnapshot,
     HeartbeatTracker as HeartbeatTracker,
     ResourceAlert as ResourceAlert,
+    ResourceHistory as ResourceHistory,
+    ResourceSample as ResourceSample,
+    SocketSetupError as SocketSetupError,
     ThresholdTracker as ThresholdTracker,
     Verdict as Verdict,
 )
-from ._heartbeat import SocketSetupError as SocketSetupError
-from ._history import ResourceHistory as ResourceHistory, ResourceSample as ResourceSample
 from ._lifecycle import AgentState as AgentState, Event as Event, transition as transition
 from ._machine import (
     AgentMachine as AgentMachine,

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from ._duration import format_duration, parse_duration, parse_size, show
 from ._errors import ConfigIssue
-from ._probes import parse_endpoint
+from ._health import parse_endpoint
 from ._spec import AgentType, RestartPolicy
 
 __all__ = [

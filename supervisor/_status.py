@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._health import HealthSnapshot
-from ._heartbeat import HeartbeatStatistics
+from ._health import HealthSnapshot, HeartbeatStatistics, NotifyStatistics
 from ._lifecycle import AgentState
 from ._machine import ExitStatus
-from ._notify import NotifyStatistics
 from ._spec import AgentType
 
 __all__ = ["AgentInfo", "HealthStatistics", "Outcome", "SupervisorStatistics"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import agent
-from supervisor._heartbeat import parse_heartbeat
+from supervisor._health._heartbeat import parse_heartbeat
 from supervisor.agent import Heartbeater, notify, send_heartbeat
 
 

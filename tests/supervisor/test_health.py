@@ -18,8 +18,8 @@ from supervisor._health import (
     ResourceHistory,
     ResourceSample,
     ThresholdTracker,
-    format_bytes,
 )
+from supervisor._health._trackers import format_bytes
 from supervisor._spec import HealthCheckSpec
 
 MiB = 1024 * 1024
@@ -586,3 +586,25 @@ def test_recovery_once_per_episode(ops: list[tuple[str, float, float, bool]]) ->
                 assert reason == "; ".join(d for d in details if d in reason)
                 assert reason == h.last_error
             episode = bad and (episode or reason is not None)
+
+
+def test_a_trigger_during_an_overdue_heartbeat_leaves_no_deadline_behind() -> None:
+    """Regression (found by the stateful test): the monitor would have woken at once, forever."""
+    h = AgentHealth("a", spec(heartbeat_timeout_s=5, heartbeat_required=True))
+    h.process_started(0)
+    h.trigger(5)
+    assert h.check(5) == "heartbeat: the agent triggered its watchdog"
+    assert h.next_deadline() is None
+
+
+def test_an_exit_ends_the_episode_at_once() -> None:
+    """Regression (found by the stateful test): in_episode stayed true until the next check."""
+    h = AgentHealth("a", spec(heartbeat_timeout_s=5, heartbeat_required=True))
+    h.process_started(0)
+    assert h.check(5) is not None and h.in_episode
+    h.process_exited(6, "exited with status 1")
+    assert not h.in_episode
+    h.process_started(7)
+    assert h.check(12) is not None and h.in_episode
+    h.reset()
+    assert not h.in_episode

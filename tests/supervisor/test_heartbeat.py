@@ -16,12 +16,8 @@ import psutil
 import pytest
 import trio
 
-from supervisor._heartbeat import (
-    Heartbeat,
-    HeartbeatServer,
-    SocketSetupError,
-    parse_heartbeat,
-)
+from supervisor._health._heartbeat import Heartbeat, HeartbeatServer, parse_heartbeat
+from supervisor._health._sockets import SocketSetupError
 from tests.supervisor.helpers import GUARD_S, release, start_gated_child as start_child, wait_until
 
 

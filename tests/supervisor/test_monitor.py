@@ -29,9 +29,8 @@ from supervisor import (
     Supervisor,
     open_supervisor,
 )
-from supervisor._health import Check, CheckState, ResourceAlert
-from supervisor._heartbeat import SocketSetupError
-from supervisor._monitor import (
+from supervisor._health import Check, CheckState, ResourceAlert, SocketSetupError
+from supervisor._health._monitor import (
     MAX_RESOLUTION_S,
     MIN_RESOLUTION_S,
     next_tick,
@@ -513,6 +512,35 @@ async def test_http_and_tcp_probes(tmp_path: Path) -> None:
             )
         )
         assert sup.status("good").restart_count == 0
+
+
+async def test_an_endpoint_that_cannot_be_probed_fails_its_check(tmp_path: Path) -> None:
+    """Endpoints a library caller wrote badly fail their checks with the reason; no crash."""
+    odd = shell_agent(
+        "odd",
+        "exec sleep 60",
+        tmp_path,
+        restart=RestartSpec(policy=RestartPolicy.NEVER),
+        health_check=HealthCheckSpec(
+            interval_s=0.1,
+            http_endpoint="http://127.0.0.1/a b",
+            tcp_endpoint="a..b:80",
+            failures=1,
+            cpu_threshold=0,
+            memory_threshold=0,
+        ),
+    )
+    async with (
+        open_supervisor([odd], work_dir=str(tmp_path)) as sup,
+        sup.subscribe() as events,
+    ):
+        unhealthy = await next_event(events, health_event("unhealthy", "odd"))
+        assert "http: 1 failure in a row" in unhealthy.reason
+        assert "last: health check URL 'http://127.0.0.1/a b'" in unhealthy.reason
+        assert "tcp: 1 failure in a row" in unhealthy.reason
+        assert "last: invalid endpoint 'a..b:80': 'a..b' is not a valid host name" in (
+            unhealthy.reason
+        )
 
 
 def _with_args(spec: AgentSpec, *extra: str) -> AgentSpec:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor._heartbeat import SocketSetupError
-from supervisor._notify import NotifyMessage, NotifyServer, notify_env, parse_notify
+from supervisor._health import SocketSetupError
+from supervisor._health._notify import NotifyMessage, NotifyServer, notify_env, parse_notify
 from tests.supervisor.helpers import GUARD_S, release, start_gated_child, wait_until
 
 

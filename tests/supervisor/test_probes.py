@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings, strategies as st
 
-from supervisor._probes import Probe, parse_endpoint, probe_http, probe_many, probe_tcp
+from supervisor._health._judge import Judge, parse_endpoint, parse_url
+from supervisor._health._probes import Probe, probe_http, probe_many, probe_tcp
 from tests.supervisor.helpers import free_port
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -294,6 +295,8 @@ async def test_dns_failure() -> None:
         "http://127.0.0.1:99999/",
         "http://127.0.0.1:port/",
         "http://127.0.0.1/a b",
+        "http://a..b/",
+        f"http://{'x' * 64}.example/",
     ],
 )
 async def test_bad_url_is_a_config_error(url: str) -> None:
@@ -377,7 +380,7 @@ def test_parse_endpoint(value: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize(
     "value",
     ["", "host", "host:", ":80", "::1:80", "[::1]", "[::1]80", "[nope]:80", "h:0", "h:65536",
-     "h:8o", "h:٣", "a b:80", "[::1:80", "http://h:80"],
+     "h:8o", "h:٣", "a b:80", "[::1:80", "http://h:80", "a..b:80", ".h:80", f"{'x' * 64}:80"],
 )  # fmt: skip
 def test_parse_endpoint_rejects(value: str) -> None:
     with pytest.raises(ValueError, match="invalid endpoint") as info:
@@ -476,10 +479,8 @@ def test_judge_agrees_with_h11(
     head: bytes, headers: list[bytes], body: bytes, max_body: int, cuts: list[int]
 ) -> None:
     """However the answer is split into reads, the quick path's verdict is h11's."""
-    from supervisor._probes import _Judge, _parse_url
-
     response = head + b"".join(headers) + b"\r\n" + body
-    judge = _Judge(_parse_url("http://x/"), max_body)
+    judge = Judge(parse_url("http://x/"), max_body)
     verdict: str | None = "incomplete"
     rest = response
     try:

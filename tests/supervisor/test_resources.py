@@ -10,7 +10,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from supervisor._resources import CpuMeter, tree_usage
+from supervisor._health._resources import CpuMeter, tree_usage
 
 samples = st.lists(
     st.tuples(st.floats(min_value=0.001, max_value=100), st.integers(min_value=0, max_value=10**6)),

@@ -1,24 +1,26 @@
-"""The health monitor: every agent's checks, on shared ticks (the IO shell of ``_health``).
+"""The health monitor: every agent's checks, on shared ticks (the IO shell of the trackers).
 
 Theory of operation
 -------------------
 One :class:`HealthMonitor` serves all agents of a :class:`~supervisor.Supervisor`. It
 owns two private sockets and one loop:
 
-* the heartbeat socket (:class:`~supervisor._heartbeat.HeartbeatServer`, JSON lines) and
-  the sd_notify socket (:class:`~supervisor._notify.NotifyServer`). Each agent finds them
-  in its environment (``HOSTVISOR_HEARTBEAT_SOCKET``, ``NOTIFY_SOCKET``, and
-  ``WATCHDOG_USEC`` when a heartbeat timeout is set). A message is attributed by the
-  sender's pid from the kernel: :meth:`HealthMonitor.resolve` maps it to the agent whose
-  process is that pid, leads its session or process group, or is an ancestor of it.
+* the heartbeat socket (:class:`~supervisor._health._heartbeat.HeartbeatServer`, JSON
+  lines) and the sd_notify socket (:class:`~supervisor._health._notify.NotifyServer`).
+  Each agent finds them in its environment (``HOSTVISOR_HEARTBEAT_SOCKET``,
+  ``NOTIFY_SOCKET``, and ``WATCHDOG_USEC`` when a heartbeat timeout is set). A message is
+  attributed by the sender's pid from the kernel: :meth:`HealthMonitor.resolve` maps it
+  to the agent whose process is that pid, leads its session or process group, or is an
+  ancestor of it.
 * the loop. Agents are grouped by ``health_check.interval``; each group has one tick on
   a grid (``start + k * interval``), so 300 agents with the same interval cost one
   wake-up per interval, not 300. At a tick the monitor measures every live process tree
   of the group in one worker-thread call (CPU and RSS from ``/proc``), feeds the samples
   to each agent's :class:`~supervisor._health.AgentHealth`, then probes the HTTP and TCP
-  endpoints of the group's running agents in one round (:func:`~supervisor._probes.probe_many`:
-  one task, one private ``epoll`` set, a few wake-ups for hundreds of probes; each probe
-  bounded by ``health_check.timeout``; an agent whose previous probe still runs is skipped).
+  endpoints of the group's running agents in one round
+  (:func:`~supervisor._health._probes.probe_many`: one task, one private ``epoll`` set, a
+  few wake-ups for hundreds of probes; one deadline per probe, ``health_check.timeout``,
+  that covers name resolution too; an agent whose previous probe still runs is skipped).
 * messages from agents are read in rounds too, one round per :func:`resolution_for` (a
   sixth of the shortest heartbeat timeout, between 0.1 s and 5 s) for all of them (see the
   two servers): on a small VM a wake-up costs more than the work it does. A heartbeat
@@ -49,29 +51,26 @@ import hashlib
 import logging
 import math
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
-from ._errors import SupervisorClosedError
-from ._events import AgentEvent
-from ._health import Check, ResourceAlert
-from ._heartbeat import (
-    ENV_HEARTBEAT_SOCKET,
-    Heartbeat,
-    HeartbeatServer,
-    SocketSetupError,
-)
-from ._lifecycle import AgentState
+from supervisor._errors import SupervisorClosedError
+from supervisor._events import AgentEvent
+from supervisor._lifecycle import AgentState
+from supervisor._process import Child, lineage
+from supervisor._runner import AgentRunner, Ready, Request, Unhealthy
+from supervisor._spec import AgentSpec, HealthCheckSpec
+from supervisor._status import HealthStatistics
+
+from ._agent_health import Check, ResourceAlert
+from ._heartbeat import ENV_HEARTBEAT_SOCKET, Heartbeat, HeartbeatServer
+from ._judge import parse_endpoint, parse_url
 from ._notify import NotifyMessage, NotifyServer, notify_env
-from ._probes import Probe, parse_endpoint, probe_many
-from ._process import Child, lineage
+from ._probes import Probe, probe_many
 from ._resources import TreeUsage, tree_usage
-from ._runner import AgentRunner
-from ._spec import AgentSpec
-from ._status import HealthStatistics
+from ._sockets import SUN_PATH_MAX, private_dir
 
 __all__ = ["HealthMonitor", "next_tick", "resolution_for", "socket_dir_for"]
 
@@ -88,7 +87,6 @@ PROBES_PER_ROUND = 256
 #: Parent links followed from a message's sender towards an agent's process.
 MAX_ANCESTORS = 64
 _SOCKET_NAMES = ("heartbeat.sock", "notify.sock")
-_SUN_PATH_MAX = 107
 
 
 def next_tick(start: float, interval: float, now: float) -> float:
@@ -136,23 +134,7 @@ def socket_dir_for(work_dir: str) -> str:
 
 def _fits(directory: str) -> bool:
     longest = max(len(os.fsencode(os.path.join(directory, n))) for n in _SOCKET_NAMES)
-    return longest <= _SUN_PATH_MAX
-
-
-def _private_dir(path: str) -> None:
-    """Create ``path`` (0700), or check that the existing one is ours and private."""
-    try:
-        if not os.path.lexists(path):
-            os.makedirs(path, mode=0o700)
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise SocketSetupError(path, "exists and is not a directory")
-        if st.st_uid != os.geteuid():
-            raise SocketSetupError(path, f"directory owned by uid {st.st_uid}, not by us")
-        if st.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError as exc:
-        raise SocketSetupError(path, str(exc)) from exc
+    return longest <= SUN_PATH_MAX
 
 
 class HealthMonitor:
@@ -265,7 +247,7 @@ class HealthMonitor:
         Raises:
             SocketSetupError: A socket (or its directory) could not be created.
         """
-        _private_dir(self.socket_dir)
+        private_dir(self.socket_dir)
         try:
             self.heartbeats.socket.bind()
             self.notifications.socket.bind()
@@ -378,17 +360,12 @@ class HealthMonitor:
         free = [(r, c) for r, c in members if r.spec.id not in self._probing]
         self._counts["probes_skipped"] += len(members) - len(free)
         members = free
-        probes: list[Probe] = []
-        owners: list[tuple[AgentRunner, Child, Check]] = []
-        for runner, child in members:
-            checks = runner.spec.health_check
-            if checks.http_endpoint is not None:
-                probes.append(Probe(url=checks.http_endpoint, timeout_s=checks.timeout_s))
-                owners.append((runner, child, Check.HTTP))
-            if checks.tcp_endpoint is not None:
-                endpoint = parse_endpoint(checks.tcp_endpoint)
-                probes.append(Probe(endpoint=endpoint, timeout_s=checks.timeout_s))
-                owners.append((runner, child, Check.TCP))
+        entries = [
+            (runner, child, check, probe)
+            for runner, child in members
+            for check, probe in _probes_of(runner.spec.health_check)
+        ]
+        probes = [probe for *_, probe in entries if isinstance(probe, Probe)]
         ids = {runner.spec.id for runner, _ in members}
         self._probing |= ids
         verdicts: list[str | None] = []
@@ -398,7 +375,9 @@ class HealthMonitor:
         finally:
             self._probing -= ids
         now = trio.current_time()
-        for (runner, child, check), error in zip(owners, verdicts, strict=True):
+        answers = iter(verdicts)
+        for runner, child, check, probe in entries:
+            error = next(answers) if isinstance(probe, Probe) else probe
             if runner.child is child:  # else restarted meanwhile: the answer is stale
                 self._counts["probes"] += 1
                 runner.health.probe(now, check, error)
@@ -441,7 +420,7 @@ class HealthMonitor:
         if message.stopping:
             health.stopping(now)
         if message.ready:
-            self._post(runner, "ready")
+            self._post(runner, Ready())
         self._judge(runner, now)
 
     # -- verdicts ---------------------------------------------------------------------
@@ -454,15 +433,15 @@ class HealthMonitor:
             self._counts["unhealthy"] += 1
             logger.warning("agent %s: unhealthy: %s", runner.spec.id, reason)
             self._event(runner, "unhealthy", reason, now)
-            self._post(runner, "unhealthy", reason=reason)
+            self._post(runner, Unhealthy(reason))
         elif was_unhealthy and not health.in_episode:
             self._event(runner, "healthy", "every health check passes again", now)
 
-    def _post(self, runner: AgentRunner, kind: str, **kwargs: object) -> None:
+    def _post(self, runner: AgentRunner, request: Request) -> None:
         try:
-            runner.post(kind, **kwargs)
+            runner.post(request)
         except SupervisorClosedError as exc:  # the runner is closing: nothing to act on
-            logger.debug("agent %s: %s request dropped: %s", runner.spec.id, kind, exc)
+            logger.debug("agent %s: %s request dropped: %s", runner.spec.id, request, exc)
 
     def _event(
         self,
@@ -486,6 +465,31 @@ class HealthMonitor:
                 alert=alert,
             )
         )
+
+
+def _probes_of(checks: HealthCheckSpec) -> list[tuple[Check, Probe | str]]:
+    """The probes an agent's checks ask for; the reason instead where one cannot be made.
+
+    A library caller may put any text in a :class:`HealthCheckSpec`: an endpoint that
+    cannot be probed fails its check at every round with the reason, and never stops the
+    monitor (which a ValueError from :func:`probe_many` would).
+    """
+    found: list[tuple[Check, Probe | str]] = []
+    if checks.http_endpoint is not None:
+        try:
+            parse_url(checks.http_endpoint)
+        except ValueError as exc:
+            found.append((Check.HTTP, str(exc)))
+        else:
+            found.append((Check.HTTP, Probe(url=checks.http_endpoint, timeout_s=checks.timeout_s)))
+    if checks.tcp_endpoint is not None:
+        try:
+            endpoint = parse_endpoint(checks.tcp_endpoint)
+        except ValueError as exc:
+            found.append((Check.TCP, str(exc)))
+        else:
+            found.append((Check.TCP, Probe(endpoint=endpoint, timeout_s=checks.timeout_s)))
+    return found
 
 
 def _measure(pids: list[int]) -> list[TreeUsage | None]:

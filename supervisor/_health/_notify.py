@@ -10,8 +10,8 @@ that already call ``sd_notify`` (libsystemd, Go's coreos/go-systemd, python-syst
 ``systemd-notify``) work unchanged under the supervisor.
 
 One ``AF_UNIX``/``SOCK_DGRAM`` socket serves every agent. It is created like the
-heartbeat socket (see :func:`supervisor._heartbeat.bind_private_socket`: file 0600 in a
-0700 directory, stale file replaced). With ``SO_PASSCRED`` the kernel attaches the
+heartbeat socket (see :func:`supervisor._health._sockets.bind_private_socket`: file 0600
+in a 0700 directory, stale file replaced). With ``SO_PASSCRED`` the kernel attaches the
 sender's pid, uid and gid to every datagram (``SCM_CREDENTIALS``), so attribution never
 trusts the payload: ``resolve(pid) -> agent_id | None`` decides, and a datagram from
 another uid or an unknown pid is dropped and counted (``strangers``).
@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from ._heartbeat import PrivateSocket, remove_socket_file
+from ._sockets import PrivateSocket, remove_socket_file
 
 __all__ = [
     "NotifyMessage",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._proc import CLOCK_TICKS, PAGE_SIZE, read_stat, tree_below
+from supervisor._proc import CLOCK_TICKS, PAGE_SIZE, read_stat, tree_below
 
 __all__ = ["CLOCK_TICKS", "CpuMeter", "TreeUsage", "tree_usage"]
 
