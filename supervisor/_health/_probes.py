@@ -276,7 +276,8 @@ async def probe_many(
     async with trio.open_nursery() as nursery:
         for index, probe in secure:
             nursery.start_soon(one_secure, index, probe)
-        await _PlainRound(results, poll_s).run(plain)
+        if plain:
+            await _PlainRound(results, poll_s).run(plain)
     return results
 
 
@@ -317,8 +318,6 @@ class _PlainRound:
     async def run(self, items: list[tuple[int, Probe, Target | None]]) -> None:
         """Probe ``items`` (index, probe, parsed URL or None for TCP) until all are judged."""
         try:
-            if not items:
-                return
             start = trio.current_time()
             names: dict[tuple[str, int], list[_Attempt]] = {}
             for index, probe, target in items:

@@ -50,7 +50,6 @@ class SocketSetupError(SupervisorError):
         super().__init__(f"cannot create socket {path!r}: {reason}")
 
 
-
 def _check_path_length(path: str) -> None:
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         raise SocketSetupError(path, f"longer than {SUN_PATH_MAX} bytes (sun_path)")
