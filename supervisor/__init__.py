@@ -78,6 +78,7 @@ from ._machine import (
 from ._persist import (
     AgentRecord as AgentRecord,
     AgentStore as AgentStore,
+    SpawnJournal as SpawnJournal,
     spec_digest as spec_digest,
 )
 from ._process import ProcessIdentity as ProcessIdentity
@@ -115,6 +116,7 @@ __all__ = [
     "EventSubscription",
     "AgentState",
     "AgentStore",
+    "SpawnJournal",
     "AgentRecord",
     "ProcessIdentity",
     "spec_digest",

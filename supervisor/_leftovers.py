@@ -24,20 +24,43 @@ from dataclasses import dataclass
 
 import trio
 
-from ._proc import Markers, read_stat, scan_marked, tree_below
+from ._proc import read_stat, scan_marked, tree_below
 from ._process import (
-    ENV_AGENT_ID,
-    ENV_OWNER,
-    ENV_RUN_ID,
+    MARKERS,
     Child,
     OrphanReaper,
     ProcessIdentity,
     identify,
 )
 
-__all__ = ["Found", "find_agents", "stop_leftovers", "stop_processes"]
+__all__ = ["Found", "Markers", "find_agents", "stop_leftovers", "stop_processes"]
 
-_MARKERS = (ENV_OWNER, ENV_AGENT_ID, ENV_RUN_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class Markers:
+    """The supervisor's markers in a process's environment ("" when absent).
+
+    Attributes:
+        owner: Which supervisor spawned the agent (a digest of its work directory).
+        agent_id: The agent.
+        run_id: The spawn.
+        binary: The identity of the executable file at spawn (see ``file_identity``).
+        restarts: The agent's restart count at that spawn ("" before markers had it).
+        spec: The digest of the spec the spawn was started with ("" likewise).
+    """
+
+    owner: str
+    agent_id: str
+    run_id: str
+    binary: str
+    restarts: str
+    spec: str
+
+    @property
+    def restart_count(self) -> int:
+        """:attr:`restarts` as a number (0 when absent or garbled)."""
+        return int(self.restarts) if self.restarts.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +84,21 @@ class Found:
         markers = self.markers.get(pid)
         return markers.run_id if markers is not None else ""
 
+    def binary_of(self, pid: int) -> str:
+        """The executable file identity a found process was spawned from ("" if unknown)."""
+        markers = self.markers.get(pid)
+        return markers.binary if markers is not None else ""
+
+    def spec_of(self, pid: int) -> str:
+        """The spec digest a found process was spawned with ("" if unknown)."""
+        markers = self.markers.get(pid)
+        return markers.spec if markers is not None else ""
+
+    @property
+    def restart_count(self) -> int:
+        """The highest restart count any found process was spawned with."""
+        return max((m.restart_count for m in self.markers.values()), default=0)
+
     def outside(self, run_id: str) -> list[int]:
         """Every found process that does not belong to the run ``run_id``."""
         return [pid for pid, markers in self.markers.items() if markers.run_id != run_id]
@@ -71,13 +109,18 @@ def find_agents(owner: str) -> dict[str, Found]:
 
     A scan of every process's environment: call it from a worker thread.
     """
-    marked = scan_marked(_MARKERS, owner)
+    marked = {pid: Markers(*values) for pid, values in scan_marked(MARKERS, owner).items()}
     by_agent: dict[str, tuple[list[ProcessIdentity], list[int]]] = {}
     for pid, markers in marked.items():
         leaders, others = by_agent.setdefault(markers.agent_id, ([], []))
         stat = read_stat(pid)
+        # A run's main process leads its own session (it was spawned with setsid) and its
+        # parent is not of the same run. (A descendant that called setsid itself and lost
+        # its parent looks the same: only a store that journals spawns can tell them apart.)
         parent = marked.get(stat.ppid) if stat is not None else None
-        identity = identify(pid) if parent is None or parent.run_id != markers.run_id else None
+        leads = stat is not None and stat.session == pid
+        own_run = parent is not None and parent.run_id == markers.run_id
+        identity = identify(pid) if leads and not own_run else None
         if identity is not None:
             leaders.append(identity)
         else:

@@ -43,6 +43,9 @@ class AgentLog:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        # Bytes rotated away from the current file so far: with its size, a position in
+        # the agent's whole output that only grows (see position()).
+        self.rotated_bytes = 0
 
     def open_for_child(self) -> int:
         """Open the file for a new process's stdout/stderr; the caller closes the fd.
@@ -83,10 +86,12 @@ class AgentLog:
         self._shift_backups()
         if self.backups == 0:
             os.truncate(self.path, 0)
+            self.rotated_bytes += st.st_size
         elif running:
-            self._copy_truncate(f"{self.path}.1")
+            self.rotated_bytes += self._copy_truncate(f"{self.path}.1")
         else:
             os.replace(self.path, f"{self.path}.1")
+            self.rotated_bytes += st.st_size
         return True
 
     def _shift_backups(self) -> None:
@@ -98,7 +103,9 @@ class AgentLog:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(f"{self.path}.{index}", f"{self.path}.{index + 1}")
 
-    def _copy_truncate(self, target: str) -> None:
+    def _copy_truncate(self, target: str) -> int:
+        """Copy the file to ``target`` and truncate it; return the bytes copied."""
+        total = 0
         src = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
@@ -108,11 +115,46 @@ class AgentLog:
                     copied = os.copy_file_range(src, dst, 1 << 30)
                     if copied == 0:
                         break
+                    total += copied
                 os.truncate(self.path, 0)
             finally:
                 os.close(dst)
         finally:
             os.close(src)
+        return total
+
+    def position(self) -> int:
+        """Where the agent's output is now: bytes written since this log was opened by the
+        supervisor, rotations included. Only grows (a mark for :meth:`tail_since`)."""
+        try:
+            size = os.stat(self.path).st_size if not self._is_special() else 0
+        except FileNotFoundError:
+            size = 0
+        return self.rotated_bytes + size
+
+    def tail_since(self, position: int, lines: int = 100) -> list[str]:
+        """The last ``lines`` lines written after :meth:`position` returned ``position``.
+
+        Reads the current file from that point, and the newest backup first when the
+        point lies before the last rotation (older output is not looked for).
+
+        Raises:
+            ValueError: ``lines`` out of range.
+        """
+        if not 1 <= lines <= MAX_TAIL_LINES:
+            raise ValueError(f"lines must be between 1 and {MAX_TAIL_LINES}; got {lines!r}")
+        if self._is_special():
+            return []
+        offset = position - self.rotated_bytes
+        data = b""
+        if offset < 0:
+            data = _read_from(f"{self.path}.1", offset)  # from the end of the backup
+            offset = 0
+        data += _read_from(self.path, offset)
+        found = data.split(b"\n")
+        if found and found[-1] == b"":
+            found.pop()
+        return [line.decode(errors="replace") for line in found[-lines:]]
 
     def files(self) -> list[str]:
         """The current file and its existing backups, newest first."""
@@ -150,6 +192,19 @@ class AgentLog:
             return not stat.S_ISREG(os.stat(name).st_mode)
         except FileNotFoundError:
             return True
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    """The bytes of a file from ``offset`` (from its end when negative), at most 1 MiB."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            start = end + offset if offset < 0 else offset
+            start = min(max(start, end - (1 << 20), 0), end)
+            f.seek(start)
+            return f.read(end - start)
+    except OSError:
+        return b""
 
 
 def _last_lines(path: str, wanted: int) -> list[bytes]:

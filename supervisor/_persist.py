@@ -25,7 +25,7 @@ from typing import Protocol
 from ._process import ProcessIdentity
 from ._spec import AgentSpec
 
-__all__ = ["AgentRecord", "AgentStore", "spec_digest"]
+__all__ = ["AgentRecord", "AgentStore", "SpawnJournal", "spec_digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +35,13 @@ class AgentRecord:
     Attributes:
         desired: "running" or "stopped": what the user (or the configuration) last asked.
         process: The agent's process, if one was running.
-        run_id: The marker of that process's spawn.
+        run_id: The marker of that process's spawn; without a process, of the last spawn
+            ("" if the agent never ran).
         digest: :func:`spec_digest` of the spec it was started with.
         restart_count: Restarts so far, carried over for the status.
         enabled: The spec's ``enabled`` when the record was written. A change of
             ``enabled`` in the configuration since then wins over ``desired``.
+        spawns: Processes started for the agent so far (0: it never ran).
     """
 
     desired: str
@@ -48,6 +50,7 @@ class AgentRecord:
     digest: str = ""
     restart_count: int = 0
     enabled: bool = True
+    spawns: int = 0
 
 
 class AgentStore(Protocol):
@@ -64,6 +67,23 @@ class AgentStore(Protocol):
 
     def save(self, records: Mapping[str, AgentRecord]) -> None:
         """Replace the saved records with these, durably."""
+        ...
+
+
+class SpawnJournal(Protocol):
+    """An optional addition to :class:`AgentStore`: told of every spawn as it happens.
+
+    Records are saved a moment after a change; a supervisor killed in that moment would
+    forget the spawn: restart counts would not add up, and the next supervisor would not
+    know which live process is the agent's main one (a child whose parent died looks the
+    same from outside). A store with this method is told synchronously, right after each
+    spawn, with the agent's new record, so that its next :meth:`AgentStore.load` returns it
+    (an ``O_APPEND`` write is enough: it must survive the supervisor, not the machine).
+    With such a store the supervisor adopts only the processes its records name.
+    """
+
+    def note_spawn(self, agent_id: str, record: AgentRecord) -> None:
+        """The agent has just started the process ``record`` names (``record.spawns``-th)."""
         ...
 
 

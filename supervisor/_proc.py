@@ -22,7 +22,6 @@ from dataclasses import dataclass
 __all__ = [
     "CLOCK_TICKS",
     "PAGE_SIZE",
-    "Markers",
     "ProcStat",
     "boot_time",
     "children_of",
@@ -145,52 +144,38 @@ def tree_below(pids: Iterable[int]) -> list[int]:
     return list(found)
 
 
-@dataclass(frozen=True, slots=True)
-class Markers:
-    """The supervisor's markers in a process's environment ("" when absent).
-
-    Attributes:
-        owner: Which supervisor spawned the agent (a digest of its work directory).
-        agent_id: The agent.
-        run_id: The spawn.
-    """
-
-    owner: str
-    agent_id: str
-    run_id: str
-
-
-def read_markers(pid: int, names: tuple[str, str, str]) -> Markers | None:
-    """The values of the three marker variables ``names`` (owner, agent, run) in a
-    process's environment; None if the process is gone or its environment unreadable."""
+def read_markers(pid: int, names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The values of the environment variables ``names`` in a process's environment
+    ("" for each one absent); None if the process is gone or its environment unreadable."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             data = f.read()
     except OSError:
         return None
     prefixes = [f"{name}=".encode() for name in names]
-    values = ["", "", ""]
+    values = [""] * len(names)
     for item in data.split(b"\0"):
         for index, prefix in enumerate(prefixes):
             if item.startswith(prefix):
                 values[index] = item[len(prefix) :].decode(errors="replace")
-    return Markers(*values)
+    return tuple(values)
 
 
-def scan_marked(names: tuple[str, str, str], owner: str) -> dict[int, Markers]:
-    """Every live process whose environment carries ``owner`` as its owner marker.
+def scan_marked(names: tuple[str, ...], owner: str) -> dict[int, tuple[str, ...]]:
+    """Every live process whose environment has ``owner`` in ``names[0]`` and a non-empty
+    ``names[1]``, with the values of all ``names``.
 
     A scan of every process's environment: used at start (adoption) and after an agent's
     main process died (its leftovers), never on a hot path.
     """
-    found: dict[int, Markers] = {}
+    found: dict[int, tuple[str, ...]] = {}
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         pid = int(entry)
         markers = read_markers(pid, names)
-        if markers is None or markers.owner != owner or not markers.agent_id:
+        if markers is None or markers[0] != owner or not markers[1]:
             continue
         stat = read_stat(pid)
         if stat is not None and stat.alive:

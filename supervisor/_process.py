@@ -39,14 +39,19 @@ from ._proc import children_of, read_markers, read_stat, tree_below
 
 __all__ = [
     "ENV_AGENT_ID",
+    "ENV_BINARY",
     "ENV_OWNER",
+    "ENV_RESTARTS",
     "ENV_RUN_ID",
+    "ENV_SPEC",
+    "MARKERS",
     "AdoptedChild",
     "Child",
     "OrphanReaper",
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
+    "file_identity",
     "identify",
     "lineage",
     "owner_marker",
@@ -64,7 +69,16 @@ ENV_OWNER = "HOSTVISOR_OWNER"
 ENV_AGENT_ID = "HOSTVISOR_AGENT_ID"
 #: Environment variable unique to one spawn; lets a stop find descendants that escaped.
 ENV_RUN_ID = "HOSTVISOR_RUN_ID"
-_MARKERS = (ENV_OWNER, ENV_AGENT_ID, ENV_RUN_ID)
+#: Environment variable naming the executable file a spawn started from (see
+#: :func:`file_identity`): adoption refuses a process whose file changed since.
+ENV_BINARY = "HOSTVISOR_BINARY"
+#: Environment variable holding the agent's restart count at this spawn: restart counts
+#: add up across a supervisor that died before it could record a spawn.
+ENV_RESTARTS = "HOSTVISOR_RESTARTS"
+#: Environment variable holding the digest of the spec this spawn was started with.
+ENV_SPEC = "HOSTVISOR_SPEC"
+#: Every marker, in the order :func:`supervisor._proc.read_markers` returns them.
+MARKERS = (ENV_OWNER, ENV_AGENT_ID, ENV_RUN_ID, ENV_BINARY, ENV_RESTARTS, ENV_SPEC)
 #: What /proc/PID/exe ends with once the executable was replaced or removed on disk.
 _DELETED = " (deleted)"
 
@@ -296,8 +310,21 @@ def owner_marker(work_dir: str) -> str:
 
 def read_run_marker(pid: int) -> str:
     """The spawn marker (``HOSTVISOR_RUN_ID``) in a live process's environment, or ""."""
-    markers = read_markers(pid, _MARKERS)
-    return markers.run_id if markers is not None else ""
+    markers = read_markers(pid, MARKERS)
+    return markers[2] if markers is not None else ""
+
+
+def file_identity(path: str) -> str:
+    """What identifies the file at ``path`` now: device, inode, size and modification time.
+
+    An update or a rollback that replaces the file (a rename over it) or rewrites it gives
+    another identity; "" when the file cannot be read.
+    """
+    try:
+        status = os.stat(path)
+    except OSError:
+        return ""
+    return f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
 
 
 def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:

@@ -34,21 +34,25 @@ import trio
 
 from ._errors import InvalidTransitionError, SupervisorClosedError
 from ._events import AgentEvent
-from ._health import AgentHealth
+from ._health import AgentHealth, CpuMeter
 from ._leftovers import stop_leftovers
 from ._lifecycle import AgentState, is_active
 from ._logs import AgentLog
 from ._machine import Action, AgentMachine, ExitStatus, Kill, Spawn, StateChange
+from ._persist import AgentRecord, spec_digest
 from ._process import (
     ENV_AGENT_ID,
+    ENV_BINARY,
     ENV_OWNER,
+    ENV_RESTARTS,
     ENV_RUN_ID,
+    ENV_SPEC,
     Child,
     OrphanReaper,
+    file_identity,
     spawn,
     terminate_tree,
 )
-from ._resources import CpuMeter
 from ._spec import AgentSpec
 from ._status import AgentInfo, Outcome
 
@@ -71,7 +75,7 @@ __all__ = [
 
 
 class ProcessObserver(Protocol):
-    """What the health monitor needs from runners (see :mod:`supervisor._monitor`)."""
+    """What the health monitor needs from runners (see :mod:`supervisor._health._monitor`)."""
 
     def env(self, spec: AgentSpec) -> Mapping[str, str]:
         """Variables added to the agent's environment (notify and heartbeat sockets)."""
@@ -93,6 +97,7 @@ class RunnerContext:
     publish: Callable[[AgentEvent], None]
     persist: Callable[[], None]
     owner: str = ""
+    note_spawn: Callable[[str, AgentRecord], None] | None = None
     reaper: OrphanReaper | None = None
     stop_on_exit: bool = True
     spawn_limiter: trio.CapacityLimiter | None = None
@@ -204,6 +209,10 @@ class AgentRunner:
         self.health = AgentHealth(spec.id, spec.health_check)
         self.cpu_meter = CpuMeter()
         self.child: Child | None = None
+        #: The run marker of the latest process (kept after it exited).
+        self.last_run_id = ""
+        #: Processes started for this agent so far, across supervisor runs.
+        self.spawns = 0
         self.log = self._make_log(spec)
         self.desired = "running" if spec.enabled else "stopped"
         self.created_at = time.time()
@@ -357,7 +366,10 @@ class AgentRunner:
         if was_active:
             await self._perform(self.machine.request_stop(trio.current_time()))
         self._update(spec)
-        self.log = self._make_log(spec)
+        old_log, self.log = self.log, self._make_log(spec)
+        # Positions only grow: the same file goes on; another one starts after the old.
+        same = old_log.path == self.log.path
+        self.log.rotated_bytes = old_log.rotated_bytes if same else old_log.position()
         wanted = was_active or self.desired == "running" or not old.enabled
         if not spec.enabled or not wanted:
             self.desired = "stopped"
@@ -368,6 +380,7 @@ class AgentRunner:
 
     def _adopt(self, child: Child, now: float) -> list[Action]:
         self.child = child
+        self.last_run_id = child.run_id
         self._watch(child)
         identity = child.identity
         uptime = max(0.0, time.time() - identity.create_time) if identity else 0.0
@@ -436,6 +449,9 @@ class AgentRunner:
             ENV_OWNER: self._ctx.owner,
             ENV_AGENT_ID: spec.id,
             ENV_RUN_ID: run_id,
+            ENV_BINARY: file_identity(spec.binary_path),
+            ENV_RESTARTS: str(self.machine.restart_count),
+            ENV_SPEC: spec_digest(spec),
         }
         try:
             child = await spawn(
@@ -453,11 +469,32 @@ class AgentRunner:
         finally:
             os.close(output_fd)
         self.child = child
+        self.last_run_id = child.run_id
+        self.spawns += 1
+        self._note_spawn(child)
         self._watch(child)
         now = trio.current_time()
         actions = self.machine.spawned(now, child.pid)
         self._process_started(now, spawned=True)
         return actions
+
+    def _note_spawn(self, child: Child) -> None:
+        """Tell the store's journal, if it keeps one, before anything else can happen."""
+        if self._ctx.note_spawn is None:
+            return
+        record = AgentRecord(
+            desired=self.desired,
+            process=child.identity,
+            run_id=child.run_id,
+            digest=spec_digest(self.spec),
+            restart_count=self.machine.restart_count,
+            enabled=self.spec.enabled,
+            spawns=self.spawns,
+        )
+        try:
+            self._ctx.note_spawn(self.spec.id, record)
+        except Exception as exc:  # a full disk must not stop supervision
+            logger.warning("agent %s: cannot note the spawn: %s", self.spec.id, exc)
 
     def _watch(self, child: Child) -> None:
         """Start the child's watcher in the supervisor's nursery (shielded: see module)."""

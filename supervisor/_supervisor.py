@@ -16,26 +16,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from types import MappingProxyType
 
 import trio
 
+from ._adoption import choose, spawned_with, stop_unconfigured, stop_unconfigured_record
 from ._errors import SupervisorClosedError
 from ._events import EventHub, EventSubscription
-from ._health import ResourceAlert
-from ._history import ResourceSample
+from ._health import HealthMonitor, ResourceAlert, ResourceSample, socket_dir_for
 from ._leftovers import Found, find_agents, stop_processes
 from ._lifecycle import AgentState
-from ._monitor import HealthMonitor, socket_dir_for
 from ._persist import AgentRecord, AgentStore, spec_digest
 from ._process import (
-    Child,
     OrphanReaper,
-    ProcessIdentity,
-    adopt,
     identify,
     owner_marker,
     set_child_subreaper,
@@ -117,6 +112,7 @@ class Supervisor:
             persist=self._mark_dirty,
             owner=owner_marker(self.work_dir),
             reaper=self.reaper,
+            note_spawn=getattr(store, "note_spawn", None),
         )
         self.registry = Registry(is_active=self._is_active)
         self._runners: dict[str, AgentRunner] = {}
@@ -135,6 +131,7 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._dirty = trio.Event()
         self._holds: dict[str, int] = {}
+        self._journaled = self._ctx.note_spawn is not None
 
     # -- service ----------------------------------------------------------------------
 
@@ -215,11 +212,11 @@ class Supervisor:
                     self._bring_up, runner, records.pop(agent_id, None), found.pop(agent_id, None)
                 )
             for agent_id, entry in found.items():
-                nursery.start_soon(self._stop_unconfigured, agent_id, entry)
+                nursery.start_soon(stop_unconfigured, agent_id, entry)
             for agent_id, record in records.items():
                 if record.process is not None and identify(record.process.pid) is not None:
                     # Spawned before processes carried the owner marker.
-                    nursery.start_soon(self._stop_unconfigured_record, agent_id, record)
+                    nursery.start_soon(stop_unconfigured_record, agent_id, record)
 
     async def _bring_up(
         self, runner: AgentRunner, record: AgentRecord | None, found: Found | None
@@ -229,7 +226,7 @@ class Supervisor:
         if record is not None and record.enabled == spec.enabled:
             # What the user last asked stands, unless the configuration's enabled changed.
             desired = record.desired
-        child, strays = self._choose(record, found)
+        child, strays = choose(record, found, spec, trust_records=self._journaled)
         if strays:
             logger.warning(
                 "agent %s: stopping %d process(es) of earlier runs: %s",
@@ -240,14 +237,27 @@ class Supervisor:
             await stop_processes(
                 strays, stop_signal=spec.stop_signal, timeout_s=spec.stop_timeout_s
             )
+        # Restarts count across runs, from the records and from the markers of what runs
+        # (a spawn the last run could not record carries its count); a start now of an
+        # agent that had run before, and died while nobody watched, is one more.
+        known = max(
+            record.restart_count if record is not None else 0,
+            found.restart_count if found is not None else 0,
+        )
+        ran_before = found is not None or (
+            record is not None
+            and (record.spawns > 0 or bool(record.run_id) or record.restart_count > 0)
+        )
+        if record is not None:
+            runner.spawns = record.spawns
+        respawn = child is None and ran_before and desired == "running"
+        runner.machine.restart_count = known + int(respawn)
         if child is not None:
-            if record is not None:
-                runner.machine.restart_count = record.restart_count
             await runner.request(Adopt(child))
             logger.info("agent %s: adopted running pid %d", spec.id, child.pid)
             if desired == "stopped":
                 await runner.request(Stop())
-            elif record is None or record.digest != spec_digest(spec):
+            elif spawned_with(record, found, child) != spec_digest(spec):
                 logger.info("agent %s: spec changed while we were away; restarting", spec.id)
                 await runner.request(Restart())
             else:
@@ -256,46 +266,6 @@ class Supervisor:
         runner.desired = desired
         if desired == "running":
             await runner.request(Start())
-
-    @staticmethod
-    def _choose(record: AgentRecord | None, found: Found | None) -> tuple[Child | None, list[int]]:
-        """The one process to adopt (the recorded one if it lives, else the newest run's
-        leader), and every other live process of the agent, to be stopped."""
-        candidates = list(reversed(found.leaders)) if found is not None else []  # newest first
-        recorded = record.process if record is not None else None
-        if recorded is not None:
-            if not any(recorded.matches(i) for i in candidates) and record and record.run_id:
-                candidates.append(recorded)  # spawned before the owner marker existed
-            candidates.sort(key=lambda identity: not recorded.matches(identity))
-        child: Child | None = None
-        for identity in candidates:
-            run_id = found.run_of(identity.pid) if found is not None else ""
-            child = adopt(identity, run_id or (record.run_id if record is not None else ""))
-            if child is not None:
-                break
-        if found is not None:
-            strays = found.outside(child.run_id) if child is not None else list(found.markers)
-        else:
-            strays = [i.pid for i in candidates if child is None and _same_start(i)]
-        return child, strays
-
-    async def _stop_unconfigured(self, agent_id: str, found: Found) -> None:
-        """Stop every process of an agent that is no longer configured."""
-        logger.info(
-            "agent %s is no longer configured; stopping its process(es) %s",
-            agent_id,
-            ", ".join(map(str, found.markers)),
-        )
-        await stop_processes(list(found.markers), stop_signal=signal.SIGTERM, timeout_s=30.0)
-
-    async def _stop_unconfigured_record(self, agent_id: str, record: AgentRecord) -> None:
-        assert record.process is not None
-        child = adopt(record.process, record.run_id)
-        if child is None:
-            return
-        logger.info("agent %s is no longer configured; stopping its pid %d", agent_id, child.pid)
-        child.close()
-        await stop_processes([child.pid], stop_signal=signal.SIGTERM, timeout_s=30.0)
 
     async def _rotate_logs(self) -> None:
         while True:
@@ -330,10 +300,11 @@ class Supervisor:
             records[agent_id] = AgentRecord(
                 desired=runner.desired,
                 process=identity,
-                run_id=child.run_id if identity is not None and child is not None else "",
+                run_id=child.run_id if child is not None else runner.last_run_id,
                 digest=spec_digest(runner.spec),
                 restart_count=runner.machine.restart_count,
                 enabled=runner.spec.enabled,
+                spawns=runner.spawns,
             )
         return records
 
@@ -465,6 +436,25 @@ class Supervisor:
         samples = self._runners[agent_id].health.history.window(now, seconds)
         return [sample._replace(at=sample.at + offset) for sample in samples]
 
+    def log_position(self, agent_id: str) -> int:
+        """A mark in the agent's output (bytes so far, rotations included; only grows).
+
+        Raises:
+            UnknownAgentError: no such agent.
+        """
+        self.registry.get(agent_id)
+        return self._runners[agent_id].log.position()
+
+    def tail_since(self, agent_id: str, position: int, lines: int = 100) -> list[str]:
+        """The last lines the agent wrote after :meth:`log_position` gave ``position``.
+
+        Raises:
+            UnknownAgentError: no such agent.
+            ValueError: ``lines`` out of range (1 to 1000).
+        """
+        self.registry.get(agent_id)
+        return self._runners[agent_id].log.tail_since(position, lines)
+
     def tail(self, agent_id: str, lines: int = 100) -> list[str]:
         """The last lines of an agent's output (the seed's GetAgentLogs).
 
@@ -571,14 +561,6 @@ class Supervisor:
             orphans_reaped=self.reaper.reaped if self.reaper else 0,
             health=self.monitor.statistics() if self.monitor else None,
         )
-
-
-def _same_start(identity: ProcessIdentity) -> bool:
-    """Whether the recorded process still lives (same PID and start time; any executable)."""
-    current = identify(identity.pid)
-    return current is not None and identity.matches(
-        ProcessIdentity(current.pid, current.create_time, identity.exe)
-    )
 
 
 @contextlib.asynccontextmanager

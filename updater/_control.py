@@ -85,11 +85,12 @@ class AgentLogMarks(Protocol):
     """
 
     def log_mark(self, agent_id: str) -> int:
-        """How many lines the agent has logged so far (stdout and stderr together): a
-        count that only grows, across restarts of the agent, for the daemon's lifetime."""
+        """A position in the agent's output (stdout and stderr together) that only grows,
+        across restarts of the agent, for the daemon's lifetime: a line count, a byte
+        count, whatever :meth:`tail_since` understands."""
         ...
 
     def tail_since(self, agent_id: str, mark: int, lines: int) -> list[str]:
-        """The last ``lines`` of the lines logged after the first ``mark`` ones, oldest
-        first (fewer if fewer were written, or the buffer no longer holds them)."""
+        """The last ``lines`` of the lines logged after ``mark``, oldest first (fewer if
+        fewer were written, or the log no longer holds them)."""
         ...

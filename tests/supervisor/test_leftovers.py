@@ -204,3 +204,37 @@ async def test_an_agent_no_longer_configured_is_stopped_even_without_a_record(
                     await trio.sleep(0.01)
     finally:
         kill_all([gone.pid])
+
+
+async def test_a_script_replaced_on_disk_is_restarted_not_adopted(tmp_path: Path) -> None:
+    """A script agent's file was replaced (its interpreter, /bin/sh, did not change):
+    the process started from the old file is stopped and the new file started."""
+    script = tmp_path / "bin" / "agent.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho start $$ v1\nexec sleep 1000\n")
+    script.chmod(0o755)
+    spec = AgentSpec(
+        id="s",
+        binary_path=str(script),
+        start_seconds_s=0.0,
+        work_dir=str(tmp_path / "agents" / "s"),
+        log=LogSpec(file=str(tmp_path / "logs" / "s.log")),
+    )
+    store = MemoryStore()
+    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    pids: list[int] = []
+    try:
+        async with open_supervisor([spec], **options) as sup:
+            old = (await sup.wait_state("s", AgentState.RUNNING)).pid
+        pids.append(old)
+        new_file = script.with_name("agent.sh.new")
+        new_file.write_text("#!/bin/sh\necho start $$ v2\nexec sleep 1000\n")
+        new_file.chmod(0o755)
+        os.replace(new_file, script)
+        async with open_supervisor([spec], **options) as sup:
+            new = (await sup.wait_state("s", AgentState.RUNNING)).pid
+            pids.append(new)
+            assert new != old and not alive(old)
+            await wait_for_file(tmp_path / "logs" / "s.log", "v2")
+    finally:
+        kill_all(pids)

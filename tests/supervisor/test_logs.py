@@ -117,3 +117,20 @@ def test_tail_equals_the_last_lines(lines: list[str], wanted: int, block: int) -
             assert log.tail(wanted) == lines[-wanted:]
         finally:
             supervisor._logs._BLOCK = 65536
+
+
+def test_tail_since_gives_only_what_was_written_after_the_mark(tmp_path: Path) -> None:
+    """A mark taken before a run, and the lines of that run only, across a rotation."""
+    log = AgentLog(str(tmp_path / "a.log"), max_bytes=64, backups=2)
+    with open(log.path, "a") as f:
+        f.write("".join(f"old {i}\n" for i in range(5)))
+    mark = log.position()
+    with open(log.path, "a") as f:
+        f.write("".join(f"new {i}\n" for i in range(12)))
+    assert log.rotate_if_needed(running=True)
+    with open(log.path, "a") as f:
+        f.write("new 12\n")
+    assert log.position() > mark
+    assert log.tail_since(mark, 100) == [f"new {i}" for i in range(13)]
+    assert log.tail_since(mark, 2) == ["new 11", "new 12"]
+    assert log.tail_since(log.position(), 10) == []

@@ -25,6 +25,7 @@ EXPECTED = {
     "check_agent_paths",
     "dump_agent",
     "AgentStore",
+    "SpawnJournal",
     "AgentRecord",
     "ProcessIdentity",
     "spec_digest",

@@ -90,6 +90,14 @@ class UpdateControl:
             return status.code
         return -status.signal if status.signal is not None else None
 
+    def log_mark(self, agent_id: str) -> int:
+        """A position in the agent's output that only grows (``updater.AgentLogMarks``)."""
+        return self._supervisor.log_position(agent_id)
+
+    def tail_since(self, agent_id: str, mark: int, lines: int) -> list[str]:
+        """The last lines written after ``mark``: a failed version's own output."""
+        return self._supervisor.tail_since(agent_id, mark, min(max(lines, 1), 1000))
+
     def tail(self, agent_id: str, lines: int) -> list[str]:
         """The agent's last log lines, oldest first."""
         return self._supervisor.tail(agent_id, min(max(lines, 1), 1000))

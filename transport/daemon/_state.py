@@ -31,22 +31,84 @@ _VERSION = 1
 
 
 class StateFile:
-    """The daemon's :class:`~supervisor.AgentStore`: ``{work_dir}/state.json``.
+    """The daemon's :class:`~supervisor.AgentStore`: ``{work_dir}/state.json``, plus a spawn
+    journal beside it (``spawns.log``, see :class:`~supervisor.SpawnJournal`).
+
+    Every spawn appends the agent's new record to the journal as one JSON line, right
+    after the process is created; :meth:`load` merges the journal into the records (the
+    record with more spawns wins), so a daemon killed between a spawn and its next state
+    write still knows which process is the agent's and how many restarts it made. The
+    journal is emptied once its lines are in the state file (at load) and kept short while
+    running (compacted to one line per agent past 256 KiB).
 
     Args:
-        path: The file.
+        path: The state file.
     """
+
+    JOURNAL_LIMIT = 256 * 1024
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.journal = os.path.join(os.path.dirname(path) or ".", "spawns.log")
+        self._latest: dict[str, str] = {}
 
     def load(self) -> Mapping[str, AgentRecord]:
-        """Read the records (see :func:`read_state`)."""
-        return read_state(self.path)
+        """Read the records (see :func:`read_state`), with the journal's spawns merged in.
+
+        Raises:
+            StateFileError: the state file is unusable, or the merged state cannot be
+                written back.
+        """
+        records = dict(read_state(self.path))
+        noted = _read_journal(self.journal)
+        for agent_id, record in noted.items():
+            if agent_id not in records or record.spawns > records[agent_id].spawns:
+                records[agent_id] = record
+        if noted:
+            write_state(self.path, records)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.journal)
+        return records
 
     def save(self, records: Mapping[str, AgentRecord]) -> None:
         """Replace the records (see :func:`write_state`)."""
         write_state(self.path, records)
+
+    def note_spawn(self, agent_id: str, record: AgentRecord) -> None:
+        """Append the record to the journal (no fsync: it must outlive the daemon only)."""
+        line = json.dumps({"agent": agent_id, **_raw(record)}, sort_keys=True) + "\n"
+        self._latest[agent_id] = line
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode())
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size > self.JOURNAL_LIMIT:
+            atomic_write(self.journal, "".join(self._latest.values()).encode(), mode=0o600)
+
+
+def _read_journal(path: str) -> dict[str, AgentRecord]:
+    """The record with the most spawns noted per agent; a malformed line (one cut by a
+    crash) is skipped."""
+    noted: dict[str, AgentRecord] = {}
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        return noted
+    except OSError as exc:
+        raise StateFileError(f"cannot read spawn journal {path}: {exc}") from exc
+    for line in lines:
+        try:
+            raw = json.loads(line)
+            agent_id = str(raw.pop("agent"))
+            record = _record(raw)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if agent_id not in noted or record.spawns > noted[agent_id].spawns:
+            noted[agent_id] = record
+    return noted
 
 
 def read_state(path: str) -> dict[str, AgentRecord]:
@@ -87,11 +149,16 @@ def _record(raw: Mapping[str, Any]) -> AgentRecord:
         digest=str(raw.get("digest", "")),
         restart_count=int(raw.get("restart_count", 0)),
         enabled=bool(raw.get("enabled", True)),
+        spawns=int(raw.get("spawns", 0)),
     )
 
 
 def _identity(identity: ProcessIdentity | None) -> dict[str, Any] | None:
     return asdict(identity) if identity is not None else None
+
+
+def _raw(record: AgentRecord) -> dict[str, Any]:
+    return {**asdict(record), "process": _identity(record.process)}
 
 
 def write_state(path: str, records: Mapping[str, AgentRecord]) -> None:
@@ -102,10 +169,7 @@ def write_state(path: str, records: Mapping[str, AgentRecord]) -> None:
     """
     document = {
         "version": _VERSION,
-        "agents": {
-            agent_id: {**asdict(record), "process": _identity(record.process)}
-            for agent_id, record in records.items()
-        },
+        "agents": {agent_id: _raw(record) for agent_id, record in records.items()},
     }
     data = json.dumps(document, indent=1, sort_keys=True).encode()
     try:
