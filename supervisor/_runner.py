@@ -26,15 +26,14 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
 from ._errors import InvalidTransitionError, SupervisorClosedError
 from ._events import AgentEvent
-from ._health import AgentHealth, CpuMeter
+from ._health import HealthSnapshot
 from ._leftovers import stop_leftovers
 from ._lifecycle import AgentState, is_active
 from ._logs import AgentLog
@@ -53,37 +52,23 @@ from ._process import (
     spawn,
     terminate_tree,
 )
+from ._requests import (
+    Adopt,
+    Hold,
+    Ready,
+    Replace,
+    Request,
+    Restart,
+    Start,
+    Stop,
+    Unhealthy,
+    Update,
+)
 from ._spec import AgentSpec
 from ._status import AgentInfo, Outcome
+from ._view import ProcessObserver, ProcessView
 
-__all__ = [
-    "Adopt",
-    "AgentRunner",
-    "Hold",
-    "ProcessObserver",
-    "Ready",
-    "Replace",
-    "Request",
-    "Restart",
-    "RunnerContext",
-    "Start",
-    "Stop",
-    "Unhealthy",
-    "Update",
-    "wall_clock",
-]
-
-
-class ProcessObserver(Protocol):
-    """What the health monitor needs from runners (see :mod:`supervisor._health._monitor`)."""
-
-    def env(self, spec: AgentSpec) -> Mapping[str, str]:
-        """Variables added to the agent's environment (notify and heartbeat sockets)."""
-        ...
-
-    def process_changed(self, runner: AgentRunner) -> None:
-        """The runner's process started, ended, or its checks were reconfigured."""
-        ...
+__all__ = ["AgentRunner", "RunnerContext", "wall_clock"]
 
 
 logger = logging.getLogger("supervisor")
@@ -119,68 +104,6 @@ _STARTED = frozenset({AgentState.STARTING, AgentState.RUNNING})
 _STOPPED = frozenset({AgentState.STOPPED})
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
-    """Run the agent (also a disabled one); clears ``failed`` and the retry count."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """Stop the agent's whole tree; ``graceful=False`` kills at once."""
-
-    graceful: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Restart:
-    """Stop the process (if any) gracefully and start it again at once."""
-
-
-@dataclass(frozen=True, slots=True)
-class Unhealthy:
-    """A health verdict: recover through the restart policy."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    """The agent reported itself ready (sd_notify ``READY=1``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Adopt:
-    """Supervise a process left running by an earlier run."""
-
-    child: Child
-
-
-@dataclass(frozen=True, slots=True)
-class Replace:
-    """A reload changed what defines the process: stop it, take the new spec, start it
-    again if it should run (enabled, and running or wanted before), all in one step."""
-
-    spec: AgentSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """A reload changed only settings that apply to a running process."""
-
-    spec: AgentSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """Hold automatic restarts (``on``) or release them: while held, every exit is final."""
-
-    on: bool
-
-
-#: Everything that may be asked of a runner.
-Request = Start | Stop | Restart | Unhealthy | Ready | Adopt | Replace | Update | Hold
-
-
 @dataclass(slots=True)
 class _Pending:
     request: Request
@@ -206,8 +129,7 @@ class AgentRunner:
         self.spec = spec
         self._ctx = context
         self.machine = AgentMachine(spec.restart, spec.start_seconds_s)
-        self.health = AgentHealth(spec.id, spec.health_check)
-        self.cpu_meter = CpuMeter()
+        self._generation = 0
         self.child: Child | None = None
         #: The run marker of the latest process (kept after it exited).
         self.last_run_id = ""
@@ -224,6 +146,7 @@ class AgentRunner:
         self._watchers: dict[int, trio.CancelScope] = {}
         self._changed = trio.lowlevel.ParkingLot()
         self.scope = trio.CancelScope()
+        self._publish_view()
 
     def _make_log(self, spec: AgentSpec) -> AgentLog:
         path = spec.log.file or os.path.join(self._ctx.work_dir, "logs", f"{spec.id}.log")
@@ -304,6 +227,8 @@ class AgentRunner:
                 for scope in self._watchers.values():
                     scope.cancel()
                 self._fail_pending()
+                if self._ctx.observer is not None:
+                    self._ctx.observer.forget(self.view())
 
     async def _loop(self) -> None:
         while True:
@@ -389,36 +314,43 @@ class AgentRunner:
         return actions
 
     def _update(self, spec: AgentSpec) -> list[Action]:
-        old, self.spec = self.spec, spec
+        self.spec = spec
         self.machine.update_settings(spec.restart, spec.start_seconds_s)
         self.log.max_bytes, self.log.backups = spec.log.max_bytes, spec.log.backups
-        if spec.health_check != old.health_check:
-            self.health.reconfigure(trio.current_time(), spec.health_check)
-            self._observe()
+        self._publish_view()  # the monitor reconfigures changed checks in place
         return []
 
-    # -- health facts from the process lifecycle ---------------------------------
+    # -- what the health monitor is told ------------------------------------------
+
+    def view(self) -> ProcessView:
+        """The agent as the health monitor sees it."""
+        return ProcessView(
+            agent_id=self.spec.id,
+            pid=self.machine.pid or 0,
+            generation=self._generation,
+            state=self.machine.state,
+            checks=self.spec.health_check,
+            post=self.post,
+        )
+
+    def _publish_view(self) -> None:
+        if self._ctx.observer is not None:
+            self._ctx.observer.update(self.view())
 
     def _process_started(self, now: float, *, spawned: bool) -> None:
-        self.health.process_started(now)
-        self.cpu_meter.reset()
-        if spawned:  # a new tree has used (almost) no CPU yet: the first sample counts
-            self.cpu_meter.update(now, 0)
-        self._observe()
+        self._generation += 1
+        if self._ctx.observer is not None:
+            self._ctx.observer.process_started(self.view(), now, spawned=spawned)
 
     def _exited(self, status: ExitStatus) -> list[Action]:
         now = trio.current_time()
         actions = self.machine.exited(now, status)
-        if self.machine.state is AgentState.STOPPED:
-            self.health.reset()
-        else:
-            self.health.process_exited(now, status.describe())
-        self._observe()
-        return actions
-
-    def _observe(self) -> None:
         if self._ctx.observer is not None:
-            self._ctx.observer.process_changed(self)
+            stopped = self.machine.state is AgentState.STOPPED
+            self._ctx.observer.process_exited(
+                self.view(), now, status.describe(), stopped=stopped
+            )
+        return actions
 
     async def _perform(self, actions: list[Action]) -> None:
         queue: deque[Action] = deque(actions)
@@ -606,6 +538,7 @@ class AgentRunner:
                 change.reason,
             )
         self._ctx.persist()
+        self._publish_view()
         self._changed.unpark_all()
 
     def _event(self, change: StateChange) -> AgentEvent:
@@ -621,8 +554,12 @@ class AgentRunner:
             at=change.at,
         )
 
-    def info(self) -> AgentInfo:
-        """A snapshot of the agent: the seed's AgentInfo plus supervision details."""
+    def info(self, health: HealthSnapshot | None = None) -> AgentInfo:
+        """A snapshot of the agent: the seed's AgentInfo plus supervision details.
+
+        Args:
+            health: The agent's health, from the health monitor (None without one).
+        """
         spec, machine, wall = self.spec, self.machine, self._ctx.wall
         return AgentInfo(
             id=spec.id,
@@ -645,8 +582,8 @@ class AgentRunner:
             next_restart_at=wall(machine.next_restart_at),
             consecutive_restarts=machine.consecutive,
             log_file=self.log.path,
-            health=(health := self.health.snapshot(trio.current_time())),
-            healthy=health.healthy,
+            health=health,
+            healthy=health.healthy if health is not None else None,
         )
 
     @property

@@ -36,20 +36,8 @@ from ._process import (
     set_child_subreaper,
 )
 from ._registry import Registry, ReloadPlan, plan_reload
-from ._runner import (
-    Adopt,
-    AgentRunner,
-    Hold,
-    Replace,
-    Request,
-    Restart,
-    RunnerContext,
-    Start,
-    Stop,
-    Unhealthy,
-    Update,
-    wall_clock,
-)
+from ._requests import Adopt, Hold, Replace, Request, Restart, Start, Stop, Unhealthy, Update
+from ._runner import AgentRunner, RunnerContext, wall_clock
 from ._spec import DEFAULT_WORK_DIR, AgentSpec, AgentType
 from ._status import AgentInfo, Outcome, SupervisorStatistics
 
@@ -119,7 +107,6 @@ class Supervisor:
         self.monitor: HealthMonitor | None = None
         if health_checks:
             self.monitor = self._ctx.observer = HealthMonitor(
-                self._runners,
                 socket_dir=socket_dir or socket_dir_for(self.work_dir),
                 publish=self._hub.publish,
                 wall=wall_clock,
@@ -394,15 +381,21 @@ class Supervisor:
             UnknownAgentError: no such agent.
         """
         self.registry.get(agent_id)
-        return self._runners[agent_id].info()
+        return self._info(self._runners[agent_id])
 
     def statuses(self) -> list[AgentInfo]:
         """Snapshots of every agent, in registration order."""
-        return [self._runners[spec.id].info() for spec in self.registry.list()]
+        return [self._info(self._runners[spec.id]) for spec in self.registry.list()]
 
     def list_by_type(self, agent_type: AgentType) -> list[AgentInfo]:
         """Snapshots of the agents of one type."""
-        return [self._runners[spec.id].info() for spec in self.registry.list_by_type(agent_type)]
+        agents = self.registry.list_by_type(agent_type)
+        return [self._info(self._runners[spec.id]) for spec in agents]
+
+    def _info(self, runner: AgentRunner) -> AgentInfo:
+        if self.monitor is None:
+            return runner.info()
+        return runner.info(self.monitor.snapshot(runner.spec.id, trio.current_time()))
 
     async def wait_state(self, agent_id: str, *states: AgentState) -> AgentInfo:
         """Wait until the agent is in one of ``states``; return its snapshot.
@@ -413,7 +406,7 @@ class Supervisor:
         self.registry.get(agent_id)
         runner = self._runners[agent_id]
         await runner.wait_state(frozenset(states))
-        return runner.info()
+        return self._info(runner)
 
     def subscribe(self, max_buffer: int = 1024) -> EventSubscription:
         """Follow state changes from now on (``async with`` / ``async for``)."""
@@ -431,9 +424,11 @@ class Supervisor:
             ValueError: ``seconds`` is negative.
         """
         self.registry.get(agent_id)
+        if self.monitor is None:
+            return []
         now = trio.current_time()
         offset = wall_clock(now) - now
-        samples = self._runners[agent_id].health.history.window(now, seconds)
+        samples = self.monitor.history(agent_id, now, seconds)
         return [sample._replace(at=sample.at + offset) for sample in samples]
 
     def log_position(self, agent_id: str) -> int:

@@ -59,17 +59,19 @@ import trio
 from supervisor._errors import SupervisorClosedError
 from supervisor._events import AgentEvent
 from supervisor._lifecycle import AgentState
-from supervisor._process import Child, lineage
-from supervisor._runner import AgentRunner, Ready, Request, Unhealthy
+from supervisor._process import lineage
+from supervisor._requests import Ready, Request, Unhealthy
 from supervisor._spec import AgentSpec, HealthCheckSpec
 from supervisor._status import HealthStatistics
+from supervisor._view import ProcessView
 
-from ._agent_health import Check, ResourceAlert
+from ._agent_health import AgentHealth, Check, HealthSnapshot, ResourceAlert
 from ._heartbeat import ENV_HEARTBEAT_SOCKET, Heartbeat, HeartbeatServer
+from ._history import ResourceSample
 from ._judge import parse_endpoint, parse_url
 from ._notify import NotifyMessage, NotifyServer, notify_env
 from ._probes import Probe, probe_many
-from ._resources import TreeUsage, tree_usage
+from ._resources import CpuMeter, TreeUsage, tree_usage
 from ._sockets import SUN_PATH_MAX, private_dir
 
 __all__ = ["HealthMonitor", "next_tick", "resolution_for", "socket_dir_for"]
@@ -137,11 +139,29 @@ def _fits(directory: str) -> bool:
     return longest <= SUN_PATH_MAX
 
 
+class _Watched:
+    """One agent as the monitor holds it: the runner's view, and the health it owns."""
+
+    __slots__ = ("cpu", "health", "view")
+
+    def __init__(self, view: ProcessView) -> None:
+        self.view = view
+        self.health = AgentHealth(view.agent_id, view.checks)
+        self.cpu = CpuMeter()
+
+    def current(self, generation: int) -> bool:
+        """Whether the process of ``generation`` is still the agent's."""
+        return self.view.pid != 0 and self.view.generation == generation
+
+
 class HealthMonitor:
     """Runs the health checks of a supervisor's agents (see the module docstring).
 
+    It owns every agent's health: runners publish a :class:`~supervisor._view.ProcessView`
+    and the facts of their process's life (the :class:`~supervisor._view.ProcessObserver`
+    methods), and receive verdicts through their inbox.
+
     Args:
-        runners: The supervisor's runners by agent id (read live: agents may come and go).
         socket_dir: Directory of the heartbeat and notify sockets (created 0700).
         publish: Where health events go (the supervisor's event hub).
         wall: Converts a Trio time into wall-clock seconds.
@@ -150,14 +170,13 @@ class HealthMonitor:
 
     def __init__(
         self,
-        runners: Mapping[str, AgentRunner],
         *,
         socket_dir: str,
         publish: Callable[[AgentEvent], None],
         wall: Callable[[float], float],
         on_alert: Callable[[ResourceAlert], None] | None = None,
     ) -> None:
-        self._runners = runners
+        self._agents: dict[str, _Watched] = {}
         self.socket_dir = socket_dir
         self._publish = publish
         self._wall = wall
@@ -175,7 +194,7 @@ class HealthMonitor:
             on_message=self._notify,
             resolution_s=NOTIFY_RESOLUTION_S,
         )
-        self._leaders: dict[int, AgentRunner] = {}
+        self._leaders: dict[int, _Watched] = {}
         self._leader_of: dict[str, int] = {}
         self._probing: set[str] = set()
         self._wakeup = trio.lowlevel.ParkingLot()
@@ -193,21 +212,70 @@ class HealthMonitor:
         env[ENV_HEARTBEAT_SOCKET] = self.heartbeats.path
         return env
 
-    def process_changed(self, runner: AgentRunner) -> None:
+    def update(self, view: ProcessView) -> None:
+        """The agent's process, state or checks changed (see ``ProcessObserver``)."""
+        watched = self._agents.get(view.agent_id)
+        if watched is None or watched.view.post != view.post:
+            watched = self._agents[view.agent_id] = _Watched(view)
+        old, watched.view = watched.view, view
+        if view.checks != old.checks:
+            watched.health.reconfigure(trio.current_time(), view.checks)
+        if view.pid != old.pid or view.generation != old.generation or view.checks != old.checks:
+            self._track(watched)
+
+    def process_started(self, view: ProcessView, now: float, *, spawned: bool) -> None:
+        """A process was spawned or adopted: its checks start from now."""
+        self.update(view)
+        watched = self._agents[view.agent_id]
+        watched.health.process_started(now)
+        watched.cpu.reset()
+        if spawned:  # a new tree has used (almost) no CPU yet: the first sample counts
+            watched.cpu.update(now, 0)
+        self._track(watched)
+
+    def process_exited(self, view: ProcessView, now: float, detail: str, *, stopped: bool) -> None:
+        """The process exited: a deliberate stop ends the checks, any other exit is one."""
+        self.update(view)
+        health = self._agents[view.agent_id].health
+        if stopped:
+            health.reset()
+        else:
+            health.process_exited(now, detail)
+        self._track(self._agents[view.agent_id])
+
+    def forget(self, view: ProcessView) -> None:
+        """The runner that published ``view`` is gone."""
+        watched = self._agents.get(view.agent_id)
+        if watched is not None and watched.view.post == view.post:
+            del self._agents[view.agent_id]
+            pid = self._leader_of.pop(view.agent_id, None)
+            if pid is not None:
+                self._leaders.pop(pid, None)
+
+    def snapshot(self, agent_id: str, now: float) -> HealthSnapshot | None:
+        """The agent's health now (None for an agent the monitor does not know)."""
+        watched = self._agents.get(agent_id)
+        return watched.health.snapshot(now) if watched is not None else None
+
+    def history(self, agent_id: str, now: float, seconds: float) -> list[ResourceSample]:
+        """The agent's resource samples of the last ``seconds``, oldest first."""
+        watched = self._agents.get(agent_id)
+        return watched.health.history.window(now, seconds) if watched is not None else []
+
+    def _track(self, watched: _Watched) -> None:
         """Keep the pid-to-agent map current and let the loop reconsider its deadline."""
-        agent_id = runner.spec.id
+        agent_id = watched.view.agent_id
         old = self._leader_of.pop(agent_id, None)
-        if old is not None and self._leaders.get(old) is runner:
+        if old is not None and self._leaders.get(old) is watched:
             del self._leaders[old]
-        child = runner.child
-        if child is not None and not child.exited:
-            self._leaders[child.pid] = runner
-            self._leader_of[agent_id] = child.pid
+        if watched.view.pid:
+            self._leaders[watched.view.pid] = watched
+            self._leader_of[agent_id] = watched.view.pid
         self._set_resolution()
         self._wakeup.unpark_all()
 
     def _set_resolution(self) -> None:
-        timeouts = (r.spec.health_check.heartbeat_timeout_s for r in self._runners.values())
+        timeouts = (w.view.checks.heartbeat_timeout_s for w in self._agents.values())
         resolution = resolution_for(timeouts)
         self.heartbeats.resolution_s = resolution
         self.notifications.resolution_s = min(resolution, NOTIFY_RESOLUTION_S)
@@ -216,16 +284,16 @@ class HealthMonitor:
         """The agent a sender belongs to: its process, or a descendant of it; else None."""
         leaders = self._leaders
         for _ in range(MAX_ANCESTORS):
-            runner = leaders.get(pid)
-            if runner is not None:
-                return runner.spec.id
+            watched = leaders.get(pid)
+            if watched is not None:
+                return watched.view.agent_id
             family = lineage(pid)
             if family is None:
                 return None
             parent, group, session = family
-            runner = leaders.get(session) or leaders.get(group)  # agents lead a session
-            if runner is not None:
-                return runner.spec.id
+            watched = leaders.get(session) or leaders.get(group)  # agents lead a session
+            if watched is not None:
+                return watched.view.agent_id
             if parent <= 1:
                 return None
             pid = parent
@@ -285,15 +353,15 @@ class HealthMonitor:
         ticks: dict[float, float] = {}  # interval -> next tick
         while True:
             now = trio.current_time()
-            groups: dict[float, list[AgentRunner]] = {}
+            groups: dict[float, list[_Watched]] = {}
             wake = math.inf
-            for runner in list(self._runners.values()):
-                groups.setdefault(runner.spec.health_check.interval_s, []).append(runner)
-                deadline = runner.health.next_deadline()
+            for watched in list(self._agents.values()):
+                groups.setdefault(watched.view.checks.interval_s, []).append(watched)
+                deadline = watched.health.next_deadline()
                 if deadline is not None:
                     if deadline <= now:
-                        self._judge(runner, now)
-                        deadline = runner.health.next_deadline()
+                        self._judge(watched, now)
+                        deadline = watched.health.next_deadline()
                     if deadline is not None:
                         wake = min(wake, deadline)
             for interval in list(ticks):
@@ -313,60 +381,59 @@ class HealthMonitor:
                 with trio.move_on_at(wake):
                     await self._wakeup.park()
 
-    async def _tick(self, members: list[AgentRunner]) -> None:
+    async def _tick(self, members: list[_Watched]) -> None:
         """Measure the group's process trees in one thread call, then start its probes."""
         self._counts["ticks"] += 1
-        live = [(r, r.child) for r in members if r.child is not None and not r.child.exited]
+        live = [(w, w.view.generation, w.view.pid) for w in members if w.view.pid]
         if not live:
             return
-        pids = [child.pid for _, child in live]
-        usages = await trio.to_thread.run_sync(_measure, pids)
+        usages = await trio.to_thread.run_sync(_measure, [pid for *_, pid in live])
         now = trio.current_time()
-        for (runner, child), usage in zip(live, usages, strict=True):
-            if usage is not None and runner.child is child:
-                self._resources(runner, now, usage)
+        for (watched, generation, _), usage in zip(live, usages, strict=True):
+            if usage is not None and watched.current(generation):
+                self._resources(watched, now, usage)
         probing = [
-            (runner, child)
-            for runner, child in live
-            if runner.child is child
-            and runner.state is AgentState.RUNNING
-            and (runner.spec.health_check.http_endpoint or runner.spec.health_check.tcp_endpoint)
+            (watched, generation)
+            for watched, generation, _ in live
+            if watched.current(generation)
+            and watched.view.state is AgentState.RUNNING
+            and (watched.view.checks.http_endpoint or watched.view.checks.tcp_endpoint)
         ]
         if probing:
             await self._probe_round(probing)
 
-    def _resources(self, runner: AgentRunner, now: float, usage: TreeUsage) -> None:
+    def _resources(self, watched: _Watched, now: float, usage: TreeUsage) -> None:
         self._counts["samples"] += 1
-        cpu = runner.cpu_meter.update(now, usage.cpu_ticks)
+        cpu = watched.cpu.update(now, usage.cpu_ticks)
         if cpu is None:
             return  # the first sample of an adopted process only primes the meter
-        for alert in runner.health.resources(now, cpu, usage.rss_bytes):
-            self._alert(runner, alert)
-        self._judge(runner, now)
+        for alert in watched.health.resources(now, cpu, usage.rss_bytes):
+            self._alert(watched, alert)
+        self._judge(watched, now)
 
-    def _alert(self, runner: AgentRunner, alert: ResourceAlert) -> None:
+    def _alert(self, watched: _Watched, alert: ResourceAlert) -> None:
         self._counts["alerts"] += 1
         message = alert.describe()
         logger.warning("%s", message)
-        self._event(runner, "resource_alert", message, alert.at, alert)
+        self._event(watched, "resource_alert", message, alert.at, alert)
         if self._on_alert is not None:
             try:
                 self._on_alert(alert)
             except Exception:
                 logger.exception("on_alert callback failed for %s", message)
 
-    async def _probe_round(self, members: list[tuple[AgentRunner, Child]]) -> None:
+    async def _probe_round(self, members: list[tuple[_Watched, int]]) -> None:
         """Probe the group's endpoints in one round (see :func:`probe_many`)."""
-        free = [(r, c) for r, c in members if r.spec.id not in self._probing]
+        free = [(w, g) for w, g in members if w.view.agent_id not in self._probing]
         self._counts["probes_skipped"] += len(members) - len(free)
         members = free
         entries = [
-            (runner, child, check, probe)
-            for runner, child in members
-            for check, probe in _probes_of(runner.spec.health_check)
+            (watched, generation, check, probe)
+            for watched, generation in members
+            for check, probe in _probes_of(watched.view.checks)
         ]
         probes = [probe for *_, probe in entries if isinstance(probe, Probe)]
-        ids = {runner.spec.id for runner, _ in members}
+        ids = {watched.view.agent_id for watched, _ in members}
         self._probing |= ids
         verdicts: list[str | None] = []
         try:
@@ -376,22 +443,22 @@ class HealthMonitor:
             self._probing -= ids
         now = trio.current_time()
         answers = iter(verdicts)
-        for runner, child, check, probe in entries:
+        for watched, generation, check, probe in entries:
             error = next(answers) if isinstance(probe, Probe) else probe
-            if runner.child is child:  # else restarted meanwhile: the answer is stale
+            if watched.current(generation):  # else restarted meanwhile: the answer is stale
                 self._counts["probes"] += 1
-                runner.health.probe(now, check, error)
-        for runner, child in members:
-            if runner.child is child:
-                self._judge(runner, now)
+                watched.health.probe(now, check, error)
+        for watched, generation in members:
+            if watched.current(generation):
+                self._judge(watched, now)
 
     # -- messages from agents ---------------------------------------------------------
 
     def _heartbeat(self, agent_id: str, heartbeat: Heartbeat) -> None:
-        runner = self._runners.get(agent_id)
-        if runner is None:
+        watched = self._agents.get(agent_id)
+        if watched is None:
             return
-        health = runner.health
+        health = watched.health
         armed = health.heartbeat_tracker.armed
         health.heartbeat(heartbeat.received_at)
         if heartbeat.status:
@@ -399,13 +466,13 @@ class HealthMonitor:
         if not armed:
             self._wakeup.unpark_all()  # the first beat armed the check: a new deadline
         if health.in_episode:  # a beat can only heal: nothing to judge otherwise
-            self._judge(runner, heartbeat.received_at)
+            self._judge(watched, heartbeat.received_at)
 
     def _notify(self, agent_id: str, message: NotifyMessage) -> None:
-        runner = self._runners.get(agent_id)
-        if runner is None:
+        watched = self._agents.get(agent_id)
+        if watched is None:
             return
-        health, now = runner.health, message.received_at
+        health, now = watched.health, message.received_at
         if message.status is not None:
             health.set_status_text(message.status)
         if message.watchdog_usec is not None:
@@ -420,47 +487,47 @@ class HealthMonitor:
         if message.stopping:
             health.stopping(now)
         if message.ready:
-            self._post(runner, Ready())
-        self._judge(runner, now)
+            self._post(watched, Ready())
+        self._judge(watched, now)
 
     # -- verdicts ---------------------------------------------------------------------
 
-    def _judge(self, runner: AgentRunner, now: float) -> None:
-        health = runner.health
+    def _judge(self, watched: _Watched, now: float) -> None:
+        health = watched.health
         was_unhealthy = health.in_episode
         reason = health.check(now)
         if reason is not None:
             self._counts["unhealthy"] += 1
-            logger.warning("agent %s: unhealthy: %s", runner.spec.id, reason)
-            self._event(runner, "unhealthy", reason, now)
-            self._post(runner, Unhealthy(reason))
+            logger.warning("agent %s: unhealthy: %s", watched.view.agent_id, reason)
+            self._event(watched, "unhealthy", reason, now)
+            self._post(watched, Unhealthy(reason))
         elif was_unhealthy and not health.in_episode:
-            self._event(runner, "healthy", "every health check passes again", now)
+            self._event(watched, "healthy", "every health check passes again", now)
 
-    def _post(self, runner: AgentRunner, request: Request) -> None:
+    def _post(self, watched: _Watched, request: Request) -> None:
         try:
-            runner.post(request)
+            watched.view.post(request)
         except SupervisorClosedError as exc:  # the runner is closing: nothing to act on
-            logger.debug("agent %s: %s request dropped: %s", runner.spec.id, request, exc)
+            logger.debug("agent %s: %s request dropped: %s", watched.view.agent_id, request, exc)
 
     def _event(
         self,
-        runner: AgentRunner,
+        watched: _Watched,
         event: str,
         reason: str,
         at: float,
         alert: ResourceAlert | None = None,
     ) -> None:
-        state = runner.state
+        view = watched.view
         self._publish(
             AgentEvent(
-                agent_id=runner.spec.id,
-                old=state,
-                new=state,
+                agent_id=view.agent_id,
+                old=view.state,
+                new=view.state,
                 reason=reason,
                 event=event,
                 time=self._wall(at),
-                pid=runner.machine.pid or 0,
+                pid=view.pid,
                 at=at,
                 alert=alert,
             )
