@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis import given, strategies as st
 
 from supervisor import (
     AgentMachine,
@@ -15,9 +14,7 @@ from supervisor import (
     RestartPolicy,
     RestartSpec,
     Spawn,
-    nominal_delay,
 )
-from supervisor._backoff import JITTER
 
 CRASH = ExitStatus(code=1)
 CLEAN = ExitStatus(code=0)
@@ -35,6 +32,10 @@ def machine(policy: RestartPolicy = RestartPolicy.ALWAYS, **kw: float) -> AgentM
     return AgentMachine(spec, start_seconds_s=kw.pop("start_seconds", 1.0), draw=lambda: 0.0)
 
 
+def has_process(m: AgentMachine) -> bool:
+    return m.pid is not None
+
+
 def run_until_running(m: AgentMachine, now: float, pid: int = 100) -> None:
     assert m.request_start(now) == [Spawn()]
     m.spawned(now, pid)
@@ -47,10 +48,11 @@ def test_start_confirmed_after_start_seconds() -> None:
     m = machine(start_seconds=2.0)
     m.request_start(0)
     m.spawned(0, 7)
-    assert m.state is AgentState.STARTING and m.deadline == 2.0
-    assert m.tick(1.999) == [] and m.state is AgentState.STARTING
+    assert (m.state, m.deadline) == (AgentState.STARTING, 2.0)
+    assert m.tick(1.999) == []
+    assert (m.state, m.deadline) == (AgentState.STARTING, 2.0)
     m.tick(2.0)
-    assert m.state is AgentState.RUNNING and m.deadline is None
+    assert (m.state, m.deadline) == (AgentState.RUNNING, None)
 
 
 def test_crash_loop_backs_off_then_fails() -> None:
@@ -62,7 +64,7 @@ def test_crash_loop_backs_off_then_fails() -> None:
     assert m.state is AgentState.STARTING and m.restart_count == 1
     m.spawned(now, 101)
     assert m.exited(now + 0.5, CRASH) == []  # crashed during start: backoff 10 s
-    assert m.state is AgentState.RESTARTING and m.next_restart_at == now + 0.5 + 10
+    assert (m.state, m.next_restart_at) == (AgentState.RESTARTING, now + 0.5 + 10)
     assert m.tick(now + 10) == []
     assert m.tick(now + 10.5) == [Spawn()]
     m.spawned(now + 10.5, 102)
@@ -71,8 +73,7 @@ def test_crash_loop_backs_off_then_fails() -> None:
     m.tick(now + 31)
     m.spawned(now + 31, 103)
     assert m.exited(now + 31.1, KILLED) == []
-    assert m.state is AgentState.FAILED
-    assert m.last_exit == KILLED
+    assert (m.state, m.last_exit) == (AgentState.FAILED, KILLED)
     assert "gave up after 3 restart(s)" in (m.last_error or "")
     assert "killed by signal 9 (SIGKILL)" in (m.last_error or "")
 
@@ -84,7 +85,7 @@ def test_manual_start_clears_failed() -> None:
     m.exited(5, CRASH)
     assert m.state is AgentState.FAILED
     assert m.request_start(6) == [Spawn()]
-    assert m.state is AgentState.STARTING and m.consecutive == 0
+    assert (m.state, m.consecutive) == (AgentState.STARTING, 0)
 
 
 def test_stable_run_resets_the_count() -> None:
@@ -140,7 +141,7 @@ def test_stop_is_not_a_crash() -> None:
     assert m.request_stop(5) == [Kill(graceful=True)]
     assert m.state is AgentState.STOPPING
     assert m.exited(6, ExitStatus(signal=15)) == []
-    assert m.state is AgentState.STOPPED and m.consecutive == 0
+    assert (m.state, m.consecutive) == (AgentState.STOPPED, 0)
 
 
 def test_forced_stop_escalates() -> None:
@@ -215,130 +216,17 @@ def test_budget_is_never_exceeded(exits: list[ExitStatus], max_retries: int) -> 
     now = 0.0
     run_until_running(m, now)
     for status in exits:
-        if m.pid is None:
+        if not has_process(m):
             break
         now += 0.5  # crash during start: never stable, never confirmed
         m.exited(now, status)
         if m.state is AgentState.RESTARTING:
             now = m.deadline or now
             m.tick(now)
-        if m.state is AgentState.STARTING and m.pid is None:
+        if m.state is AgentState.STARTING and not has_process(m):
             m.spawned(now, 1)
         if max_retries >= 0:
             assert m.consecutive <= max_retries
-
-
-class MachineModel(RuleBasedStateMachine):
-    """Drive the machine like the IO shell does, with arbitrary requests and facts."""
-
-    @initialize(
-        policy=st.sampled_from(RestartPolicy),
-        max_retries=st.integers(min_value=-1, max_value=5),
-        start_seconds=st.sampled_from([0.0, 1.0, 3.0]),
-    )
-    def setup(self, policy: RestartPolicy, max_retries: int, start_seconds: float) -> None:
-        self.m = AgentMachine(
-            RestartSpec(policy, max_retries, 2.0, 16.0, 60.0), start_seconds, draw=lambda: 0.5
-        )
-        self.now = 0.0
-        self.alive = False
-        self.next_pid = 1000
-        self.spawn_ok = True
-        self.scheduled: float | None = None
-
-    def perform(self, actions: list[Spawn | Kill]) -> None:
-        queue = list(actions)
-        while queue:
-            action = queue.pop(0)
-            if isinstance(action, Spawn):
-                assert not self.alive, "spawned a second process"
-                if self.spawn_ok:
-                    self.alive = True
-                    self.next_pid += 1
-                    queue += self.m.spawned(self.now, self.next_pid)
-                else:
-                    queue += self.m.spawn_failed(self.now, "ENOENT")
-            else:
-                assert self.alive, "killed a process that does not exist"
-                self.alive = False
-                queue += self.m.exited(self.now, ExitStatus(signal=15))
-        if self.m.next_restart_at != self.scheduled:
-            self.check_new_delay()
-        self.scheduled = self.m.next_restart_at
-
-    def check_new_delay(self) -> None:
-        """A newly scheduled restart waits the jittered nominal delay for its attempt."""
-        if self.m.next_restart_at is not None:
-            nominal = nominal_delay(self.m.consecutive - 1, 2.0, 16.0)
-            delay = self.m.next_restart_at - self.now
-            assert nominal * (1 - JITTER) - 1e-9 <= delay <= nominal + 1e-9
-
-    @rule(ok=st.booleans())
-    def spawns_work(self, ok: bool) -> None:
-        self.spawn_ok = ok
-
-    @rule()
-    def start(self) -> None:
-        if self.m.state is not AgentState.STOPPING:
-            self.perform(self.m.request_start(self.now))
-
-    @rule(graceful=st.booleans())
-    def stop(self, graceful: bool) -> None:
-        self.perform(self.m.request_stop(self.now, graceful=graceful))
-
-    @rule()
-    def restart(self) -> None:
-        if self.m.state is not AgentState.STOPPING:
-            self.perform(self.m.request_restart(self.now))
-
-    @precondition(lambda self: self.alive)
-    @rule(code=st.integers(min_value=-9, max_value=3))
-    def process_exits(self, code: int) -> None:
-        self.alive = False
-        self.perform(self.m.exited(self.now, ExitStatus.from_returncode(code)))
-
-    @rule(reason=st.text(max_size=5))
-    def unhealthy(self, reason: str) -> None:
-        self.perform(self.m.unhealthy(self.now, reason))
-
-    @rule(dt=st.floats(min_value=0, max_value=400))
-    def time_passes(self, dt: float) -> None:
-        self.now += dt
-        self.perform(self.m.tick(self.now))
-
-    @invariant()
-    def one_process_at_most_and_pid_tracks_it(self) -> None:
-        assert (self.m.pid is not None) == self.alive
-
-    @invariant()
-    def states_agree_with_the_process(self) -> None:
-        state = self.m.state
-        if state in (AgentState.STOPPED, AgentState.FAILED):
-            assert self.m.pid is None and self.m.deadline is None
-        if state in (AgentState.RUNNING, AgentState.STOPPING):
-            assert self.m.pid is not None
-
-    @invariant()
-    def deadlines_only_where_they_mean_something(self) -> None:
-        if self.m.deadline is not None:
-            starting = self.m.state is AgentState.STARTING and self.m.pid is not None
-            waiting = self.m.state is AgentState.RESTARTING and self.m.pid is None
-            assert starting or waiting
-
-    @invariant()
-    def budget_respected(self) -> None:
-        limit = self.m.restart.max_retries
-        if limit >= 0:
-            assert self.m.consecutive <= limit
-
-    @invariant()
-    def failed_says_why(self) -> None:
-        if self.m.state is AgentState.FAILED:
-            assert self.m.last_error
-
-
-TestMachineModel = MachineModel.TestCase
-TestMachineModel.settings = settings(max_examples=150, stateful_step_count=30)
 
 
 @given(
@@ -367,3 +255,179 @@ def test_reset_after_a_stable_run(crashes: int, reset_after: float, uptime: floa
         assert actions == [Spawn()]
     else:
         assert actions == [] and m.next_restart_at is not None
+
+
+# -- the hold, refusals, and the manual paths ---------------------------------------------
+
+
+def crash_into_backoff(m: AgentMachine) -> float:
+    """Run, crash twice quickly: the second restart waits a backoff. Returns ``now``."""
+    run_until_running(m, 0)
+    assert m.exited(1, CRASH) == [Spawn()]  # the first restart is immediate
+    m.spawned(1, 101)
+    assert m.exited(1.5, CRASH) == []
+    assert m.next_restart_at == 11.5
+    return 1.5
+
+
+def test_hold_suspends_a_pending_backoff() -> None:
+    """A backoff being waited out does not fire while held, and resumes on release."""
+    m = machine()
+    now = crash_into_backoff(m)
+    assert m.hold(now) == [] and m.hold_restarts
+    assert (m.deadline, m.next_restart_at) == (None, None)
+    assert m.release(5) == [] and m.next_restart_at == 11.5
+    assert m.tick(11.5) == [Spawn()]
+
+
+def test_release_fires_an_overdue_restart() -> None:
+    """A restart that fell due during the hold happens on release, not before."""
+    m = machine()
+    now = crash_into_backoff(m)
+    m.hold(now)
+    assert m.tick(50) == [] and m.state is AgentState.RESTARTING
+    assert m.release(60) == [Spawn()] and m.last_restart_at == 60
+
+
+def test_hold_attribute_is_the_same_hold() -> None:
+    """Writing hold_restarts suspends and resumes like hold() and release()."""
+    m = machine()
+    crash_into_backoff(m)
+    m.hold_restarts = True
+    assert (m.deadline, m.tick(50)) == (None, [])
+    m.hold_restarts = False
+    assert (m.deadline, m.tick(51)) == (11.5, [Spawn()])
+
+
+def test_a_request_drops_a_suspended_backoff() -> None:
+    """A stop during the hold cancels the suspended restart for good."""
+    m = machine()
+    now = crash_into_backoff(m)
+    m.hold(now)
+    m.request_stop(now + 1)
+    assert m.release(now + 2) == [] and m.deadline is None
+    assert m.state is AgentState.STOPPED and m.tick(10_000) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(CLEAN, AgentState.STOPPED), (CRASH, AgentState.FAILED), (KILLED, AgentState.FAILED)],
+)
+def test_exits_are_final_while_held(status: ExitStatus, expected: AgentState) -> None:
+    """While held, an exit restarts nothing, whatever the policy says."""
+    m = machine(RestartPolicy.ALWAYS)
+    run_until_running(m, 0)
+    m.hold(5)
+    assert m.exited(50, status) == []
+    assert m.state is expected and m.deadline is None
+    if expected is AgentState.FAILED:
+        assert "automatic restarts are on hold" in (m.last_error or "")
+
+
+def test_unhealthy_kill_then_hold_is_final() -> None:
+    """A hold that begins while an unhealthy process is being killed stops the restart.
+
+    Regression: the exit used to schedule the health restart despite the hold.
+    """
+    m = machine()
+    run_until_running(m, 0)
+    assert m.unhealthy(10, "heartbeat missing") == [Kill(graceful=True)]
+    m.hold_restarts = True  # as the updater does, from another task
+    assert m.exited(11, ExitStatus(signal=15)) == []
+    assert m.state is AgentState.FAILED
+    assert m.last_error == "heartbeat missing; automatic restarts are on hold"
+
+
+def test_unhealthy_while_held_kills_nothing() -> None:
+    """An unhealthy verdict on a held agent is noted but kills nothing."""
+    m = machine()
+    run_until_running(m, 0)
+    m.hold(1)
+    assert m.unhealthy(2, "rss over limit") == []
+    assert m.state is AgentState.RUNNING and m.last_error == "rss over limit"
+
+
+def test_manual_restart_works_while_held() -> None:
+    """The holder may still restart the agent by hand."""
+    m = machine()
+    run_until_running(m, 0)
+    m.hold(1)
+    assert m.request_restart(2) == [Kill(graceful=True)]
+    assert m.exited(3, ExitStatus(signal=15)) == [Spawn()]
+
+
+def test_manual_restart_resets_the_count() -> None:
+    """A manual restart starts a fresh streak, like a manual start.
+
+    Before, only a restart with no process reset the count; one that killed a process kept it.
+    """
+    m = machine()
+    run_until_running(m, 0)
+    m.exited(1, CRASH)
+    m.spawned(1, 5)
+    assert m.consecutive == 1
+    m.request_restart(1.2)
+    assert m.exited(1.3, ExitStatus(signal=15)) == [Spawn()]
+    assert m.consecutive == 0
+
+
+def test_start_during_a_restart_waits_for_the_exit() -> None:
+    """A start while an unhealthy process is being killed becomes a manual restart."""
+    m = machine(max_retries=0)
+    run_until_running(m, 0)
+    m.unhealthy(1, "stuck")
+    assert m.request_start(2) == []
+    assert m.exited(3, ExitStatus(signal=15)) == [Spawn()]  # not failed: it was asked for
+
+
+@pytest.mark.parametrize("request_", ["start", "restart"])
+def test_start_or_restart_while_stopping_is_refused(request_: str) -> None:
+    """A start or restart during a stop is a named refusal that changes nothing."""
+    m = machine()
+    run_until_running(m, 0)
+    m.exited(1, CRASH)
+    m.spawned(1, 5)
+    m.request_stop(2)
+    before = (m.state, m.consecutive, m.deadline, m.pid, len(m.changes))
+    call = m.request_start if request_ == "start" else m.request_restart
+    with pytest.raises(InvalidTransitionError, match=f"{request_} while stopping") as info:
+        call(3)
+    assert "ask again once it has stopped" in " ".join(info.value.__notes__)
+    assert (m.state, m.consecutive, m.deadline, m.pid, len(m.changes)) == before
+    assert m.exited(4, ExitStatus(signal=15)) == [] and m.state is AgentState.STOPPED
+
+
+def test_adoption_only_when_stopped() -> None:
+    """An agent with a process refuses to adopt another, and keeps its own."""
+    m = machine()
+    run_until_running(m, 0, pid=7)
+    with pytest.raises(InvalidTransitionError, match="adopted while running"):
+        m.adopted(5, 8, uptime_s=100)
+    assert m.pid == 7 and m.started_at == 0
+
+
+def test_second_spawned_is_refused() -> None:
+    """A second process is never taken on: spawned with a live process is an error."""
+    m = machine()
+    run_until_running(m, 0, pid=7)
+    with pytest.raises(InvalidTransitionError):
+        m.spawned(5, 8)
+    assert m.pid == 7
+
+
+def test_smaller_budget_clamps_the_count() -> None:
+    """Lowering max_retries never leaves the count above it; the next crash fails."""
+    m = machine(max_retries=5, base=1, cap=1)
+    run_until_running(m, 0)
+    now = 1.0
+    for _ in range(3):
+        now += 0.5
+        m.exited(now, CRASH)
+        if m.deadline is not None:
+            now = m.deadline
+            m.tick(now)
+        m.spawned(now, 5)
+    assert m.consecutive == 3
+    m.update_settings(RestartSpec(max_retries=1, backoff_base_s=1, backoff_max_s=1), 1.0)
+    assert m.consecutive == 1
+    assert m.exited(now + 0.5, CRASH) == [] and m.state is AgentState.FAILED
