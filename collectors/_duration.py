@@ -25,7 +25,7 @@ _UNITS: dict[str, Fraction] = {
     "d": Fraction(86400),
 }
 # "ms" is listed before "m" so that the longer unit wins.
-_COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ms|s|m|h|d)")
+_COMPONENT = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_COMPONENT.pattern})+")
 
 EXPECTED = "expected a duration such as 60s, 5m or 1h30m, or a number of seconds"
@@ -47,7 +47,7 @@ def parse_duration(value: object) -> float:
     """
     exact: Fraction | float
     if isinstance(value, str):
-        text = value.strip()
+        text = value.strip(" \t\r\n")
         if _DURATION.fullmatch(text):
             exact = sum(
                 (
@@ -68,4 +68,6 @@ def parse_duration(value: object) -> float:
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{EXPECTED}; got {value!r}")
+    if seconds > 366 * 86400:  # as supervisor's MAX_DURATION_S
+        raise ValueError(f"must be at most 366d (a year); got {value!r}")
     return seconds

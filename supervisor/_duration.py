@@ -17,7 +17,7 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
-__all__ = ["format_duration", "parse_duration", "parse_size"]
+__all__ = ["MAX_DURATION_S", "format_duration", "parse_duration", "parse_size"]
 
 _DURATION_UNITS: dict[str, int | Fraction] = {
     "ms": Fraction(1, 1000),
@@ -27,7 +27,7 @@ _DURATION_UNITS: dict[str, int | Fraction] = {
     "d": 86400,
 }
 # One "<number><unit>" component; "ms" is listed before "m" so the longer unit wins.
-_COMPONENT = re.compile(r"(\d+\.?\d*|\.\d+)(ms|s|m|h|d)")
+_COMPONENT = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_COMPONENT.pattern})+")
 
 _SIZE_UNITS: dict[str, int] = {
@@ -42,9 +42,11 @@ _SIZE_UNITS: dict[str, int] = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-_SIZE = re.compile(r"(\d+\.?\d*|\.\d+)\s*([A-Za-z]*)")
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)[ ]*([A-Za-z]*)")
 
 _DURATION_EXPECTED = "expected a duration such as 30s, 5m or 1h30m, or seconds"
+#: The longest duration any setting may have: beyond a year it can only be a mistake.
+MAX_DURATION_S = 366 * 86400
 _SIZE_EXPECTED = "expected a size such as 500MB, 512KiB or 1GiB, or bytes"
 
 
@@ -73,7 +75,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
     if isinstance(value, str):
-        text = value.strip()
+        text = value.strip(" \t\r\n")
         if not _DURATION.fullmatch(text):
             raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
         exact = sum(
@@ -88,6 +90,8 @@ def parse_duration(value: object) -> float:
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"must be at most 366d (a year); got {show(value)}")
     return seconds
 
 
@@ -115,7 +119,7 @@ def parse_size(value: object) -> int:
         if not math.isfinite(value):
             raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
         size = Fraction(value)
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip(" \t\r\n"))):
         number, unit = match.groups()
         if unit.lower() not in _SIZE_UNITS:
             raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")

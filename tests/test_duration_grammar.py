@@ -69,7 +69,6 @@ DURATIONS_ACCEPTED: list[tuple[object, float]] = [
     ("500ms", 0.5),
     ("1.5s", 1.5),
     (".5s", 0.5),
-    ("1.s", 1.0),
     ("0s", 0.0),
     ("1d2h3m4s5ms", 93784.005),
     ("10s5m", 310.0),
@@ -78,7 +77,8 @@ DURATIONS_ACCEPTED: list[tuple[object, float]] = [
     (0, 0.0),
     (30, 30.0),
     (2.5, 2.5),
-    (1e300, 1e300),
+    ("366d", 366 * 86400.0),
+    (366 * 86400, 366 * 86400.0),
 ]
 DURATIONS_REFUSED: list[object] = [
     "30",  # bare digits: thirty what?
@@ -102,6 +102,12 @@ DURATIONS_REFUSED: list[object] = [
     "5us",
     "5m5",
     "9" * 400 + "d",  # finite as a fraction, not as a float
+    "99999999999999999999d",  # absurd: more than a year (issue 9, defect 7)
+    "366d1ms",
+    1e300,
+    "1.s",  # a dot needs digits after it
+    "\u0661s",  # ARABIC-INDIC DIGIT ONE: digits are ASCII
+    "\u20035s",  # an em space is not whitespace here
     -1,
     -0.5,
     math.inf,

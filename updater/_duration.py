@@ -26,10 +26,10 @@ __all__ = ["parse_duration", "parse_size"]
 
 _UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
 _UNITS["d"] = Fraction(86400)
-_NUMBER = r"(\d+\.?\d*|\.\d+)"
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _COMPONENT = re.compile(_NUMBER + "(ms|s|m|h|d)")  # "ms" before "m": the longer unit wins
 _DURATION = re.compile(f"(?:{_COMPONENT.pattern})+")
-_SIZE = re.compile(_NUMBER + r"\s*([A-Za-z]*)")
+_SIZE = re.compile(_NUMBER + r"[ ]*([A-Za-z]*)")
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
 _SIZE_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
@@ -46,7 +46,7 @@ def parse_duration(value: object) -> float:
         ValueError: Not such a duration (negative, infinite, a bool, unknown unit, ...).
     """
     exact: Fraction | int | float
-    if isinstance(value, str) and _DURATION.fullmatch(text := value.strip()):
+    if isinstance(value, str) and _DURATION.fullmatch(text := value.strip(" \t\r\n")):
         exact = sum(
             (Fraction(Decimal(n)) * _UNITS[unit] for n, unit in _COMPONENT.findall(text)),
             Fraction(0),
@@ -61,6 +61,8 @@ def parse_duration(value: object) -> float:
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"not a duration: {_show(value)} (use e.g. 300s, 5m, 1h30m)")
+    if seconds > 366 * 86400:  # as supervisor's MAX_DURATION_S
+        raise ValueError(f"must be at most 366d (a year); got {_show(value)}")
     return seconds
 
 
@@ -75,7 +77,7 @@ def parse_size(value: object) -> int:
         pass
     elif isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         size = Fraction(value)
-    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip(" \t\r\n"))):
         number, unit = match.groups()
         if unit.lower() in _SIZE_UNITS:
             size = Fraction(Decimal(number)) * _SIZE_UNITS[unit.lower()]

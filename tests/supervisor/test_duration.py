@@ -173,3 +173,15 @@ def test_format_duration_never_uses_exponent_notation() -> None:
 def test_format_duration_rejects(seconds: float) -> None:
     with pytest.raises(ValueError, match="finite, non-negative"):
         format_duration(seconds)
+
+
+def test_an_absurd_duration_is_refused_with_its_path() -> None:
+    """``stop_timeout: 99999999999999999999d`` is a clear error, not a silent wait."""
+    from supervisor import ConfigError, parse_agents
+
+    agents = [{"id": "a", "binary_path": "/bin/sh", "stop_timeout": "99999999999999999999d"}]
+    with pytest.raises(ConfigError) as caught:
+        parse_agents(agents, work_dir="/tmp/hv")
+    [issue] = caught.value.issues
+    assert issue.path == "agents[0].stop_timeout"
+    assert "at most 366d" in issue.message

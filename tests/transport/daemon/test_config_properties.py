@@ -75,7 +75,7 @@ def test_arbitrary_input_raises_only_config_error(document: Any) -> None:
 
 
 @settings(deadline=None)
-@given(st.floats(min_value=0, allow_infinity=False, allow_nan=False) | st.integers(0, 10**12))
+@given(st.floats(min_value=0, max_value=366 * 86400) | st.integers(0, 366 * 86400))
 def test_format_duration_round_trips(seconds: float) -> None:
     """format_duration writes a string that parse_duration reads back as the same number."""
     text = format_duration(seconds)
