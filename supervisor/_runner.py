@@ -275,8 +275,7 @@ class AgentRunner:
                     pending.goal = await self._replace(spec)
                     actions = []
                 case Hold(on=on):
-                    self.machine.hold_restarts = on
-                    actions = []
+                    actions = self.machine.hold(now) if on else self.machine.release(now)
             await self._perform(actions)
         except InvalidTransitionError as exc:
             pending.error = exc
@@ -304,12 +303,12 @@ class AgentRunner:
         return _STARTED
 
     def _adopt(self, child: Child, now: float) -> list[Action]:
+        identity = child.identity
+        uptime = max(0.0, time.time() - identity.create_time) if identity else 0.0
+        actions = self.machine.adopted(now, child.pid, uptime)  # may refuse: nothing changed
         self.child = child
         self.last_run_id = child.run_id
         self._watch(child)
-        identity = child.identity
-        uptime = max(0.0, time.time() - identity.create_time) if identity else 0.0
-        actions = self.machine.adopted(now, child.pid, uptime)
         self._process_started(now, spawned=False)
         return actions
 
@@ -504,7 +503,9 @@ class AgentRunner:
             try:
                 actions = self.machine.request_stop(trio.current_time())
                 await self._perform(actions)
-            except InvalidTransitionError:  # already stopping: just wait for it
+            except InvalidTransitionError:
+                pass
+            if self.child is not None:  # a stop already under way was cut short: finish it
                 await self._kill(graceful=True)
         else:
             scope = self._watchers.pop(id(child), None)
