@@ -25,7 +25,9 @@ Three layers, from pure to IO:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Hashable, Iterable, Mapping
@@ -49,7 +51,9 @@ from supervisor.schema import (
     STRING,
     Block,
     Field,
+    Invalid,
     Issues,
+    Kind,
     creatable_dir,
     read_agents,
     read_block,
@@ -62,8 +66,10 @@ if TYPE_CHECKING:
     import yaml
 
 __all__ = [
+    "DEFAULT_GRPC_PORT",
     "DaemonConfig",
     "DaemonSpec",
+    "TlsSpec",
     "check_paths",
     "dump_config",
     "load_config",
@@ -78,6 +84,42 @@ LEGACY_IGNORED_WARNING = (
 _VERBATIM = ("manager", "collectors", "update")
 _TOP_LEVEL = ("daemon", "manager", "agents", "agent_defaults", "collectors", "update", "agent")
 
+DEFAULT_GRPC_PORT = 9091
+"""The original daemon's gRPC port (``daemon.grpc_port``)."""
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _port(value: object, base: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise Invalid(f"expected a port number from 0 (disabled) to 65535; got {show(value)}")
+    return value
+
+
+def _host(value: object, base: str) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a host name or IP address; got {show(value)}")
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(text):
+        raise Invalid(f"expected a host name or IP address (no port); got {show(value)}")
+    return text.lower()
+
+
+PORT = Kind(_port)
+HOST = Kind(_host)
+
+TLS: Mapping[str, Field | Block] = {
+    "cert_file": Field("cert_file", PATH),
+    "key_file": Field("key_file", PATH),
+    "ca_file": Field("ca_file", PATH),
+}
+
 DAEMON: Mapping[str, Field | Block] = {
     "id": Field("id", STRING),
     "log_level": Field("log_level", LOG_LEVEL),
@@ -85,7 +127,35 @@ DAEMON: Mapping[str, Field | Block] = {
     "pid_file": Field("pid_file", PATH),
     "work_dir": Field("work_dir", PATH),
     "stop_agents_on_exit": Field("stop_agents_on_exit", BOOLEAN),
+    "grpc_host": Field("grpc_host", HOST),
+    "grpc_port": Field("grpc_port", PORT),
+    "grpc_allow_insecure": Field("grpc_allow_insecure", BOOLEAN),
+    "control_socket": Field("control_socket", BOOLEAN),
+    "tls": Block("tls", TLS),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSpec:
+    """The ``daemon.tls`` block: the gRPC listener's certificate, and its clients' CA.
+
+    Either all three are set or none: with TLS, every client (the Manager) must present a
+    certificate signed by ``ca_file``.
+
+    Attributes:
+        cert_file: The daemon's certificate chain (PEM).
+        key_file: Its private key (PEM).
+        ca_file: The CA that signs the clients' certificates (PEM).
+    """
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether TLS is configured (all three files are set)."""
+        return None not in (self.cert_file, self.key_file, self.ca_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +170,14 @@ class DaemonSpec:
         work_dir: Runtime state: agent work dirs, logs, the state file (seed: /var/lib/daemon).
         stop_agents_on_exit: Whether the daemon stops its agents when it exits (seed 3.1.2:
             it does not).
+        grpc_host: Where the gRPC server (``proto.DaemonService``) listens; without TLS
+            it must be a loopback address unless ``grpc_allow_insecure``.
+        grpc_port: Its port (the original's 9091); 0 disables the TCP listener.
+        grpc_allow_insecure: Allow a non-loopback ``grpc_host`` without TLS (a warning:
+            anyone who reaches it can stop agents, the original's defect).
+        control_socket: Serve the same services on a Unix socket in the work directory
+            (mode 0600, no TLS) for the ``hostvisor`` command line.
+        tls: The listener's certificate and its clients' CA.
     """
 
     id: str = ""
@@ -108,6 +186,16 @@ class DaemonSpec:
     pid_file: str | None = None
     work_dir: str = DEFAULT_WORK_DIR
     stop_agents_on_exit: bool = False
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = DEFAULT_GRPC_PORT
+    grpc_allow_insecure: bool = False
+    control_socket: bool = True
+    tls: TlsSpec = field(default_factory=TlsSpec)
+
+    @property
+    def grpc_enabled(self) -> bool:
+        """Whether the daemon serves gRPC at all (TCP or the control socket)."""
+        return self.grpc_port != 0 or self.control_socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +281,13 @@ def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Pa
             issues.add(str(key), unknown_key(key, _TOP_LEVEL))
 
     daemon_layer = read_block(document.get("daemon"), "daemon", DAEMON, base, issues)
-    daemon = DaemonSpec(**_attrs(daemon_layer, DAEMON))
+    daemon_attrs = _attrs(daemon_layer, DAEMON)
+    daemon_attrs["tls"] = TlsSpec(**_attrs(daemon_attrs.get("tls", {}), TLS))
+    daemon = DaemonSpec(**daemon_attrs)
     verbatim = {name: _verbatim(document.get(name), name, issues) for name in _VERBATIM}
 
     warnings: list[str] = []
+    _check_grpc(daemon, issues, warnings)
     agents = document.get("agents")
     legacy = agents is None and document.get("agent") is not None
     if agents is not None and document.get("agent") is not None:
@@ -220,6 +311,49 @@ def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Pa
         **verbatim,
     )
     return _Parsed(config, issues, built)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a validated ``daemon.grpc_host``) names this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
+
+
+def _check_grpc(daemon: DaemonSpec, issues: Issues, warnings: list[str]) -> None:
+    """The rules between the gRPC keys: TLS all or nothing; no open plaintext listener."""
+    tls = daemon.tls
+    given = {key: getattr(tls, key) for key in TLS if getattr(tls, key) is not None}
+    if given and len(given) < len(TLS):
+        for key in TLS:
+            if key not in given:
+                issues.add(
+                    f"daemon.tls.{key}",
+                    f"required with daemon.tls.{next(iter(given))}: TLS needs cert_file,"
+                    " key_file and ca_file (clients must present a certificate signed by"
+                    " ca_file)",
+                )
+        return
+    if tls.enabled or daemon.grpc_port == 0 or is_loopback(daemon.grpc_host):
+        return
+    if issues.has("daemon.grpc_host"):
+        return
+    if daemon.grpc_allow_insecure:
+        warnings.append(
+            f"daemon.grpc_host {daemon.grpc_host!r} is not a loopback address and daemon.tls"
+            " is not set: anyone who can reach port"
+            f" {daemon.grpc_port} can list, stop and start agents (grpc_allow_insecure)"
+        )
+        return
+    issues.add(
+        "daemon.grpc_host",
+        f"{daemon.grpc_host!r} is not a loopback address: without TLS anyone who can reach"
+        " it could stop agents; set daemon.tls (cert_file, key_file, ca_file), or"
+        " daemon.grpc_allow_insecure: true to accept that",
+    )
 
 
 def _attrs(layer: Mapping[str, Any], fields: Mapping[str, Field | Block]) -> dict[str, Any]:
@@ -283,8 +417,30 @@ def _check_paths(
             problem = _writable_file(path)
             if problem is not None:
                 issues.append(ConfigIssue(f"daemon.{key}", problem))
+    for key in TLS:
+        path = getattr(daemon.tls, key)
+        if path is not None:
+            problem = _pem_file(path, "PRIVATE KEY" if key == "key_file" else "CERTIFICATE")
+            if problem is not None:
+                issues.append(ConfigIssue(f"daemon.tls.{key}", problem))
     issues.extend(check_agent_paths(agents))
     return issues
+
+
+def _pem_file(path: str, label: str) -> str | None:
+    """Why ``path`` is not a readable PEM file holding a ``label``; None if it is."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 20)
+    except FileNotFoundError:
+        return f"not found: {path!r}"
+    except IsADirectoryError:
+        return f"is a directory, not a file: {path!r}"
+    except OSError as exc:
+        return f"cannot be read: {path!r} ({exc.strerror or exc})"
+    if b"-----BEGIN" not in data or label.encode() + b"-----" not in data:
+        return f"not a PEM file with a {label.lower()}: {path!r}"
+    return None
 
 
 def _writable_file(path: str) -> str | None:
@@ -433,8 +589,11 @@ def dump_config(config: DaemonConfig) -> dict[str, Any]:
         A document from which :func:`parse_config` builds a configuration equal to
         ``config`` (apart from ``warnings`` and ``source``).
     """
+    daemon = write_block(config.daemon, DAEMON)
+    if not daemon["tls"]:
+        del daemon["tls"]  # no TLS: an empty block says nothing
     document: dict[str, Any] = {
-        "daemon": write_block(config.daemon, DAEMON),
+        "daemon": daemon,
         "agents": [dump_agent(spec) for spec in config.agents],
     }
     for name in _VERBATIM:

@@ -412,6 +412,10 @@ def test_dump_config_writes_plain_values() -> None:
         "log_level": "info",
         "work_dir": "/var/lib/daemon",
         "stop_agents_on_exit": False,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 9091,
+        "grpc_allow_insecure": False,
+        "control_socket": True,
     }
 
 
