@@ -7,12 +7,18 @@ signal loop. SIGHUP re-reads the configuration and applies what it can; SIGUSR1 
 update spool; SIGTERM and SIGINT end the daemon, leaving agents running unless
 ``daemon.stop_agents_on_exit`` is true.
 
+Then, after the supervisor, the gRPC server (``proto.DaemonService`` and
+``hostvisor.v1.HostvisorService`` on ``daemon.grpc_host:grpc_port`` and the control
+socket; see :mod:`transport.daemon._server`), unless both are disabled: only then are
+grpc and trio-asyncio imported.
+
 Nursery ownership::
 
     serve (the daemon's root nursery; SIGTERM cancels it)
     ├─ Supervisor.run        owns the agents
     ├─ CollectorManager.run  when a ``collectors`` or ``manager`` section is present
-    └─ DaemonUpdates.run     when an ``update`` section is present
+    ├─ DaemonUpdates.run     when an ``update`` section is present
+    └─ GrpcServer.run        owns the asyncio loop and the listeners, when enabled
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     from collectors import CollectorManager, CollectorsConfig
     from updater import UpdateSettings
 
+    from ._server import GrpcServer
     from ._updates import DaemonUpdates
 
 __all__ = ["Daemon", "collectors_config", "hold_pid_file", "return_free_memory"]
@@ -46,7 +53,17 @@ __all__ = ["Daemon", "collectors_config", "hold_pid_file", "return_free_memory"]
 logger = logging.getLogger("hostvisor")
 
 #: Settings of the ``daemon`` section that only a restart applies.
-RESTART_ONLY = ("id", "log_file", "pid_file", "work_dir")
+RESTART_ONLY = (
+    "id",
+    "log_file",
+    "pid_file",
+    "work_dir",
+    "grpc_host",
+    "grpc_port",
+    "grpc_allow_insecure",
+    "control_socket",
+    "tls",
+)
 
 
 def collectors_config(config: DaemonConfig) -> CollectorsConfig | None:
@@ -159,6 +176,7 @@ class Daemon:
         )
         updates = self._updates(supervisor)
         metrics = self._collectors()
+        grpc = self._grpc(supervisor, updates)  # TLS files are read here: ConfigError
         watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         with trio.open_signal_receiver(*watched) as signals:
             if updates is not None and await updates.recover():
@@ -172,6 +190,8 @@ class Daemon:
                 if updates is not None:
                     await nursery.start(updates.run)
                     nursery.start_soon(self._restart_when_requested, updates, nursery, restart_code)
+                if grpc is not None:
+                    await nursery.start(grpc.run)
                 return_free_memory()
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
@@ -198,6 +218,13 @@ class Daemon:
         from ._updates import DaemonUpdates
 
         return DaemonUpdates(self.settings, supervisor, supervisor.work_dir)
+
+    def _grpc(self, supervisor: Supervisor, updates: DaemonUpdates | None) -> GrpcServer | None:
+        if not self.config.daemon.grpc_enabled:
+            return None  # grpc is not even imported
+        from ._server import build_server
+
+        return build_server(supervisor, lambda: self.config, updates)
 
     def _collectors(self) -> CollectorManager | None:
         config = collectors_config(self.config)

@@ -161,6 +161,8 @@ class DaemonUpdates:
         )
         self.spool = Spool(Path(work_dir) / SPOOL_DIR)
         self.restart_requested = trio.Event()
+        self.current: str | None = None
+        """The spool name of the request being run now, if any (GetUpdateResult)."""
         self._trial_open = False
         self._poke_send, self._pokes = trio.open_memory_channel[None](1)
 
@@ -279,7 +281,11 @@ class DaemonUpdates:
             logger.error("update requests cannot be accepted: %s", exc)
             return
         for name in names:
-            result = await self._handle(name)
+            self.current = name
+            try:
+                result = await self._handle(name)
+            finally:
+                self.current = None
             if result.success and result.restart_required:
                 logger.warning("switched to daemon %s; exiting to restart it", result.new_version)
                 self.restart_requested.set()
