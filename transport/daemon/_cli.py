@@ -6,6 +6,11 @@ Commands::
     hostvisor run --example [--work-dir DIR]
     hostvisor check-config FILE [--work-dir DIR]
     hostvisor update --config FILE REQUEST.json [--timeout 600] [--work-dir DIR]
+    hostvisor status [AGENT...] [--json]
+    hostvisor start|stop|restart (AGENT... | --all)
+    hostvisor logs AGENT [-n N] [-f]
+    hostvisor metrics AGENT [--since 1h] [--json]
+    hostvisor config [daemon|agent]
     hostvisor --version
 
 ``run`` supervises in the foreground (see :mod:`transport.daemon._run`): agents left
@@ -20,18 +25,31 @@ agents, confirms a self-update's trial once healthy, and runs the requests dropp
 ``update`` hands an update request (a JSON file with the fields of
 :class:`updater.UpdateRequest`) to the running daemon and prints its result as JSON.
 
+``status``, ``start``, ``stop``, ``restart``, ``logs``, ``metrics`` and ``config`` are
+gRPC clients of the running daemon: through its control socket (found from ``--config``
+or ``--work-dir``) or over TCP (``--address`` and the ``--tls-*`` options); see
+:mod:`transport.daemon._ctl`.
+
 Exit codes (:data:`EXIT_CODES`):
 
 ====  ================================================================
-0     success (configuration valid; daemon ended by SIGTERM/SIGINT; update installed)
-1     the update failed (the printed result says why), or an unexpected internal error
+0     success (configuration valid; daemon ended by SIGTERM/SIGINT; update installed;
+      a control command did what it was asked)
+1     the update failed (the printed result says why), an agent's start, stop or restart
+      failed (its line says why), or an unexpected internal error
 2     bad command line
 3     configuration invalid or unreadable (D1001/D1002), the ``update:`` block included;
       ``update`` with no ``update:`` block
 4     another daemon holds this work directory, or its state or update spool is unusable
-5     ``update``: no daemon is running for this work directory
-6     ``update``: no result within ``--timeout`` (the request stays queued)
+5     ``update``: no daemon is running for this work directory; control commands: none is
+      running for it, or none answers at ``--address`` (or it refused the TLS handshake:
+      the message says so)
+6     ``update``: no result within ``--timeout`` (the request stays queued); control
+      commands: no answer within ``--timeout``
 7     ``update``: the request file is unreadable or not a valid request
+8     a control command named an agent the daemon does not have
+9     the daemon refused the request: not valid for it, not configured there, or not
+      permitted (the control socket is its user's only)
 75    the daemon must be restarted (``updater.RESTART_EXIT_CODE``): it switched to a new
       version of itself, or rolled back an unconfirmed one at start
 ====  ================================================================
@@ -55,6 +73,7 @@ import trio
 from supervisor import ConfigError, StateFileError
 
 from ._config import DaemonConfig, load_config
+from ._ctl import CONTROL_COMMANDS, add_control_commands, run_control
 from ._errors import DaemonLockedError
 from ._run import Daemon, collectors_config, level_of
 
@@ -71,19 +90,25 @@ EXIT_LOCKED = 4
 EXIT_NO_DAEMON = 5
 EXIT_TIMEOUT = 6
 EXIT_REQUEST = 7
+EXIT_NO_AGENT = 8
+EXIT_REFUSED = 9
 #: ``updater.RESTART_EXIT_CODE`` (EX_TEMPFAIL); the systemd unit restarts on it.
 EXIT_RESTART = 75
 
 #: Every exit code of the command line and its meaning.
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "update failed (see the printed result), or unexpected internal error",
+    EXIT_ERROR: "update or agent operation failed (see the output), or internal error",
     EXIT_USAGE: "bad command line",
     EXIT_CONFIG: "configuration invalid or unreadable (or no update: block, for update)",
     EXIT_LOCKED: "work directory locked by another daemon, or state or spool unusable",
-    EXIT_NO_DAEMON: "update: no daemon is running for this work directory",
-    EXIT_TIMEOUT: "update: no result within --timeout (the request stays queued)",
+    EXIT_NO_DAEMON: "update: no daemon is running for this work directory (control commands:"
+    " none is running, or answering at --address)",
+    EXIT_TIMEOUT: "update: no result within --timeout, the request stays queued (control"
+    " commands: no answer within --timeout)",
     EXIT_REQUEST: "update: request file unreadable or invalid",
+    EXIT_NO_AGENT: "no such agent",
+    EXIT_REFUSED: "the daemon refused the request (invalid, not configured, not permitted)",
     EXIT_RESTART: "restart requested: the daemon switched or rolled back its own version",
 }
 
@@ -141,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=_timeout, default=600.0, metavar="SECONDS", help="wait this long"
     )
     update.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
+    add_control_commands(commands)
     return parser
 
 
@@ -158,13 +184,19 @@ def _load(path: str, work_dir: str | None) -> tuple[DaemonConfig, UpdateSettings
         settings = _update_settings(config)
         collectors_config(config)
     except ConfigError as exc:
-        print(f"{path}: {len(exc.issues)} configuration error(s) [{exc.code}]", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+        _print_config_error(path, exc)
         return None
     for warning in config.warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     return config, settings
+
+
+def _print_config_error(path: str, exc: BaseException) -> None:
+    issues = exc.issues if isinstance(exc, ConfigError) else []
+    code = exc.code if isinstance(exc, ConfigError) else ""
+    print(f"{path}: {len(issues)} configuration error(s) [{code}]", file=sys.stderr)
+    for issue in issues:
+        print(f"  {issue}", file=sys.stderr)
 
 
 def _update_settings(config: DaemonConfig) -> UpdateSettings | None:
@@ -220,15 +252,22 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     daemon = Daemon(config, settings, path, work_dir)
     refused: list[BaseException] = []
+    invalid: list[BaseException] = []
     code = EXIT_OK
     try:
         code = trio.run(partial(daemon.serve, restart_code=EXIT_RESTART))
     except* (DaemonLockedError, StateFileError) as group:
         refused.extend(group.exceptions)
+    except* ConfigError as group:  # a TLS file that became unreadable since the check
+        invalid.extend(group.exceptions)
     for exc in refused:
         logger.error("%s", exc)
     if refused:
         return EXIT_LOCKED
+    for exc in invalid:
+        _print_config_error(path, exc)
+    if invalid:
+        return EXIT_CONFIG
     if code == EXIT_RESTART and settings is not None and settings.restart == "reexec":
         from ._updates import reexec_daemon
 
@@ -282,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "update":
             return _update(args)
+        if args.command in CONTROL_COMMANDS:
+            return run_control(args)
         return _run(args)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handler is installed
         return EXIT_OK
