@@ -38,7 +38,15 @@ def child_script(starts_dir: str, agent_id: str, marker: str) -> str:
 def ours_document(work_dir: str, starts_dir: str, n: int, marker: str) -> dict[str, Any]:
     """Our daemon's configuration document (written as YAML, or given to parse_config)."""
     return {
-        "daemon": {"work_dir": work_dir, "stop_agents_on_exit": True, "log_level": "info"},
+        "daemon": {
+            "work_dir": work_dir,
+            "stop_agents_on_exit": True,
+            "log_level": "info",
+            # The supervision core's figures: no gRPC listener, no control socket (grpc and
+            # trio-asyncio are then never imported).
+            "grpc_port": 0,
+            "control_socket": False,
+        },
         "agent_defaults": {
             "start_seconds": f"{START_SECONDS}s",
             "stop_timeout": f"{STOP_TIMEOUT}s",

@@ -7,24 +7,31 @@ Sizes are bytes, or a number with a decimal (``MB`` = 1000**2) or binary (``MiB`
 
 Parsing is exact: every component is read as a decimal fraction and summed before the
 single rounding to float, so ``1h30m0.1s`` is the float nearest to 5400.1 and
-:func:`format_duration` can promise that its output parses back to the same float.
+:func:`format_duration` can promise that its output parses back to the same float. The
+fractions are pairs of integers (Python divides two integers with one correct rounding):
+the daemon parses its configuration at every start, and ``decimal`` and ``fractions``
+would then stay in its memory for good (0.4 MiB); only :func:`format_duration` imports
+``decimal``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 __all__ = ["MAX_DURATION_S", "format_duration", "parse_duration", "parse_size"]
 
-_DURATION_UNITS: dict[str, int | Fraction] = {
-    "ms": Fraction(1, 1000),
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
+# Each unit in milliseconds: a duration is a sum of integers over one power of ten.
+_DURATION_UNITS_MS: dict[str, int] = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60_000,
+    "h": 3_600_000,
+    "d": 86_400_000,
 }
 # One "<number><unit>" component; "ms" is listed before "m" so the longer unit wins.
 _COMPONENT = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m|h|d)")
@@ -50,6 +57,13 @@ MAX_DURATION_S = 366 * 86400
 _SIZE_EXPECTED = "expected a size such as 500MB, 512KiB or 1GiB, or bytes"
 
 
+def _decimal(number: str) -> tuple[int, int]:
+    """A decimal numeral of the grammar (``12``, ``1.5``, ``.5``) as (digits, places): its
+    value is ``digits / 10**places``."""
+    whole, _, fraction = number.partition(".")
+    return int(whole + fraction), len(fraction)
+
+
 def show(value: object) -> str:
     """Render an offending value for an error message: its repr, shortened."""
     text = repr(value)
@@ -71,22 +85,22 @@ def parse_duration(value: object) -> float:
         ValueError: The value is negative, empty, infinite, NaN, a bool, has an
             unknown unit or is of another type. The message names the value.
     """
-    exact: int | float | Fraction
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
-    if isinstance(value, str):
-        text = value.strip(" \t\r\n")
-        if not _DURATION.fullmatch(text):
-            raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
-        exact = sum(
-            (Fraction(Decimal(number)) * _DURATION_UNITS[unit])
-            for number, unit in _COMPONENT.findall(text)
-        )
-    else:
-        exact = value
+    seconds: float
     try:
-        seconds = float(exact)
-    except OverflowError:  # float(10**400): as wrong as an infinite duration
+        if isinstance(value, str):
+            text = value.strip(" \t\r\n")
+            if not _DURATION.fullmatch(text):
+                raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
+            parts = [(_decimal(n), _DURATION_UNITS_MS[u]) for n, u in _COMPONENT.findall(text)]
+            places = max(p for (_, p), _ in parts)
+            # The sum of digits / 10**p * unit_ms, in ms, over one common denominator.
+            numerator = sum(d * 10 ** (places - p) * ms for (d, p), ms in parts)
+            seconds = numerator / (10**places * 1000)
+        else:
+            seconds = float(value)
+    except OverflowError:  # 10**400 seconds: as wrong as an infinite duration
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{_DURATION_EXPECTED}; got {show(value)}")
@@ -111,26 +125,29 @@ def parse_size(value: object) -> int:
         ValueError: The value is negative, not a whole number of bytes, has an unknown
             unit, or is of another type (bools included). The message names the value.
     """
+    numerator: int  # the size is numerator / denominator, exactly
+    denominator: int
     if isinstance(value, bool):
         raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
     if isinstance(value, int):
-        size = Fraction(value)
+        numerator, denominator = value, 1
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
-        size = Fraction(value)
+        numerator, denominator = value.as_integer_ratio()
     elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip(" \t\r\n"))):
         number, unit = match.groups()
         if unit.lower() not in _SIZE_UNITS:
             raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
-        size = Fraction(Decimal(number)) * _SIZE_UNITS[unit.lower()]
+        digits, places = _decimal(number)
+        numerator, denominator = digits * _SIZE_UNITS[unit.lower()], 10**places
     else:
         raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
-    if size < 0:
+    if numerator < 0:
         raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)}")
-    if size.denominator != 1:
+    if numerator % denominator:
         raise ValueError(f"{_SIZE_EXPECTED}; got {show(value)} (not a whole number of bytes)")
-    return size.numerator
+    return numerator // denominator
 
 
 def _positional(number: Decimal) -> str:
@@ -158,6 +175,8 @@ def format_duration(seconds: float) -> str:
     """
     if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected a finite, non-negative number of seconds; got {show(seconds)}")
+    from decimal import Decimal  # only here: see the module docstring
+
     # The shortest repr is the shortest decimal that rounds back to this float, and the
     # parser sums decimal components exactly before rounding once: so any split of this
     # decimal into components reads back as the same float.

@@ -15,6 +15,10 @@ Rotation (``max_bytes``, ``backups``) happens in two ways:
 
 A log path that is not a regular file (``/dev/stdout``, a FIFO, a terminal) is written to
 but never rotated, and never seeked (supervisord's "Illegal seek", issue #1224).
+
+The file is opened for a new process in the worker thread that spawns it (see
+:func:`supervisor._process.spawn`), while the shared rotation tick runs in the Trio thread:
+a lock per log keeps the two rotations from interleaving.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 
 __all__ = ["MAX_TAIL_LINES", "AgentLog"]
 
@@ -39,6 +44,8 @@ class AgentLog:
         backups: Rotated files kept.
     """
 
+    __slots__ = ("_lock", "backups", "max_bytes", "path", "rotated_bytes")
+
     def __init__(self, path: str, max_bytes: int, backups: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
@@ -46,18 +53,30 @@ class AgentLog:
         # Bytes rotated away from the current file so far: with its size, a position in
         # the agent's whole output that only grows (see position()).
         self.rotated_bytes = 0
+        self._lock = threading.Lock()
 
     def open_for_child(self) -> int:
         """Open the file for a new process's stdout/stderr; the caller closes the fd.
 
-        Rotates first (by renaming) when the file is over its limit.
+        Rotates first (by renaming) when the file is over its limit, and creates the
+        directory when it is missing. Two system calls in the common case (at start-up,
+        hundreds of spawns each make one): a stat and the open.
         """
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.rotate_if_needed(running=False)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        if self._is_special():
-            flags = os.O_RDWR | os.O_CLOEXEC  # a FIFO opened read-write never blocks
-        return os.open(self.path, flags, 0o640)
+        with self._lock:
+            try:
+                st: os.stat_result | None = os.stat(self.path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return os.open(self.path, os.O_RDWR | os.O_CLOEXEC)  # a FIFO: never blocks
+            if st is not None:
+                self._rotate(st, running=False)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            try:
+                return os.open(self.path, flags, 0o640)
+            except FileNotFoundError:  # the directory is missing
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                return os.open(self.path, flags, 0o640)
 
     def _is_special(self) -> bool:
         try:
@@ -77,11 +96,16 @@ class AgentLog:
         """
         if self.max_bytes <= 0:
             return False
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size <= self.max_bytes:
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return False
+            return self._rotate(st, running=running)
+
+    def _rotate(self, st: os.stat_result, *, running: bool) -> bool:
+        """Rotate the file whose status is ``st`` if it has outgrown ``max_bytes``."""
+        if self.max_bytes <= 0 or not stat.S_ISREG(st.st_mode) or st.st_size <= self.max_bytes:
             return False
         self._shift_backups()
         if self.backups == 0:

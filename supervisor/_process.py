@@ -3,13 +3,16 @@
 This is the only module that creates, signals or reaps processes.
 
 * Spawning: argv without a shell, its own session and process group (``setsid``), stdin
-  from /dev/null, stdout and stderr to an already opened log file (no pipe: an agent can
-  never die of SIGPIPE because the supervisor is gone), the inherited environment plus
-  the agent's overrides and two markers (:data:`ENV_AGENT_ID`, :data:`ENV_RUN_ID`).
-* Watching: Trio waits for its own children through a pidfd, so death is noticed at once
-  with the exit status. A process adopted from an earlier daemon is not our child: it is
-  pinned with ``pidfd_open`` (so its PID cannot be recycled under us) and watched for
-  readability; its exit status is unknowable.
+  from /dev/null, stdout and stderr to the agent's log file (no pipe: an agent can never
+  die of SIGPIPE because the supervisor is gone), the inherited environment plus the
+  agent's overrides and the markers (:data:`MARKERS`). Everything that blocks (creating
+  the working directory, opening the log, fork and exec, pinning the new process with a
+  pidfd, reading its identity) happens in one worker thread per spawn, so that hundreds
+  of spawns at start-up neither stall the Trio loop nor wait for it.
+* Watching: a child is pinned by a pidfd from the moment it exists, so its PID cannot be
+  recycled under us, and its death is noticed at once (the pidfd becomes readable). Our
+  own children's exit status is then read with ``waitpid``. A process adopted from an
+  earlier daemon is not our child: its exit status is unknowable.
 * Stopping (systemd's KillMode=control-group, done with process groups): the stop signal
   to the whole group and to every descendant that left it with ``setsid``, then SIGCONT
   (a stopped process must be able to act on the signal), wait up to the stop timeout for
@@ -22,14 +25,15 @@ This is the only module that creates, signals or reaps processes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib
 import logging
+import math
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, cast
 
 import trio
 
@@ -51,6 +55,7 @@ __all__ = [
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
+    "digest_hex",
     "file_identity",
     "identify",
     "lineage",
@@ -81,6 +86,9 @@ ENV_SPEC = "HOSTVISOR_SPEC"
 MARKERS = (ENV_OWNER, ENV_AGENT_ID, ENV_RUN_ID, ENV_BINARY, ENV_RESTARTS, ENV_SPEC)
 #: What /proc/PID/exe ends with once the executable was replaced or removed on disk.
 _DELETED = " (deleted)"
+
+#: Waiting for a child without a pidfd takes a worker thread each: never limit those.
+_UNLIMITED = trio.CapacityLimiter(math.inf)
 
 # psutil's create_time has clock-tick resolution (10 ms); allow for float rounding.
 _CREATE_TIME_TOLERANCE_S = 0.05
@@ -139,13 +147,17 @@ class Child:
     at the OS level; any number of tasks may :meth:`wait` for its result.
     """
 
-    pid: int
-    identity: ProcessIdentity | None
-    run_id: str
+    __slots__ = ("_done", "_pidfd", "identity", "pid", "run_id", "status")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, pid: int, pidfd: int | None, identity: ProcessIdentity | None, run_id: str
+    ) -> None:
+        self.pid = pid
+        self.identity = identity
+        self.run_id = run_id
         self.status: ExitStatus | None = None
-        self._done = trio.Event()
+        self._pidfd = pidfd
+        self._done: trio.Event | None = None  # made by the first wait(): most have none
 
     async def _wait_os(self) -> ExitStatus:
         raise NotImplementedError
@@ -154,12 +166,16 @@ class Child:
         """Wait at the OS level until the process exits; record and return how."""
         status = await self._wait_os()
         self.status = status
-        self._done.set()
+        if self._done is not None:
+            self._done.set()
         return status
 
     async def wait(self) -> ExitStatus:
         """Wait until :meth:`watch` has seen the process exit; return how."""
-        await self._done.wait()
+        if self.status is None:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
         assert self.status is not None
         return self.status
 
@@ -170,42 +186,73 @@ class Child:
 
     def send_signal(self, sig: int) -> None:
         """Signal the process itself (not its group); no-op once it has exited."""
-        raise NotImplementedError
+        if self._pidfd is not None and self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, sig)
 
     def close(self) -> None:
         """Release the handle without touching the process (daemon-mode exit)."""
+        self._close_pidfd()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            fd, self._pidfd = self._pidfd, None
+            with contextlib.suppress(RuntimeError):  # outside Trio nobody can be waiting
+                trio.lowlevel.notify_closing(fd)
+            os.close(fd)
 
 
 class SpawnedChild(Child):
-    """A child process we started; its exit status is known."""
+    """A child process we started; its exit status is known.
 
-    def __init__(self, process: trio.Process, run_id: str) -> None:
-        super().__init__()
-        self._process = process
-        self.pid = process.pid
-        self.run_id = run_id
-        self.identity = identify(self.pid)
+    Args:
+        popen: The child (reaped through it).
+        pidfd: The child's pidfd, or None when the kernel gave none (then a worker
+            thread waits for the exit).
+        identity: The child's identity, read right after it started.
+        run_id: Its spawn marker.
+    """
+
+    __slots__ = ("_popen",)
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        pidfd: int | None,
+        identity: ProcessIdentity | None,
+        run_id: str,
+    ) -> None:
+        super().__init__(popen.pid, pidfd, identity, run_id)
+        self._popen = popen
 
     async def _wait_os(self) -> ExitStatus:
-        return ExitStatus.from_returncode(await self._process.wait())
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+            returncode = self._popen.wait()  # it has exited: this only reaps it
+            self._close_pidfd()
+        else:
+            returncode = await trio.to_thread.run_sync(
+                self._popen.wait, abandon_on_cancel=True, limiter=_UNLIMITED
+            )
+        return ExitStatus.from_returncode(returncode)
 
     def send_signal(self, sig: int) -> None:
-        if self._process.returncode is None:
+        if self._pidfd is not None:
+            super().send_signal(sig)
+        elif self._popen.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(sig)
+                self._popen.send_signal(sig)
 
     def close(self) -> None:
         """Let the process run on without us (daemon-mode exit).
 
-        Closes Trio's pidfd and hands the Popen to the standard library's list of
-        children it reaps later, without the "still running" warning: leaving the
-        process running is the point.
+        Closes the pidfd and hands the Popen to the standard library's list of children
+        it reaps later, without the "still running" warning: leaving the process running
+        is the point.
         """
-        process: Any = self._process
-        with contextlib.suppress(AttributeError, RuntimeError):
-            process._close_pidfd()
-        popen = getattr(process, "_proc", None)
-        if popen is not None and popen.returncode is None and hasattr(popen, "_child_created"):
+        self._close_pidfd()
+        popen = self._popen
+        if popen.returncode is None and hasattr(popen, "_child_created"):
             popen._child_created = False
             active = getattr(subprocess, "_active", None)
             if active is not None:
@@ -215,12 +262,10 @@ class SpawnedChild(Child):
 class AdoptedChild(Child):
     """A process left running by an earlier daemon, pinned by a pidfd."""
 
+    __slots__ = ()
+
     def __init__(self, pidfd: int, identity: ProcessIdentity, run_id: str) -> None:
-        super().__init__()
-        self._pidfd: int | None = pidfd
-        self.pid = identity.pid
-        self.identity = identity
-        self.run_id = run_id
+        super().__init__(identity.pid, pidfd, identity, run_id)
 
     async def _wait_os(self) -> ExitStatus:
         if self._pidfd is not None:
@@ -228,75 +273,117 @@ class AdoptedChild(Child):
             self.close()
         return ExitStatus()
 
-    def send_signal(self, sig: int) -> None:
-        if self._pidfd is not None and self.status is None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, sig)
-
-    def close(self) -> None:
-        if self._pidfd is not None:
-            fd, self._pidfd = self._pidfd, None
-            with contextlib.suppress(RuntimeError):  # outside Trio nobody can be waiting
-                trio.lowlevel.notify_closing(fd)
-            os.close(fd)
-
 
 async def spawn(
     argv: tuple[str, ...],
     *,
     cwd: str,
     env: Mapping[str, str],
-    output_fd: int,
+    output_fd: int | Callable[[], int],
     run_id: str,
     reaper: OrphanReaper | None = None,
     limiter: trio.CapacityLimiter | None = None,
+    create_cwd: bool = False,
 ) -> SpawnedChild:
     """Start a process in its own session, with output to ``output_fd``.
 
+    The work is done in a worker thread (see the module docstring); the call cannot be
+    cancelled while that thread runs, so a process that was started is always returned.
+
     Args:
         argv: Executable and arguments; no shell is involved.
-        cwd: Working directory (must exist).
+        cwd: Working directory.
         env: The complete environment of the child.
-        output_fd: File descriptor for both stdout and stderr (a log file).
+        output_fd: File descriptor for both stdout and stderr (a log file; the caller
+            closes it), or a function that opens one: it is called in the worker thread,
+            and the descriptor it returns is closed there once the child has it.
         run_id: This spawn's marker, also put in the environment by the caller.
         reaper: The orphan reaper to tell about the new child, if one runs.
-        limiter: Bounds concurrent spawns. Trio forks from a worker thread; without a
-            bound, starting 300 agents at once grows the process by 40 threads.
+        limiter: Bounds concurrent spawns (each holds a worker thread); None: Trio's
+            default limiter for worker threads.
+        create_cwd: Create ``cwd`` (and its parents) when missing.
 
     Raises:
-        SpawnError: the process could not be created; ``__cause__`` is the OSError.
+        SpawnError: the working directory or the output could not be prepared, or the
+            process could not be created; ``__cause__`` is the OSError.
     """
     guard = reaper.spawning() if reaper is not None else contextlib.nullcontext()
-    async with limiter if limiter is not None else contextlib.nullcontext():
-        return await _spawn(argv, cwd, env, output_fd, run_id, reaper, guard)
+    with guard:
+        popen, pidfd, identity = await trio.to_thread.run_sync(
+            _fork_exec, argv, cwd, dict(env), output_fd, create_cwd, limiter=limiter
+        )
+        if reaper is not None:
+            reaper.own(popen.pid)
+    return SpawnedChild(popen, pidfd, identity, run_id)
 
 
-async def _spawn(
+def _fork_exec(
     argv: tuple[str, ...],
     cwd: str,
-    env: Mapping[str, str],
-    output_fd: int,
-    run_id: str,
-    reaper: OrphanReaper | None,
-    guard: contextlib.AbstractContextManager[None],
-) -> SpawnedChild:
-    with guard:
+    env: dict[str, str],
+    output: int | Callable[[], int],
+    create_cwd: bool,
+) -> tuple[subprocess.Popen[bytes], int | None, ProcessIdentity | None]:
+    """The blocking part of :func:`spawn`, in a worker thread."""
+    try:
+        if create_cwd:
+            os.makedirs(cwd, exist_ok=True)
+        output_fd = output() if callable(output) else output
+    except OSError as exc:
+        raise SpawnError(f"{exc.filename}: {exc.strerror}") from exc
+    try:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output_fd,
+            stderr=output_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise SpawnError(f"cannot execute {argv[0]!r}: {exc.strerror or exc}") from exc
+    finally:
+        if callable(output):
+            os.close(output_fd)
+    try:
+        pidfd: int | None = os.pidfd_open(popen.pid)
+    except OSError:  # no pidfd (an old kernel, or out of descriptors): a thread waits
+        pidfd = None
+    return popen, pidfd, identify(popen.pid)
+
+
+class _Hash(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+def _builtin_sha256() -> Callable[[bytes], _Hash]:
+    """Python's own SHA-256 (3.12+: ``_sha2``, 3.11: ``_sha256``), or hashlib's.
+
+    hashlib prefers OpenSSL's, and importing it loads libcrypto: 3.6 MiB of RSS that a
+    daemon without TLS never needs for digests of a few hundred bytes.
+    """
+    for name in ("_sha2", "_sha256"):
         try:
-            process = await trio.lowlevel.open_process(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=output_fd,
-                stderr=output_fd,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise SpawnError(f"cannot execute {argv[0]!r}: {exc.strerror or exc}") from exc
-        if reaper is not None:
-            reaper.own(process.pid)
-    return SpawnedChild(process, run_id)
+            return cast("Callable[[bytes], _Hash]", importlib.import_module(name).sha256)
+        except (ImportError, AttributeError):
+            continue
+    import hashlib  # an interpreter built without its own SHA-256
+
+    return hashlib.sha256
+
+
+_sha256 = _builtin_sha256()
+
+
+def digest_hex(data: bytes) -> str:
+    """The SHA-256 of ``data`` in hex, the same as ``hashlib.sha256(data).hexdigest()``.
+
+    Markers and records hold such digests (:func:`owner_marker`, ``spec_digest``); this
+    computes them without loading OpenSSL (see ``_builtin_sha256``).
+    """
+    return _sha256(data).hexdigest()
 
 
 def owner_marker(work_dir: str) -> str:
@@ -305,7 +392,7 @@ def owner_marker(work_dir: str) -> str:
     Two supervisors on one host (two work directories) never take each other's agents
     for their own, even when agent ids are the same.
     """
-    return hashlib.sha256(os.path.abspath(work_dir).encode()).hexdigest()[:16]
+    return digest_hex(os.path.abspath(work_dir).encode())[:16]
 
 
 def read_run_marker(pid: int) -> str:

@@ -129,8 +129,12 @@ class LogSpec:
     backups: int = 10
 
 
+# Most agents add no variables: they share one empty, read-only mapping.
+_NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+
 def _frozen_env(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return MappingProxyType(dict(env or {}))
+    return MappingProxyType(dict(env)) if env else _NO_ENV
 
 
 @dataclass(frozen=True, slots=True)

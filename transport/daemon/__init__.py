@@ -16,6 +16,8 @@ Programs may also load the configuration the same way::
     print([spec.id for spec in config.agents])
 """
 
+# First, before anything imports trio: ssl and hmac load only when used (see _lean).
+from . import _lean as _lean
 from ._cli import EXIT_CODES as EXIT_CODES, main as main, version as version
 from ._config import (
     DaemonConfig as DaemonConfig,
