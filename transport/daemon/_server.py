@@ -37,6 +37,7 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 import trio
@@ -113,13 +114,18 @@ def control_socket_path(work_dir: str) -> str:
     return os.path.join("/tmp", f"hostvisor-{os.geteuid()}-{digest}", CONTROL_SOCKET_NAME)
 
 
-def _private_dir(directory: str) -> None:
+def _private_dir(directory: str, *, ours: bool) -> None:
     """Create ``directory`` (0700) or check that it is ours and private.
+
+    Args:
+        directory: The control socket's directory.
+        ours: It lies in the daemon's work directory: a looser mode is tightened. Under
+            ``/tmp`` it is refused instead: there a directory we did not make is someone
+            else's trap.
 
     Raises:
         OSError: It cannot be created, or it is a symlink, not a directory, someone
-            else's, or open to group or others (then its mode is not changed: under
-            ``/tmp`` that would be someone else's trap).
+            else's, or (under ``/tmp``) open to group or others.
     """
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)
@@ -129,6 +135,9 @@ def _private_dir(directory: str) -> None:
     if info.st_uid != os.geteuid():
         raise OSError(f"{directory} belongs to uid {info.st_uid}, not {os.geteuid()}")
     if info.st_mode & 0o077:
+        if ours:
+            os.chmod(directory, 0o700)
+            return
         mode = stat.S_IMODE(info.st_mode)
         raise OSError(f"{directory} is open to group or others (mode {mode:04o}); expected 0700")
 
@@ -240,7 +249,9 @@ class GrpcServer:
             task_status.started()
 
         try:
-            await trio.to_thread.run_sync(_private_dir, os.path.dirname(path))
+            directory = os.path.dirname(path)
+            ours = directory == os.path.join(self.spec.work_dir, "control")  # absolute
+            await trio.to_thread.run_sync(partial(_private_dir, directory, ours=ours))
             await self._serve(Listener(f"unix:{path}"), bound)
         except (OSError, ListenError) as exc:
             logger.error("no control socket (the command line cannot reach the daemon): %s", exc)

@@ -302,6 +302,10 @@ class DaemonServiceHandlers:
             Operation.RESTART: supervisor.restart,
         }
         verb = operation.operation.value
+        try:
+            supervisor.registry.get(agent_id)
+        except UnknownAgentError:
+            not_found(agent_id)
         logger.info("gRPC: %s of agent %s requested by %s", verb, agent_id, ctx.peer or "?")
         try:
             # The request reaches the agent's inbox before the first wait (see above).
