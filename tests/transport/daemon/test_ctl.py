@@ -186,9 +186,9 @@ def test_no_daemon_bad_config_and_usage(tmp_path: Path, work: Path) -> None:
 
 
 def test_control_socket_is_private_and_tcp_port_survives_being_busy(host: Host) -> None:
-    """The socket is 0600 in a 0700 directory (made so if it was not). A TCP port that is taken does not stop the
-    daemon: the control socket serves, the error is logged, and the port is bound once
-    free."""
+    """The socket is 0600 in a 0700 directory (made so if it was not). A TCP port that is
+    taken does not stop the daemon: the control socket serves, the error is logged, and the
+    port is bound once free."""
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", host.port))
     blocker.listen()
