@@ -434,3 +434,30 @@ async def _first_event(channel: object, request: h.WatchAgentStatesRequest) -> h
         async for event in events:
             return event  # type: ignore[no-any-return]
     raise AssertionError("the stream ended without a message")
+
+
+def test_resource_point_maps_every_field() -> None:
+    """Every field of a sample reaches ResourceDataPoint, the ones ResourceSample is gaining
+    (memory_vms, disk read and write bytes, open files) included; a sample whose CPU figure
+    is not finite is left out."""
+    import collections
+    import math
+
+    from transport.daemon._service import resource_point
+
+    Sample = collections.namedtuple(
+        "Sample",
+        "at cpu_percent rss_bytes memory_vms disk_read_bytes disk_write_bytes open_files",
+    )
+    point = resource_point(Sample(1_700_000_000.7, 12.5, 1000, 5000, 7, 9, 11))  # type: ignore[arg-type]
+    assert point is not None
+    assert (
+        point.timestamp,
+        point.cpu,
+        point.memory_rss,
+        point.memory_vms,
+        point.disk_read_bytes,
+        point.disk_write_bytes,
+        point.open_files,
+    ) == (1_700_000_000, 12.5, 1000, 5000, 7, 9, 11)
+    assert resource_point(Sample(1.0, math.nan, 1, 1, 1, 1, 1)) is None  # type: ignore[arg-type]
