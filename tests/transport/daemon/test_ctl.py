@@ -314,3 +314,27 @@ def test_grpc_configuration_is_checked(tmp_path: Path, work: Path) -> None:
         check=False,
     )
     assert run.returncode == 3 and "daemon.tls.cert_file: not found" in run.stderr
+
+
+def test_a_daemon_without_grpc_never_imports_it(tmp_path: Path, work: Path) -> None:
+    """grpc_port 0 and no control socket: grpc, trio-asyncio and protobuf stay unloaded."""
+    config = tmp_path / "daemon.yaml"
+    document = {
+        "daemon": {"work_dir": str(work), "grpc_port": 0, "control_socket": False},
+        "agents": [agent("a", SLEEPER)],
+    }
+    config.write_text(yaml.safe_dump(document))
+    script = (
+        "import sys, trio\n"
+        "from transport.daemon import Daemon, load_config\n"
+        f"config = load_config({str(config)!r})\n"
+        "daemon = Daemon(config, None, 'x')\n"
+        "assert daemon._grpc(None, None) is None\n"
+        "heavy = ('grpc', 'trio_asyncio', 'google.protobuf')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
