@@ -76,7 +76,9 @@ __all__ = [
     "channel_options",
     "check_manager_files",
     "load_tls_files",
+    "check_manager_section",
     "manager_config",
+    "manager_file_issues",
     "parse_manager",
     "read_labels",
 ]
@@ -309,13 +311,11 @@ def _read(raw: object, base: str, issues: Issues) -> ManagerSpec | None:
     attrs["tls"] = ManagerTls(**_attrs(attrs.get("tls", {}), TLS))
     attrs["keepalive"] = KeepaliveSpec(**_attrs(attrs.get("keepalive", {}), KEEPALIVE))
     attrs["spool"] = SpoolSpec(**_attrs(attrs.get("spool", {}), SPOOL))
-    if "address" not in attrs:
-        if isinstance(raw, Mapping) and not issues.has("manager.address"):
-            issues.add("manager.address", "required: the Manager's host:port")
-        return None
-    spec = ManagerSpec(**attrs)
-    _check_rules(spec, issues)
-    return spec
+    if "address" not in attrs and isinstance(raw, Mapping) and not issues.has("manager.address"):
+        issues.add("manager.address", "required: the Manager's host:port")
+    spec = ManagerSpec(**{"address": "", **attrs})
+    _check_rules(spec, issues)  # also when the address is wrong: every problem at once
+    return spec if spec.address else None
 
 
 def _check_rules(spec: ManagerSpec, issues: Issues) -> None:
@@ -358,6 +358,30 @@ def parse_manager(raw: object, *, base_dir: str) -> ManagerSpec:
     if issues.items or spec is None:
         raise ConfigError(issues.items or [ConfigIssue("manager", "expected a mapping")])
     return spec
+
+
+def check_manager_section(raw: object, base_dir: str, issues: Issues) -> None:
+    """Validate a ``manager`` section into the daemon configuration's issues.
+
+    For :func:`transport.daemon._config.parse_config`: the section stays verbatim in
+    ``DaemonConfig.manager`` and its problems are reported with every other one.
+    """
+    if raw:
+        _read(raw, base_dir, issues)
+
+
+def manager_file_issues(raw: object, base_dir: str) -> list[ConfigIssue]:
+    """The TLS file problems of a valid ``manager`` section (for ``load_config``).
+
+    Returns:
+        Problems with paths such as ``manager.tls.cert_file``; empty when the section is
+        absent or invalid (its own problems are reported by the parser).
+    """
+    if not raw:
+        return []
+    issues = Issues()
+    spec = _read(raw, base_dir, issues)
+    return check_manager_files(spec) if spec is not None and not issues.items else []
 
 
 def manager_config(config: DaemonConfig) -> ManagerSpec | None:

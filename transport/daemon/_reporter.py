@@ -42,25 +42,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from collectors import MetricsError, to_metric_data
 from transport import (
     Channel,
     ClientTls,
     DaemonService,
     ManagerService,
-    MetricPoint,
     NodeRegistration,
     RemoteError,
     TransportError,
@@ -68,17 +64,23 @@ from transport import (
     agent_state_to_message,
     daemon_pb2,
     manager_pb2,
-    metric_to_message,
     open_channel,
     open_grpc_loop,
     registration_to_message,
 )
 
 from ._agent_states import agent_states, agent_version_summary
-from ._manager_config import ManagerSpec, TlsFiles, channel_options, load_tls_files
-from ._metric_keys import HostExtras, NetworkTotals, original_values
-from ._node import HostFacts, cpu_extras, host_facts
+from ._manager_config import (
+    ManagerSpec,
+    TlsFiles,
+    channel_options,
+    load_tls_files,
+    manager_config,
+)
+from ._metric_keys import HostExtras
+from ._node import HostFacts, cpu_extras, host_facts, node_id
 from ._outbox import MAX_MEMORY, Outbox, Pending
+from ._report_intake import AgentSource, MetricSource, batch_metrics
 from ._report_schedule import SyncSchedule, next_tick
 from ._retry import Backoff, Disposition, answer_disposition, disposition
 from ._spool import SPOOL_DIR, ReportSpool, SpoolStatistics
@@ -88,7 +90,10 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from collectors import Metrics
-    from supervisor import AgentEvent, AgentInfo
+    from supervisor import AgentEvent
+
+    from ._config import DaemonConfig
+    from ._updates import DaemonUpdates
 
 __all__ = [
     "DEBOUNCE_S",
@@ -99,6 +104,7 @@ __all__ = [
     "MetricSource",
     "Reporter",
     "ReporterStatistics",
+    "build_reporter",
 ]
 
 logger = logging.getLogger("hostvisor.manager")
@@ -111,28 +117,6 @@ LINGER_S = 0.5
 """How long a collection round may take to be batched into one report."""
 SHUTDOWN_GRACE_S = 5.0
 """How long delivery may go on after the daemon is asked to stop."""
-
-
-class AgentSource(Protocol):
-    """What the reporter needs of the supervisor."""
-
-    def statuses(self) -> list[AgentInfo]:
-        """A snapshot of every agent."""
-        ...
-
-    def subscribe(self, max_buffer: int = 1024) -> Any:
-        """An async iterator of :class:`supervisor.AgentEvent` with ``close()``."""
-        ...
-
-
-class MetricSource(Protocol):
-    """What the reporter needs of the collectors (``collectors.CollectorManager``)."""
-
-    def subscribe(
-        self, *, max_buffer_size: int = 64
-    ) -> AbstractContextManager[trio.MemoryReceiveChannel[Metrics]]:
-        """Every new collector result while the block lasts."""
-        ...
 
 
 VersionSource = Callable[[], Awaitable[Mapping[str, str]]]
@@ -509,47 +493,17 @@ class Reporter:
         await self.outbox.put(kind, request.SerializeToString(), created=self.wall())
 
     async def _metrics_loop(self, results: trio.MemoryReceiveChannel[Metrics]) -> None:
-        network: NetworkTotals | None = None
-        expected: frozenset[str] = frozenset()  # the collectors of the last complete round
-        batch: dict[str, manager_pb2.MetricData] = {}
-        deadline = math.inf
-        while True:
-            metrics: Metrics | None = None
-            with trio.move_on_at(deadline):
-                try:
-                    metrics = await results.receive()
-                except trio.EndOfChannel:
-                    await self._flush(batch)
-                    return
-            if metrics is None or metrics.name in batch:  # the round is over
-                expected = frozenset(batch) if metrics is None else expected
-                await self._flush(batch)
-                deadline = math.inf
-                if metrics is None:
-                    continue
-            extras = None
-            if metrics.name == "cpu":
-                extras = await trio.to_thread.run_sync(self.extras)
-            added, network = original_values(metrics, previous=network, extras=extras)
-            try:
-                data = to_metric_data(metrics)
-            except MetricsError as exc:
-                self._error("D2003", f"collector {metrics.name!r}: result not sendable: {exc}")
-                continue
-            point = MetricPoint.finite(data.type, data.timestamp, {**data.values, **added})
-            if not batch:
-                deadline = trio.current_time() + self.linger_s
-            batch[metrics.name] = metric_to_message(point)
-            if expected and expected <= batch.keys():
-                expected = frozenset(batch)
-                await self._flush(batch)
-                deadline = math.inf
-
-    async def _flush(self, batch: dict[str, manager_pb2.MetricData]) -> None:
-        if batch:
-            request = manager_pb2.ReportMetricsRequest(node_id=self.node_id, metrics=batch.values())
-            batch.clear()
+        async def put(request: manager_pb2.ReportMetricsRequest) -> None:
             await self._put(EntryKind.METRICS, request)
+
+        await batch_metrics(
+            results,
+            node_id=self.node_id,
+            put=put,
+            extras=self.extras,
+            linger_s=self.linger_s,
+            error=lambda message: self._error("D2003", message),
+        )
 
     async def _events(self, events: AsyncIterator[AgentEvent]) -> None:
         async for event in events:
@@ -640,3 +594,60 @@ class Reporter:
                         await self._shutdown()
                     self._channel = None
                     self._registered = False
+
+
+def build_reporter(
+    config: DaemonConfig,
+    agents: AgentSource,
+    metrics: MetricSource | None,
+    updates: DaemonUpdates | None = None,
+    *,
+    daemon_version: str = "",
+    open_loop: bool = True,
+) -> Reporter | None:
+    """The daemon's Manager client for a configuration, or None without ``manager:``.
+
+    Args:
+        config: The daemon's configuration.
+        agents: The supervisor.
+        metrics: The collectors (they run whenever ``manager:`` is present).
+        updates: The update service, for the installed agent versions.
+        daemon_version: The daemon's version.
+        open_loop: As for :class:`Reporter`.
+
+    Returns:
+        The reporter, not yet running.
+
+    Raises:
+        ConfigError: The ``manager`` section is invalid or a TLS file is missing or
+            unreadable (never a fall-back to plaintext).
+        OSError: The node id file cannot be read or written.
+    """
+    spec = manager_config(config)
+    if spec is None:
+        return None
+    versions: VersionSource | None = None
+    if updates is not None:
+        components = [target.component for target in updates.settings.targets]
+        manager = updates.manager
+
+        def read() -> dict[str, str]:
+            found = {c: manager.current_version(c) for c in components}
+            return {c: v for c, v in found.items() if v}
+
+        async def installed() -> Mapping[str, str]:
+            return await trio.to_thread.run_sync(read)
+
+        versions = installed
+    daemon = config.daemon
+    return Reporter(
+        spec,
+        node_id=node_id(daemon.id, daemon.work_dir),
+        work_dir=daemon.work_dir,
+        agents=agents,
+        metrics=metrics,
+        labels=dict(getattr(daemon, "labels", {})),
+        daemon_version=daemon_version,
+        versions=versions,
+        open_loop=open_loop,
+    )
