@@ -62,6 +62,8 @@ from supervisor.schema import (
     write_block,
 )
 
+from ._manager_config import LABELS, check_manager_section, manager_file_issues
+
 if TYPE_CHECKING:
     import yaml
 
@@ -132,6 +134,7 @@ DAEMON: Mapping[str, Field | Block] = {
     "grpc_allow_insecure": Field("grpc_allow_insecure", BOOLEAN),
     "control_socket": Field("control_socket", BOOLEAN),
     "tls": Block("tls", TLS),
+    "labels": Field("labels", LABELS),
 }
 
 
@@ -178,6 +181,7 @@ class DaemonSpec:
         control_socket: Serve the same services on a Unix socket in the work directory
             (mode 0600, no TLS) for the ``hostvisor`` command line.
         tls: The listener's certificate and its clients' CA.
+        labels: Free-form labels the node registers with at the Manager.
     """
 
     id: str = ""
@@ -191,6 +195,7 @@ class DaemonSpec:
     grpc_allow_insecure: bool = False
     control_socket: bool = True
     tls: TlsSpec = field(default_factory=TlsSpec)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def grpc_enabled(self) -> bool:
@@ -285,6 +290,7 @@ def _parse(document: object, *, source: str | None, base_dir: str | None) -> _Pa
     daemon_attrs["tls"] = TlsSpec(**_attrs(daemon_attrs.get("tls", {}), TLS))
     daemon = DaemonSpec(**daemon_attrs)
     verbatim = {name: _verbatim(document.get(name), name, issues) for name in _VERBATIM}
+    check_manager_section(verbatim["manager"], base, issues)
 
     warnings: list[str] = []
     _check_grpc(daemon, issues, warnings)
@@ -488,6 +494,7 @@ def load_config(path: str | os.PathLike[str], *, work_dir: str | None = None) ->
     parsed = _parse(document, source=source, base_dir=base_dir)
     issues = parsed.issues.items
     bad_work_dir = parsed.issues.has("daemon.work_dir")
+    issues.extend(manager_file_issues(parsed.config.manager, base_dir))
     for issue in _check_paths(parsed.config.daemon, parsed.checkable):
         # Where a value was invalid, a default stands in for it: checking that is noise.
         # Agents' default work dirs derive from daemon.work_dir.
@@ -590,6 +597,8 @@ def dump_config(config: DaemonConfig) -> dict[str, Any]:
         ``config`` (apart from ``warnings`` and ``source``).
     """
     daemon = write_block(config.daemon, DAEMON)
+    if not daemon.get("labels"):
+        daemon.pop("labels", None)  # no labels: nothing to say
     if not daemon["tls"]:
         del daemon["tls"]  # no TLS: an empty block says nothing
     document: dict[str, Any] = {

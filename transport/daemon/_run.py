@@ -18,7 +18,9 @@ Nursery ownership::
     ├─ Supervisor.run        owns the agents
     ├─ CollectorManager.run  when a ``collectors`` or ``manager`` section is present
     ├─ DaemonUpdates.run     when an ``update`` section is present
-    └─ GrpcServer.run        owns the asyncio loop and the listeners, when enabled
+    ├─ GrpcServer.run        owns the asyncio loop and the listeners, when enabled
+    └─ Reporter.run          the Manager client, when a ``manager`` section is present
+                             (see :mod:`transport.daemon._reporter`)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from collectors import CollectorManager, CollectorsConfig
     from updater import UpdateSettings
 
+    from ._reporter import Reporter
     from ._server import GrpcServer
     from ._updates import DaemonUpdates
 
@@ -63,6 +66,7 @@ RESTART_ONLY = (
     "grpc_allow_insecure",
     "control_socket",
     "tls",
+    "labels",
 )
 
 
@@ -177,6 +181,7 @@ class Daemon:
         updates = self._updates(supervisor)
         metrics = self._collectors()
         grpc = self._grpc(supervisor, updates)  # TLS files are read here: ConfigError
+        reporter = self._reporter(supervisor, metrics, updates, grpc)  # ConfigError too
         watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
         with trio.open_signal_receiver(*watched) as signals:
             if updates is not None and await updates.recover():
@@ -192,6 +197,8 @@ class Daemon:
                     nursery.start_soon(self._restart_when_requested, updates, nursery, restart_code)
                 if grpc is not None:
                     await nursery.start(grpc.run)
+                if reporter is not None:
+                    await nursery.start(reporter.run)
                 return_free_memory()
                 async for signum in signals:
                     if signum == signal.SIGUSR1:
@@ -225,6 +232,31 @@ class Daemon:
         from ._server import build_server
 
         return build_server(supervisor, lambda: self.config, updates)
+
+    def _reporter(
+        self,
+        supervisor: Supervisor,
+        metrics: CollectorManager | None,
+        updates: DaemonUpdates | None,
+        grpc: GrpcServer | None,
+    ) -> Reporter | None:
+        if not self.config.manager:
+            return None  # the gRPC client is not even imported
+        from ._reporter import build_reporter
+
+        reporter = build_reporter(
+            self.config, supervisor, metrics, updates, daemon_version=_version()
+        )
+        if grpc is not None:
+            # One grpc loop per process (two trio-asyncio loops fight over grpc's poller):
+            # GrpcServer.run owns it and does not share it yet.
+            logger.error(
+                "D2001 the Manager client cannot run beside the gRPC server yet: set"
+                " daemon.grpc_port: 0 and daemon.control_socket: false to report to %s",
+                self.config.manager.get("address"),
+            )
+            return None
+        return reporter
 
     def _collectors(self) -> CollectorManager | None:
         config = collectors_config(self.config)
