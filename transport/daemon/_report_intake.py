@@ -98,7 +98,7 @@ async def batch_metrics(
                 await flush()
                 return
         if metrics is None or metrics.name in batch:  # the round is over
-            expected = frozenset(batch) if metrics is None else expected
+            expected = frozenset(batch)
             await flush()
             deadline = math.inf
             if metrics is None:
