@@ -25,6 +25,8 @@ __all__ = [
     "ProcStat",
     "boot_time",
     "children_of",
+    "count_fds",
+    "read_io",
     "read_markers",
     "read_stat",
     "scan_marked",
@@ -114,6 +116,31 @@ def boot_time() -> float:
             if line.startswith(b"btime "):
                 return float(line.split()[1])
     raise OSError("no btime in /proc/stat")  # pragma: no cover - every Linux has it
+
+
+def read_io(pid: int) -> tuple[int, int] | None:
+    """Bytes the process read from and wrote to storage (``read_bytes``, ``write_bytes``
+    of ``/proc/PID/io``); None if gone or not ours to read."""
+    try:
+        with open(f"/proc/{pid}/io", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    read = write = 0
+    for line in data.splitlines():
+        if line.startswith(b"read_bytes:"):
+            read = int(line.split()[1])
+        elif line.startswith(b"write_bytes:"):
+            write = int(line.split()[1])
+    return read, write
+
+
+def count_fds(pid: int) -> int | None:
+    """How many files the process has open; None if gone or not ours to read."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def children_of(pid: int) -> list[int]:

@@ -44,6 +44,9 @@ class AgentInfo:
             before the first start or after a deliberate stop (``health.healthy``).
         health: Every check's state, the last health error and the agent's own status
             text (sd_notify ``STATUS=`` or the heartbeat's ``status``).
+        last_heartbeat: Wall-clock time of the agent's latest heartbeat (a heartbeat line
+            or sd_notify ``WATCHDOG=1``) from its current process; None if none came.
+        version: The version the agent's heartbeats report; None if they say none.
     """
 
     id: str
@@ -68,6 +71,8 @@ class AgentInfo:
     log_file: str
     healthy: bool | None = None
     health: HealthSnapshot | None = None
+    last_heartbeat: float | None = None
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

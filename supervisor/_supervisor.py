@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from types import MappingProxyType
 
@@ -395,7 +396,16 @@ class Supervisor:
     def _info(self, runner: AgentRunner) -> AgentInfo:
         if self.monitor is None:
             return runner.info()
-        return runner.info(self.monitor.snapshot(runner.spec.id, trio.current_time()))
+        health = self.monitor.snapshot(runner.spec.id, trio.current_time())
+        info = runner.info(health)
+        if health is None or (health.last_heartbeat is None and health.version is None):
+            return info
+        beat = health.last_heartbeat
+        return replace(
+            info,
+            last_heartbeat=wall_clock(beat) if beat is not None else None,
+            version=health.version,
+        )
 
     async def wait_state(self, agent_id: str, *states: AgentState) -> AgentInfo:
         """Wait until the agent is in one of ``states``; return its snapshot.

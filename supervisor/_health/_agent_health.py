@@ -90,12 +90,17 @@ class HealthSnapshot:
         checks: Every check's verdict, disabled ones included, in :class:`Check` order.
         last_error: The latest unhealthy checks' messages, joined by ``; ``.
         status_text: The agent's own status line (sd_notify ``STATUS=``, heartbeat status).
+        last_heartbeat: When the current process's latest heartbeat came (the monitor's
+            clock); None if none did.
+        version: The version its heartbeats report (None if they say none).
     """
 
     healthy: bool | None
     checks: Mapping[Check, Verdict]
     last_error: str | None
     status_text: str | None
+    last_heartbeat: float | None = None
+    version: str | None = None
 
     def summary(self) -> str:
         """One line for status output, e.g. ``unhealthy: heartbeat: none for 95.0s (...)``."""
@@ -130,6 +135,8 @@ class AgentHealth:
         self.history = history if history is not None else ResourceHistory()
         self.last_error: str | None = None
         self.status_text: str | None = None
+        #: The version the agent's heartbeats report (kept across its restarts).
+        self.version: str | None = None
         self._clear = clear_fraction
         self._running = False
         self._episode = False
@@ -233,15 +240,19 @@ class AgentHealth:
         """Keep the agent's own status line (sd_notify ``STATUS=``)."""
         self.status_text = text
 
-    def resources(self, now: float, cpu_percent: float, rss_bytes: int) -> list[ResourceAlert]:
+    def resources(
+        self, now: float, cpu_percent: float, rss_bytes: int, *extra: int
+    ) -> list[ResourceAlert]:
         """Take one resource sample of the process tree; ignored while none runs.
+
+        ``extra`` goes to the history as it is (see :class:`ResourceSample`).
 
         Returns:
             An alert for each threshold that became unhealthy with this sample.
         """
         if not self._running:
             return []
-        self.history.record(now, cpu_percent, rss_bytes)
+        self.history.record(now, cpu_percent, rss_bytes, *extra)
         alerts: list[ResourceAlert] = []
         kinds: tuple[tuple[Literal["cpu", "memory"], ThresholdTracker, float], ...] = (
             ("cpu", self.cpu, cpu_percent),
@@ -340,4 +351,11 @@ class AgentHealth:
             healthy = None
         else:
             healthy = True
-        return HealthSnapshot(healthy, verdicts, self.last_error, self.status_text)
+        return HealthSnapshot(
+            healthy,
+            verdicts,
+            self.last_error,
+            self.status_text,
+            self.heartbeat_tracker.last_beat,
+            self.version,
+        )

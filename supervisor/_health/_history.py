@@ -18,11 +18,25 @@ __all__ = ["ResourceHistory", "ResourceSample"]
 
 
 class ResourceSample(NamedTuple):
-    """One measurement of an agent's process tree."""
+    """One measurement of an agent's whole process tree.
+
+    Attributes:
+        at: When (Trio time here; wall-clock seconds from ``Supervisor.metrics``).
+        cpu_percent: CPU since the previous sample, percent of one core.
+        rss_bytes: Resident memory.
+        memory_vms: Virtual memory, bytes.
+        disk_read_bytes: Bytes read from storage so far (a counter).
+        disk_write_bytes: Bytes written to storage so far (a counter).
+        open_files: Open file descriptors.
+    """
 
     at: float
     cpu_percent: float
     rss_bytes: int
+    memory_vms: int = 0
+    disk_read_bytes: int = 0
+    disk_write_bytes: int = 0
+    open_files: int = 0
 
 
 def _at(sample: ResourceSample) -> float:
@@ -61,8 +75,12 @@ class ResourceHistory:
         """The newest sample, if any."""
         return self._samples[-1] if self._samples else None
 
-    def record(self, now: float, cpu_percent: float, rss_bytes: int) -> ResourceSample:
+    def record(
+        self, now: float, cpu_percent: float, rss_bytes: int, *extra: int
+    ) -> ResourceSample:
         """Add a sample taken at ``now``, dropping what is now too old.
+
+        ``extra`` are the further fields of :class:`ResourceSample`, in order.
 
         Raises:
             ValueError: ``now`` is earlier than the newest sample.
@@ -70,7 +88,7 @@ class ResourceHistory:
         samples = self._samples
         if samples and now < samples[-1].at:
             raise ValueError(f"sample at {now!r} is older than the newest, {samples[-1].at!r}")
-        sample = ResourceSample(now, cpu_percent, rss_bytes)
+        sample = ResourceSample(now, cpu_percent, rss_bytes, *extra)
         samples.append(sample)
         cutoff = now - self.max_age_s
         while samples[0].at <= cutoff:

@@ -407,7 +407,8 @@ class HealthMonitor:
         cpu = watched.cpu.update(now, usage.cpu_ticks)
         if cpu is None:
             return  # the first sample of an adopted process only primes the meter
-        for alert in watched.health.resources(now, cpu, usage.rss_bytes):
+        extra = (usage.vms_bytes, usage.read_bytes, usage.write_bytes, usage.open_files)
+        for alert in watched.health.resources(now, cpu, usage.rss_bytes, *extra):
             self._alert(watched, alert)
         self._judge(watched, now)
 
@@ -463,6 +464,8 @@ class HealthMonitor:
         health.heartbeat(heartbeat.received_at)
         if heartbeat.status:
             health.set_status_text(heartbeat.status)
+        if heartbeat.version:
+            health.version = heartbeat.version
         if not armed:
             self._wakeup.unpark_all()  # the first beat armed the check: a new deadline
         if health.in_episode:  # a beat can only heal: nothing to judge otherwise

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supervisor._proc import CLOCK_TICKS, PAGE_SIZE, read_stat, tree_below
+from supervisor._proc import CLOCK_TICKS, PAGE_SIZE, count_fds, read_io, read_stat, tree_below
 
 __all__ = ["CLOCK_TICKS", "CpuMeter", "TreeUsage", "tree_usage"]
 
@@ -32,22 +32,32 @@ class TreeUsage:
         processes: How many processes were counted.
         cpu_ticks: Their CPU time so far (user + system), in clock ticks.
         rss_bytes: Their resident memory, summed.
+        vms_bytes: Their virtual memory, summed.
+        read_bytes: Bytes they read from storage so far (those we may read the counters of).
+        write_bytes: Bytes they wrote to storage so far (likewise).
+        open_files: Files they have open now (descriptors of every kind).
     """
 
     processes: int
     cpu_ticks: int
     rss_bytes: int
+    vms_bytes: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    open_files: int = 0
 
 
-def _usage_of(pid: int) -> tuple[int, int] | None:
+def _usage_of(pid: int) -> tuple[int, int, int, int, int, int] | None:
     stat = read_stat(pid)
     if stat is None or not stat.alive:
         return None  # gone meanwhile, or a zombie
-    return stat.cpu_ticks, stat.rss_pages * PAGE_SIZE
+    io = read_io(pid) or (0, 0)
+    fds = count_fds(pid) or 0
+    return stat.cpu_ticks, stat.rss_pages * PAGE_SIZE, stat.vsize, io[0], io[1], fds
 
 
 def tree_usage(leader: int) -> TreeUsage | None:
-    """Sum CPU ticks and RSS over ``leader`` and all its descendants.
+    """Sum CPU ticks, memory, storage IO and open files over ``leader`` and its descendants.
 
     Returns:
         None when the leader itself is gone.
@@ -55,14 +65,14 @@ def tree_usage(leader: int) -> TreeUsage | None:
     first = _usage_of(leader)
     if first is None:
         return None
-    ticks, rss, count = first[0], first[1], 1
+    totals, count = list(first), 1
     for pid in tree_below([leader]):
         usage = _usage_of(pid)
         if usage is not None:
-            ticks += usage[0]
-            rss += usage[1]
+            totals = [a + b for a, b in zip(totals, usage, strict=True)]
             count += 1
-    return TreeUsage(count, ticks, rss)
+    ticks, rss, vms, read, write, fds = totals
+    return TreeUsage(count, ticks, rss, vms, read, write, fds)
 
 
 @dataclass(slots=True)

@@ -213,6 +213,10 @@ async def test_agent_that_stops_beating_is_restarted(tmp_path: Path) -> None:
         assert sup.statistics().health is not None
         assert sup.statistics().health.heartbeat.heartbeats >= 5  # type: ignore[union-attr]
         assert info.health is not None and info.health.status_text in (None, "ok")
+        assert info.version == "1.0"  # what the heartbeats said, kept across the restart
+        await wait_until(lambda: sup.status("hb").last_heartbeat is not None)
+        beat = sup.status("hb").last_heartbeat
+        assert beat is not None and abs(beat - time.time()) < 120  # wall clock
 
 
 async def test_agent_that_never_beats_is_left_alone_unless_required(
@@ -407,6 +411,8 @@ async def test_memory_hog_is_restarted_after_the_duration_and_not_before(tmp_pat
         assert "over 32.0 MiB since" in unhealthy.reason
         samples = sup.metrics("hog", 60)
         assert samples and all(s.rss_bytes > 0 for s in samples)
+        # The whole tree's virtual memory and open files too (GetAgentMetrics' fields).
+        assert all(s.memory_vms >= s.rss_bytes and s.open_files >= 3 for s in samples)
         assert all(abs(s.at - time.time()) < 120 for s in samples)  # wall clock
         assert [s.at for s in samples] == sorted(s.at for s in samples)
 

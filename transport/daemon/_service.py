@@ -156,16 +156,13 @@ def not_found(agent_id: str) -> NoReturn:
 
 def version_of(info: AgentInfo, installed: Mapping[str, str]) -> str:
     """The agent's version: as it reports it, else as the updater installed it, else ""."""
-    reported = getattr(info, "version", "")  # AgentInfo.version: asked of supervisor
-    if isinstance(reported, str) and reported:
-        return reported
-    return installed.get(info.id, "")
+    return info.version or installed.get(info.id, "")
 
 
 def heartbeat_of(info: AgentInfo) -> float | None:
     """The agent's last heartbeat (wall-clock seconds), None when it never sent one."""
-    beat = getattr(info, "last_heartbeat", None)  # AgentInfo.last_heartbeat: asked of supervisor
-    return float(beat) if isinstance(beat, int | float) and beat > 0 else None
+    beat = info.last_heartbeat
+    return beat if beat is not None and beat > 0 else None
 
 
 def resource_point(sample: ResourceSample) -> ResourcePoint | None:
@@ -185,20 +182,13 @@ def resource_point(sample: ResourceSample) -> ResourcePoint | None:
             timestamp=int(sample.at),
             cpu=max(0.0, sample.cpu_percent),
             memory_rss=max(0, sample.rss_bytes),
-            memory_vms=max(0, _counter(sample, "memory_vms")),
-            disk_read_bytes=max(0, _counter(sample, "disk_read_bytes")),
-            disk_write_bytes=max(0, _counter(sample, "disk_write_bytes")),
-            open_files=min(max(0, _counter(sample, "open_files")), 2**31 - 1),
+            memory_vms=max(0, sample.memory_vms),
+            disk_read_bytes=max(0, sample.disk_read_bytes),
+            disk_write_bytes=max(0, sample.disk_write_bytes),
+            open_files=min(max(0, sample.open_files), 2**31 - 1),
         )
     except ValueError:
         return None
-
-
-def _counter(sample: ResourceSample, name: str) -> int:
-    # The fields beside rss_bytes that ResourceSample is gaining (memory_vms, disk read and
-    # write bytes, open files); 0 until the supervisor measures them.
-    value = getattr(sample, name, 0)
-    return int(value) if isinstance(value, int | float) and math.isfinite(value) else 0
 
 
 class DaemonServiceHandlers:
