@@ -183,6 +183,8 @@ class AgentSpec:
             object.__setattr__(self, "env", _frozen_env(self.env))
         # Callers may pass any sequence despite the annotation; keep the spec hashable.
         object.__setattr__(self, "args", tuple(self.args))
+        # Accept the wire strings ("filebeat") from library callers, as RestartSpec does.
+        object.__setattr__(self, "type", AgentType(self.type))
         if not self.name:
             object.__setattr__(self, "name", self.id)
 

@@ -111,3 +111,12 @@ def test_process_changes_restart_and_settings_update_in_place() -> None:
     assert [s.id for s in plan.update] == ["b"]
     assert [s.id for s in plan.add] == ["e"]
     assert plan.remove == ("d",)
+
+
+def test_a_spec_accepts_the_wire_string_of_its_type() -> None:
+    """AgentSpec(type="filebeat") is AgentType.FILEBEAT; an unknown type is a ValueError."""
+    from supervisor import AgentSpec, AgentType
+
+    assert AgentSpec(id="f", binary_path="/bin/true", type="filebeat").type is AgentType.FILEBEAT  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="nonsense"):
+        AgentSpec(id="f", binary_path="/bin/true", type="nonsense")  # type: ignore[arg-type]
