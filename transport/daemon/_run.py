@@ -55,6 +55,9 @@ __all__ = ["Daemon", "collectors_config", "hold_pid_file", "return_free_memory"]
 
 logger = logging.getLogger("hostvisor")
 
+#: How long an update under way may take to end at shutdown (the updater bounds its own
+#: cleanup at 30 s; systemd's TimeoutStopSec is 60 s).
+UPDATE_SHUTDOWN_S = 40.0
 #: Settings of the ``daemon`` section that only a restart applies.
 RESTART_ONLY = (
     "id",
@@ -192,9 +195,12 @@ class Daemon:
                 logger.info("supervising %d agent(s)", len(config.agents))
                 if metrics is not None:
                     await nursery.start(metrics.run)
+                updates_scope, updates_done = trio.CancelScope(), trio.Event()
                 if updates is not None:
-                    await nursery.start(updates.run)
+                    await nursery.start(self._serve_updates, updates, updates_scope, updates_done)
                     nursery.start_soon(self._restart_when_requested, updates, nursery, restart_code)
+                else:
+                    updates_done.set()
                 if grpc is not None:
                     await nursery.start(grpc.run)
                 if reporter is not None:
@@ -209,8 +215,27 @@ class Daemon:
                         logger.info("received %s; exiting", signal.Signals(signum).name)
                         break
                     await self._reload(supervisor)
+                # An update under way ends first, while the supervisor still runs: its
+                # cleanup stops the new version and starts the old one through it.
+                updates_scope.cancel()
+                with trio.move_on_after(UPDATE_SHUTDOWN_S):
+                    await updates_done.wait()
                 nursery.cancel_scope.cancel()
         return self.exit_code
+
+    @staticmethod
+    async def _serve_updates(
+        updates: DaemonUpdates,
+        scope: trio.CancelScope,
+        done: trio.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with scope:
+                await updates.run(task_status=task_status)
+        finally:
+            done.set()
 
     async def _restart_when_requested(
         self, updates: DaemonUpdates, nursery: trio.Nursery, restart_code: int

@@ -44,6 +44,7 @@ import os
 import platform
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,35 @@ def _platform() -> str:
     return f"{sys.platform}-{platform.machine()}"
 
 
+# --- fault injection for the crash tests ------------------------------------------------
+
+#: Test-only: ``N`` makes the daemon SIGKILL itself just before the N-th action of its
+#: first install (counted from the install's first journal write), so that tests can
+#: crash a real daemon at every step of an update. Never set in production: the daemon warns when it is.
+CRASH_HOOK_ENV = "HOSTVISOR_TEST_CRASH_BEFORE_ACTION"
+
+
+def crash_hook(spec: str) -> Callable[[object], None] | None:
+    """The hook ``HOSTVISOR_TEST_CRASH_BEFORE_ACTION`` asks for; None when it is unset."""
+    if not spec:
+        return None
+    if not spec.isdigit() or int(spec) < 1:
+        raise ValueError(f"{CRASH_HOOK_ENV} must be a positive number; got {spec!r}")
+    target, seen = int(spec), 0
+    logger.warning("%s=%s: this daemon kills itself in updates (tests)", CRASH_HOOK_ENV, spec)
+
+    def hook(action: object) -> None:
+        nonlocal seen
+        if not seen and type(action).__name__ != "WriteJournal":
+            return  # recovery and pruning at start: count from an install's first journal
+        seen += 1
+        if seen == target:
+            logger.warning("crashing before action %d (%s)", seen, type(action).__name__)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 # --- the daemon's service ---------------------------------------------------------------
 
 
@@ -158,6 +188,7 @@ class DaemonUpdates:
             agents=settings.targets,
             control=UpdateControl(supervisor),
             daemon=self.install,
+            hook=crash_hook(os.environ.get(CRASH_HOOK_ENV, "")),
         )
         self.spool = Spool(Path(work_dir) / SPOOL_DIR)
         self.restart_requested = trio.Event()
@@ -317,14 +348,31 @@ class DaemonUpdates:
             answered = True
         finally:
             if not answered:  # cancelled: the daemon is stopping
-                interrupted = updater.ApplyError(
-                    updater.Reason.INTERRUPTED,
-                    "the daemon stopped during the update; its next start completes or undoes it",
-                )
-                with contextlib.suppress(updater.UpdaterError, OSError):
-                    self.spool.finish(name, UpdateResult.failed(request, None, interrupted))
+                self._answer_interrupted(name, request)
         await self._answer(name, result)
         return result
+
+    def _answer_interrupted(self, name: str, request: UpdateRequest) -> None:
+        """Answer a request the daemon's shutdown cut short, saying what is in place now.
+
+        The updater has by then put the old version back and running if it could, or left
+        its journal for the next start; either way the answer and the log say which.
+        """
+        try:
+            in_place = self.manager.current_version(request.component)
+        except (updater.UpdaterError, OSError):
+            in_place = None
+        message = (
+            f"the daemon stopped during the update; {in_place or 'the previous version'} is"
+            " in place, and its next start completes whatever is left"
+        )
+        interrupted = updater.ApplyError(updater.Reason.INTERRUPTED, message)
+        what = f"{request.component} {request.version}"
+        logger.warning("update request %s (%s): %s", name, what, message)
+        try:
+            self.spool.finish(name, UpdateResult.failed(request, in_place, interrupted))
+        except (updater.UpdaterError, OSError) as exc:
+            logger.error("update request %s: cannot write its answer: %s", name, exc)
 
     async def _answer(self, name: str, result: UpdateResult) -> None:
         if result.success:

@@ -12,6 +12,9 @@ import pytest
 
 from tests.supervisor.helpers import kill_all
 from tests.transport.daemon.daemon_helpers import Host
+from tests.transport.daemon.update_world import http_server, signer, world
+
+__all__ = ["host", "http_server", "signer", "work", "world"]
 
 
 @pytest.fixture
