@@ -50,6 +50,11 @@ PURE = {
     "transport._convert",
     "transport._errors",
     "transport.daemon._redact",
+    "transport.daemon._retry",
+    "transport.daemon._spool_policy",
+    "transport.daemon._report_schedule",
+    "transport.daemon._metric_keys",
+    "transport.daemon._agent_states",
 }
 IO = {"trio", "os", "socket", "psutil", "subprocess", "select", "threading", "grpc"}
 

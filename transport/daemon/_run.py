@@ -189,7 +189,12 @@ class Daemon:
         with trio.open_signal_receiver(*watched) as signals:
             if updates is not None and await updates.recover():
                 return restart_code
-            async with trio.open_nursery() as nursery:
+            if grpc is not None:
+                grpc.open_loop = reporter is None
+            # One grpc loop per process, shared by the server and the Manager client.
+            shared = grpc is not None and reporter is not None
+            loop = _grpc_loop() if shared else contextlib.nullcontext()
+            async with loop, trio.open_nursery() as nursery:
                 leave = not config.daemon.stop_agents_on_exit
                 await nursery.start(partial(supervisor.run, leave_running=leave))
                 logger.info("supervising %d agent(s)", len(config.agents))
@@ -270,17 +275,13 @@ class Daemon:
         from ._reporter import build_reporter
 
         reporter = build_reporter(
-            self.config, supervisor, metrics, updates, daemon_version=_version()
+            self.config,
+            supervisor,
+            metrics,
+            updates,
+            daemon_version=_version(),
+            open_loop=grpc is None,  # with the server, both share the loop opened in serve
         )
-        if grpc is not None:
-            # One grpc loop per process (two trio-asyncio loops fight over grpc's poller):
-            # GrpcServer.run owns it and does not share it yet.
-            logger.error(
-                "D2001 the Manager client cannot run beside the gRPC server yet: set"
-                " daemon.grpc_port: 0 and daemon.control_socket: false to report to %s",
-                self.config.manager.get("address"),
-            )
-            return None
         return reporter
 
     def _collectors(self) -> CollectorManager | None:
@@ -340,6 +341,12 @@ class Daemon:
         for key in RESTART_ONLY:
             if getattr(new.daemon, key) != getattr(old.daemon, key):
                 logger.warning("daemon.%s changed; it takes effect at the next start", key)
+
+
+def _grpc_loop() -> contextlib.AbstractAsyncContextManager[object]:
+    from transport import open_grpc_loop
+
+    return open_grpc_loop()
 
 
 def level_of(name: str) -> int:

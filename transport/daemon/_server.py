@@ -218,11 +218,15 @@ class GrpcServer:
         spec: The ``daemon`` section (host, port, control socket).
         routes: What to serve.
         tls: The TCP listener's TLS (from :func:`load_server_tls`), or None.
+        open_loop: Open the grpc loop in :meth:`run`; False when the caller runs it inside
+            an ``open_grpc_loop()`` it shares (one grpc loop per process: two trio-asyncio
+            loops fight over grpc's poller).
     """
 
     spec: DaemonSpec
     routes: Sequence[Route]
     tls: ServerTls | None = None
+    open_loop: bool = True
     addresses: dict[str, str] = field(default_factory=dict)
     """What is being served now: ``tcp`` and ``unix`` -> the bound address."""
 
@@ -231,7 +235,8 @@ class GrpcServer:
 
         Never raises for an address that cannot be bound (logged; TCP is retried).
         """
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
+        loop = open_grpc_loop() if self.open_loop else contextlib.nullcontext()
+        async with loop, trio.open_nursery() as nursery:
             if self.spec.control_socket:
                 await nursery.start(self._serve_control_socket)
             if self.spec.grpc_port:

@@ -137,7 +137,8 @@ def _platform() -> str:
 
 #: Test-only: ``N`` makes the daemon SIGKILL itself just before the N-th action of its
 #: first install (counted from the install's first journal write), so that tests can
-#: crash a real daemon at every step of an update. Never set in production: the daemon warns when it is.
+#: crash a real daemon at every step of an update. Never set in production: the daemon
+#: warns when it is.
 CRASH_HOOK_ENV = "HOSTVISOR_TEST_CRASH_BEFORE_ACTION"
 
 

@@ -44,7 +44,7 @@ def manager() -> Iterator[tuple[FakeManager, str]]:
 
 def write(path: Path, work: Path, manager: dict[str, object]) -> None:
     document = {
-        "daemon": {"work_dir": str(work), "grpc_port": 0, "control_socket": False,
+        "daemon": {"work_dir": str(work), "grpc_port": 0, "control_socket": True,
                    "labels": {"rack": "r1"}},
         "manager": manager,
         "collectors": {name: {"interval": "1s"} for name in ("cpu", "memory", "disk", "network")},
@@ -57,7 +57,8 @@ def test_daemon_reports_to_the_manager(
     tmp_path: Path, work: Path, manager: tuple[FakeManager, str]
 ) -> None:
     """The daemon registers with its labels, reports every original metric key of the four
-    built-in collectors, syncs its agents, and exits cleanly on SIGTERM."""
+    built-in collectors, syncs its agents, answers the command line meanwhile, and exits
+    cleanly on SIGTERM."""
     fake, address = manager
     config = tmp_path / "daemon.yaml"
     write(config, work, {"address": address, "heartbeat_interval": "1s", "sync_interval": "1s"})
@@ -71,6 +72,10 @@ def test_daemon_reports_to_the_manager(
             return bool(fake.of("Heartbeat")) and types >= set(ORIGINAL_KEYS) and running
 
         wait_until(complete, "registration, heartbeats, metrics and states", timeout=60)
+        # The control socket serves beside the Manager client (one shared grpc loop).
+        status = cli("status", "--config", str(config), "--json")
+        assert status.returncode == 0, status.stderr
+        assert "alpha" in status.stdout
     finally:
         code = daemon.stop()
     assert code == 0, daemon.text()
