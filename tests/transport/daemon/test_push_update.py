@@ -12,14 +12,7 @@ import pytest
 import trio
 
 from tests.supervisor.helpers import wait_until
-from tests.transport.daemon.test_updates import (  # noqa: F401  (fixtures)
-    EXIT_RESTART,
-    World,
-    archive,
-    http_server,
-    signer,
-    world,
-)
+from tests.transport.daemon.update_world import World, archive
 from tests.updater.updater_testlib import agent_script
 from transport import (
     UPDATE_ID_METADATA_KEY,
@@ -33,12 +26,13 @@ from transport import (
     open_channel,
     open_grpc_loop,
 )
+from transport.daemon._cli import EXIT_RESTART
 from transport.daemon._server import control_socket_path
 
 FINISHED = (h.UPDATE_STATE_SUCCEEDED, h.UPDATE_STATE_FAILED, h.UPDATE_STATE_ROLLED_BACK)
 
 
-async def serving(world: World, starts: int = 1) -> trio.Process:  # noqa: F811
+async def serving(world: World, starts: int = 1) -> trio.Process:
     """Start the daemon; return once it serves gRPC (its ``starts``-th start in the log)."""
     daemon = await world.start_serving()
     await wait_until(lambda: world.log().count("serving the command line") >= starts)
@@ -46,13 +40,13 @@ async def serving(world: World, starts: int = 1) -> trio.Process:  # noqa: F811
 
 
 @asynccontextmanager
-async def channel_to(world: World) -> AsyncIterator[Channel]:  # noqa: F811
+async def channel_to(world: World) -> AsyncIterator[Channel]:
     socket = control_socket_path(str(world.work))
     async with open_grpc_loop(), open_channel(f"unix:{socket}") as channel:
         yield channel
 
 
-def push_message(world: World, data: bytes, component: str = "agent") -> d.UpdateRequest:  # noqa: F811
+def push_message(world: World, data: bytes, component: str = "agent") -> d.UpdateRequest:
     """A signed request for ``data`` as PushUpdate's message (the envelope in signature)."""
     doc: dict[str, Any] = json.loads(world.request(data, component=component).read_text())
     return d.UpdateRequest(
@@ -81,7 +75,7 @@ async def refused(call: Any) -> tuple[StatusCode, str]:
     return caught.value.status, caught.value.details
 
 
-async def test_push_update_installs_and_reports(world: World) -> None:  # noqa: F811
+async def test_push_update_installs_and_reports(world: World) -> None:
     """An accepted update is installed with the usual verification; its id comes back in
     the metadata; GetUpdateResult tells the outcome, by id or as the component's latest;
     ListAgents shows the new version; a retry with the same id installs nothing twice."""
@@ -131,7 +125,7 @@ async def test_push_update_installs_and_reports(world: World) -> None:  # noqa: 
         assert (await finished(channel, update_id)).new_version == "1.12.0"
 
 
-async def test_push_update_validates_at_once(world: World) -> None:  # noqa: F811
+async def test_push_update_validates_at_once(world: World) -> None:
     """Bad input is INVALID_ARGUMENT naming the field, before anything is downloaded; a
     replayed request is FAILED_PRECONDITION; unknown updates NOT_FOUND."""
     await serving(world)
@@ -199,7 +193,7 @@ async def test_push_update_validates_at_once(world: World) -> None:  # noqa: F81
     assert await world.running_version() == "1.0.0"
 
 
-async def test_self_update_result_survives_the_restart(world: World) -> None:  # noqa: F811
+async def test_self_update_result_survives_the_restart(world: World) -> None:
     """A pushed update of the daemon itself: the daemon exits with 75 once it is installed;
     the next daemon still answers GetUpdateResult (restart_required)."""
     daemon = await serving(world)
