@@ -161,8 +161,8 @@ def _agent_id(value: object, base: str) -> str:
     text = _text(value)
     if not _ID.fullmatch(text):
         raise Invalid(
-            "expected an id of 1 to 64 letters, digits, '.', '_' or '-', starting with a "
-            f"letter or digit; got {show(value)}"
+            "expected an id of 1 to 64 ASCII letters, digits, '.', '_' or '-', starting with "
+            f"a letter or digit; got {show(value)}"
         )
     return text
 

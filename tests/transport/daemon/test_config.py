@@ -247,8 +247,8 @@ def test_valid_ids(agent_id: str) -> None:
 @pytest.mark.parametrize("agent_id", ["", "-web", ".hidden", "a b", "a/b", "x1" * 33, "é"])
 def test_bad_ids(agent_id: str) -> None:
     assert only_issue({"agents": [agent(id=agent_id)]}).startswith(
-        "agents[0].id: expected an id of 1 to 64 letters, digits, '.', '_' or '-', starting "
-        f"with a letter or digit; got {agent_id!r}"[:150]
+        "agents[0].id: expected an id of 1 to 64 ASCII letters, digits, '.', '_' or '-', "
+        f"starting with a letter or digit; got {agent_id!r}"[:150]
     )
 
 
@@ -403,8 +403,8 @@ def test_required_fields() -> None:
 
 def test_invalid_required_field_is_not_also_missing() -> None:
     assert issues_of({"agents": [{"id": "-x", "binary_path": 5}]}) == [
-        "agents[0].id: expected an id of 1 to 64 letters, digits, '.', '_' or '-', starting "
-        "with a letter or digit; got '-x'",
+        "agents[0].id: expected an id of 1 to 64 ASCII letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit; got '-x'",
         "agents[0].binary_path: expected a string; got 5",
     ]
 
