@@ -128,6 +128,56 @@ def supervisord_config(root: str, starts_dir: str, n: int, marker: str) -> str:
     return "\n".join(lines)
 
 
+def circus_config(root: str, starts_dir: str, n: int, marker: str) -> str:
+    """Circus's configuration (INI), as close to :func:`ours_document` as Circus allows.
+
+    One watcher per agent, one process each, respawned for ever (``max_retry = -1``),
+    stopped with SIGTERM, then SIGKILL after 5 s (``graceful_timeout``), children too
+    (``stop_children``). Circus has no start confirmation and no backoff; it notices
+    deaths and respawns on its periodic check (``check_delay``, 1 s, its default): it
+    does not handle SIGCHLD. Output goes to a rotated file (1 MiB x 1) through Circus's
+    own pipes (stdout and stderr to two files: two streams on one file would rotate it
+    twice). No statistics process, no HTTP interface, no plugins.
+    """
+    lines = [
+        "[circus]",
+        "check_delay = 1",
+        f"endpoint = ipc://{root}/circus-endpoint.sock",
+        f"pubsub_endpoint = ipc://{root}/circus-pubsub.sock",
+        "statsd = False",
+        "httpd = False",
+        f"logoutput = {root}/circus.log",
+        "loglevel = INFO",
+        "",
+    ]
+    for agent in agent_ids(n):
+        script = child_script(starts_dir, agent, marker)
+        assert "'" not in script, script  # it is single-quoted below
+        lines += [
+            f"[watcher:{agent}]",
+            f"cmd = {BASH}",
+            f"args = -c '{script}'",
+            "numprocesses = 1",
+            "copy_env = True",
+            "respawn = True",
+            "max_retry = -1",
+            "stop_signal = TERM",
+            f"graceful_timeout = {STOP_TIMEOUT}",
+            "stop_children = True",
+            "use_sockets = False",
+            "stdout_stream.class = FileStream",
+            f"stdout_stream.filename = {root}/logs/{agent}.log",
+            "stdout_stream.max_bytes = 1048576",
+            "stdout_stream.backup_count = 1",
+            "stderr_stream.class = FileStream",
+            f"stderr_stream.filename = {root}/logs/{agent}.err.log",
+            "stderr_stream.max_bytes = 1048576",
+            "stderr_stream.backup_count = 1",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def read_vmrss(pid: int | str = "self") -> int:
     """The resident set size of a process in bytes, from /proc/PID/status (VmRSS)."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
