@@ -21,6 +21,8 @@ manager:
   address: "manager.example.com:9090"
   tls:
     cert_file: /etc/daemon/certs/client.crt
+    # Not in the seed, which names a client certificate without its key: unusable.
+    key_file: /etc/daemon/certs/client.key
   heartbeat_interval: 60s
 agents:
   - id: filebeat-logs

@@ -142,7 +142,10 @@ def valid_documents(draw: st.DrawFn, min_agents: int = 0) -> dict[str, Any]:
         _optional(
             daemon=DAEMONS,
             agent_defaults=AGENT_DEFAULTS,
-            manager=VERBATIM,
+            # The manager section is validated by the Manager client's schema.
+            manager=st.fixed_dictionaries(
+                {"address": st.sampled_from(["m:9090", "manager.example.org", "[::1]:9090"])}
+            ),
             collectors=VERBATIM,
             update=VERBATIM,
         )

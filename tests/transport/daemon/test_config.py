@@ -102,7 +102,7 @@ def test_seed_example_parses() -> None:
         "--path.procfs=/proc",
         "--path.sysfs=/sys",
     )
-    assert config.manager["tls"] == {"cert_file": "/etc/daemon/certs/client.crt"}
+    assert config.manager["tls"]["cert_file"] == "/etc/daemon/certs/client.crt"
     assert config.collectors == {"cpu": {"enabled": True, "interval": "60s"}}
     assert config.update["max_backups"] == 5
 
@@ -640,19 +640,20 @@ def test_empty_binary_path() -> None:
 
 
 def test_sibling_sections_are_kept_verbatim_and_copied() -> None:
-    manager: dict[str, Any] = {
-        "address": "m:9090",
-        "tls": {"ca_file": "ca.crt"},
+    """The update section is the updater's: kept as written (validated by the updater)."""
+    update: dict[str, Any] = {
+        "download_dir": "d",
+        "limits": {"deadline": "1h"},
         "anything": [1, {"x": None}],
     }
-    document = {"manager": manager}
+    document = {"update": update}
     config = parse_config(document)
-    assert config.manager == manager
-    manager["tls"]["ca_file"] = "changed"
-    assert config.manager["tls"] == {"ca_file": "ca.crt"}
+    assert config.update == update
+    update["limits"]["deadline"] = "changed"
+    assert config.update["limits"] == {"deadline": "1h"}
 
 
 def test_cyclic_yaml_in_a_sibling_section() -> None:
-    document = yaml.safe_load("manager: &m\n  self: *m\n")
+    document = yaml.safe_load("update: &m\n  self: *m\n")
     config = parse_config(document)
-    assert config.manager["self"]["self"] is config.manager["self"]
+    assert config.update["self"]["self"] is config.update["self"]

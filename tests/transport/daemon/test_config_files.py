@@ -163,6 +163,7 @@ def test_load_yaml_resolves_paths_against_the_file(tmp_path: Path, binary: str) 
 def test_load_toml_equals_load_yaml(tmp_path: Path, binary: str) -> None:
     document = yaml.safe_load(SEED_YAML)
     document["daemon"]["work_dir"] = str(tmp_path / "state")
+    del document["manager"]["tls"]  # its certificate files do not exist here
     for entry in document["agents"]:
         entry.update(binary_path=binary, config_file="")
     yaml_path = tmp_path / "daemon.yml"
@@ -395,7 +396,7 @@ def test_dump_config_writes_plain_values() -> None:
         health_check={"memory_threshold": "1KiB"},
         env={"PORT": 80},
     )
-    document = dump_config(parse_config({"agents": [entry], "manager": {"a": 1}}))
+    document = dump_config(parse_config({"agents": [entry], "update": {"a": 1}}))
     (written,) = document["agents"]
     assert written["stop_signal"] == "HUP"
     assert written["type"] == "custom"
@@ -405,7 +406,7 @@ def test_dump_config_writes_plain_values() -> None:
     assert written["env"] == {"PORT": "80"}
     assert written["args"] == []
     assert "config_file" not in written
-    assert document["manager"] == {"a": 1}
+    assert document["update"] == {"a": 1}
     assert "collectors" not in document
     assert document["daemon"] == {
         "id": "",
