@@ -96,6 +96,10 @@ KILL_GAP_S = 0.25
 RESTART_TIMEOUT_S = 15.0
 STARTUP_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 60.0
+#: A supervisor still running this long after SIGTERM gets it again: Circus (0.19, 300
+#: watchers) drops a SIGTERM that arrives while its periodic check holds its command lock
+#: ("arbiter is already running ... command") and would never exit.
+RESEND_SIGTERM_S = 10.0
 POLL_S = 0.002
 MIB = 1024 * 1024
 
@@ -386,14 +390,25 @@ def stop(
         processes that were left behind.
     """
     stopped = time.monotonic()
+    deadline = stopped + STOP_TIMEOUT_S
     exit_code, stop_s, errors = None, None, []
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    sent = 0
     try:
-        exit_code = proc.wait(timeout=STOP_TIMEOUT_S)
-        stop_s = time.monotonic() - stopped
-    except subprocess.TimeoutExpired:
-        errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
+        while True:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                sent += 1
+            try:
+                wait_s = max(0.0, min(RESEND_SIGTERM_S, deadline - time.monotonic()))
+                exit_code = proc.wait(timeout=wait_s)
+                stop_s = time.monotonic() - stopped
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    errors.append(f"supervisor still running {STOP_TIMEOUT_S} s after SIGTERM")
+                    break
+        if sent > 1:
+            print(f"  (SIGTERM sent {sent} times before the supervisor exited)", flush=True)
     finally:
         leaked = kill_marked(marker)  # verifies that none is left
         if proc.poll() is None:
