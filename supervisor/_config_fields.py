@@ -18,7 +18,6 @@ default applies; an empty string for an optional path is an explicit "none".
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -100,6 +99,8 @@ def join(path: str, key: object) -> str:
 
 def unknown_key(key: object, known: Iterable[str]) -> str:
     """The message for an unknown key, with a suggestion when one is close."""
+    import difflib  # here: only an unknown key pays for it
+
     close = difflib.get_close_matches(str(key), list(known), n=1)
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 

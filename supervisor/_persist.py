@@ -16,13 +16,12 @@ stopped, whatever the records say.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._process import ProcessIdentity
+from ._process import ProcessIdentity, digest_hex
 from ._spec import AgentSpec
 
 __all__ = ["AgentRecord", "AgentStore", "SpawnJournal", "spec_digest"]
@@ -90,4 +89,4 @@ class SpawnJournal(Protocol):
 def spec_digest(spec: AgentSpec) -> str:
     """A stable digest of the fields that define an agent's process."""
     data = json.dumps([str(part) for part in spec.process_key()], sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:32]
+    return digest_hex(data.encode())[:32]

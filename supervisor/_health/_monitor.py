@@ -47,7 +47,6 @@ process is always the one we started or adopted.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -59,7 +58,7 @@ import trio
 from supervisor._errors import SupervisorClosedError
 from supervisor._events import AgentEvent
 from supervisor._lifecycle import AgentState
-from supervisor._process import lineage
+from supervisor._process import digest_hex, lineage
 from supervisor._requests import Ready, Request, Unhealthy
 from supervisor._spec import AgentSpec, HealthCheckSpec
 from supervisor._status import HealthStatistics
@@ -126,7 +125,7 @@ def socket_dir_for(work_dir: str) -> str:
     preferred = os.path.join(work_dir, "run")
     if _fits(preferred):
         return preferred
-    digest = hashlib.sha256(os.fsencode(os.path.abspath(work_dir))).hexdigest()[:16]
+    digest = digest_hex(os.fsencode(os.path.abspath(work_dir)))[:16]
     name = f"hostvisor-{os.geteuid()}-{digest}"
     for base in (os.environ.get("XDG_RUNTIME_DIR"), tempfile.gettempdir(), "/tmp"):
         if base and _fits(os.path.join(base, name)):

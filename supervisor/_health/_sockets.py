@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import socket
 import stat
 import struct
@@ -112,7 +111,7 @@ def bind_private_socket(path: str, kind: socket.SocketKind) -> tuple[socket.sock
     except OSError as exc:
         raise SocketSetupError(path, str(exc)) from exc
     sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
-    temp = os.path.join(directory, f".{secrets.token_hex(4)}~")
+    temp = os.path.join(directory, f".{os.urandom(4).hex()}~")
     try:
         _check_path_length(temp)
         sock.bind(temp)

@@ -29,7 +29,6 @@ import ipaddress
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -522,6 +521,8 @@ def _read_document(source: str) -> object:
         message = "the file is empty; write 'agents: []' for a daemon with no agents"
         raise ConfigLoadError([ConfigIssue("", message)], source=source)
     if suffix == ".toml":
+        import tomllib  # here: only TOML files pay for it
+
         try:
             return tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
