@@ -16,7 +16,6 @@ descendant, so a scan of ``/proc`` finds them all whatever the records say:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from collections.abc import Iterable, Mapping
@@ -30,7 +29,11 @@ from ._process import (
     Child,
     OrphanReaper,
     ProcessIdentity,
+    alive,
+    group_of,
     identify,
+    signal_group,
+    signal_pid,
 )
 
 __all__ = ["Found", "Markers", "find_agents", "stop_leftovers", "stop_processes"]
@@ -147,16 +150,9 @@ def _group_alive(pgid: int) -> bool:
 
 def _signal(pids: Iterable[int], groups: Iterable[int], sig: int) -> None:
     for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+        signal_group(pgid, sig)
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    stat = read_stat(pid)
-    return stat is not None and stat.alive
+        signal_pid(pid, sig)
 
 
 async def stop_processes(
@@ -173,22 +169,17 @@ async def stop_processes(
     whatever is left.
     """
     groups = list(groups)
-    targets = [pid for pid in dict.fromkeys(pids) if _group_of(pid) not in groups]
+    targets = [pid for pid in dict.fromkeys(pids) if group_of(pid) not in groups]
     watched = list(dict.fromkeys([*targets, *tree_below(targets)]))
     _signal(targets, groups, stop_signal)
     _signal(targets, groups, signal.SIGCONT)
     with trio.move_on_after(timeout_s):
         delay = 0.002
-        while any(_alive(pid) for pid in watched) or any(_group_alive(g) for g in groups):
+        while any(alive(pid) for pid in watched) or any(_group_alive(g) for g in groups):
             await trio.sleep(delay)
             delay = min(delay * 2, 0.1)
         return
     _signal([*watched, *tree_below(watched)], groups, signal.SIGKILL)
-
-
-def _group_of(pid: int) -> int | None:
-    stat = read_stat(pid)
-    return None if stat is None else stat.pgrp
 
 
 async def stop_leftovers(

@@ -55,13 +55,17 @@ __all__ = [
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
+    "alive",
     "digest_hex",
     "file_identity",
+    "group_of",
     "identify",
     "lineage",
     "owner_marker",
     "read_run_marker",
     "set_child_subreaper",
+    "signal_group",
+    "signal_pid",
     "spawn",
     "terminate_tree",
 ]
@@ -453,17 +457,17 @@ def adopt(identity: ProcessIdentity, run_id: str) -> AdoptedChild | None:
     return AdoptedChild(pidfd, current, run_id)
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
-def _signal_pid(pid: int, sig: int) -> None:
+def signal_pid(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie (a zombie has nothing left to stop)."""
     stat = read_stat(pid)
     return stat is not None and stat.alive
@@ -495,7 +499,7 @@ async def _wait_tree_gone(child: Child, tree: list[int], deadline: float) -> boo
     with trio.move_on_at(deadline):
         await child.wait()
         delay = 0.002
-        while any(_alive(pid) for pid in tree):
+        while any(alive(pid) for pid in tree):
             await trio.sleep(delay)
             delay = min(delay * 2, 0.1)
         return True
@@ -506,14 +510,14 @@ def _signal_tree(child: Child, escaped: list[int], sig: int) -> None:
     """One signal to every process of the tree: the group, the leader if it left the
     group, and the descendants that escaped it. A process gets it once, never twice (a
     shell's TERM trap would run twice)."""
-    _signal_group(child.pid, sig)
-    if _group_of(child.pid) not in (child.pid, None):
+    signal_group(child.pid, sig)
+    if group_of(child.pid) not in (child.pid, None):
         child.send_signal(sig)
     for pid in escaped:
-        _signal_pid(pid, sig)
+        signal_pid(pid, sig)
 
 
-def _group_of(pid: int) -> int | None:
+def group_of(pid: int) -> int | None:
     stat = read_stat(pid)
     return None if stat is None else stat.pgrp
 
@@ -542,7 +546,7 @@ async def terminate_tree(
         _signal_tree(child, escaped, signal.SIGCONT)
         if await _wait_tree_gone(child, tree, trio.current_time() + timeout_s):
             # Anything of the group we could not see (re-parented elsewhere) goes too.
-            _signal_group(child.pid, signal.SIGKILL)
+            signal_group(child.pid, signal.SIGKILL)
             return await child.wait()
         logger.warning(
             "pid %d: still running %.3gs after %s; killing",

@@ -40,7 +40,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from supervisor._proc import read_markers, read_stat
+from supervisor._proc import read_stat, scan_marked
 from supervisor._process import MARKERS, owner_marker
 
 
@@ -92,16 +92,7 @@ def write_config(root: Path, agents: int) -> Path:
 
 def marked(owner: str) -> dict[int, tuple[str, str]]:
     """Live processes with this owner marker: pid -> (agent id, run id)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        markers = read_markers(int(entry), MARKERS)
-        stat = read_stat(int(entry))
-        if markers is None or markers[0] != owner or stat is None or not stat.alive:
-            continue
-        found[int(entry)] = (markers[1], markers[2])
-    return found
+    return {pid: (m[1], m[2]) for pid, m in scan_marked(MARKERS, owner).items()}
 
 
 class ChaosRun:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psutil
 import trio
@@ -120,3 +121,21 @@ class MemoryStore:
     def save(self, records: Mapping[str, AgentRecord]) -> None:
         self.saved = dict(records)
         self.saves += 1
+
+
+def across_runs(tmp: Path, store: MemoryStore | None = None) -> dict[str, Any]:
+    """``open_supervisor`` options for runs that leave agents to the next one: a work dir
+    under ``tmp``, a store (a fresh one unless given) and ``leave_running``."""
+    return {"work_dir": str(tmp), "store": store or MemoryStore(), "leave_running": True}
+
+
+def binary_agent(agent_id: str, binary: Path, tmp: Path, *args: str) -> AgentSpec:
+    """An agent running ``binary`` itself (not through a shell), with its log under ``tmp``."""
+    return AgentSpec(
+        id=agent_id,
+        binary_path=str(binary),
+        args=args,
+        start_seconds_s=0.0,
+        work_dir=str(tmp / "agents" / agent_id),
+        log=LogSpec(file=str(tmp / "logs" / f"{agent_id}.log")),
+    )

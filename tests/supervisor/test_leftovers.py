@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor import AgentSpec, AgentState, LogSpec, RestartSpec, open_supervisor
+from supervisor import AgentState, RestartSpec, open_supervisor
 from supervisor._process import ENV_AGENT_ID, ENV_OWNER, ENV_RUN_ID, owner_marker
 from tests.supervisor.helpers import (
     MemoryStore,
+    across_runs,
     alive,
+    binary_agent,
     kill_all,
     shell_agent,
     wait_for_file,
@@ -103,7 +105,7 @@ async def test_exactly_one_copy_is_adopted_whatever_the_state_says(tmp_path: Pat
     recorded live copy, stops the other, and starts nothing (defect 11)."""
     spec = shell_agent("d", LONG, tmp_path)
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     pids: list[int] = []
     try:
         async with open_supervisor([spec], **options) as sup:
@@ -133,7 +135,7 @@ async def test_a_copy_found_only_by_its_markers_is_adopted(tmp_path: Path) -> No
     between a restart and its state write): the live copy is adopted, not duplicated."""
     spec = shell_agent("d", LONG, tmp_path)
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     pids: list[int] = []
     try:
         async with open_supervisor([spec], **options) as sup:
@@ -159,16 +161,9 @@ async def test_a_process_whose_executable_changed_on_disk_is_not_adopted(
     binary = tmp_path / "bin" / "agent"
     binary.parent.mkdir()
     shutil.copy("/bin/sleep", binary)
-    spec = AgentSpec(
-        id="x",
-        binary_path=str(binary),
-        args=("1000",),
-        start_seconds_s=0.0,
-        work_dir=str(tmp_path / "agents" / "x"),
-        log=LogSpec(file=str(tmp_path / "logs" / "x.log")),
-    )
+    spec = binary_agent("x", binary, tmp_path, "1000")
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     pids: list[int] = []
     try:
         async with open_supervisor([spec], **options) as sup:
@@ -213,15 +208,9 @@ async def test_a_script_replaced_on_disk_is_restarted_not_adopted(tmp_path: Path
     script.parent.mkdir()
     script.write_text("#!/bin/sh\necho start $$ v1\nexec sleep 1000\n")
     script.chmod(0o755)
-    spec = AgentSpec(
-        id="s",
-        binary_path=str(script),
-        start_seconds_s=0.0,
-        work_dir=str(tmp_path / "agents" / "s"),
-        log=LogSpec(file=str(tmp_path / "logs" / "s.log")),
-    )
+    spec = binary_agent("s", script, tmp_path)
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     pids: list[int] = []
     try:
         async with open_supervisor([spec], **options) as sup:

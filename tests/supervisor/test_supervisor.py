@@ -24,7 +24,14 @@ from supervisor import (
     open_supervisor,
 )
 from supervisor._backoff import JITTER
-from tests.supervisor.helpers import MemoryStore, alive, kill_all, shell_agent, wait_for_file
+from tests.supervisor.helpers import (
+    MemoryStore,
+    across_runs,
+    alive,
+    kill_all,
+    shell_agent,
+    wait_for_file,
+)
 
 LONG = "echo start $$; exec sleep 1000"
 
@@ -261,7 +268,7 @@ async def test_leave_running_keeps_agents_and_the_next_run_adopts_them(tmp_path:
     spec = shell_agent("d", LONG, tmp_path)
     log = tmp_path / "logs" / "d.log"
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     pid = 0
     try:
         async with open_supervisor([spec], **options) as sup:
@@ -291,7 +298,7 @@ async def test_enabling_a_once_disabled_agent_takes_effect_at_the_next_start(
     """A change of enabled in the configuration wins over the remembered stop (defect 1)."""
     spec = shell_agent("e", LONG, tmp_path)
     store = MemoryStore()
-    options = {"work_dir": str(tmp_path), "store": store, "leave_running": True}
+    options = across_runs(tmp_path, store)
     async with open_supervisor([replace(spec, enabled=False)], **options) as sup:
         assert sup.status("e").status is AgentState.STOPPED
     assert store.saved["e"].desired == "stopped"

@@ -51,6 +51,10 @@ class StateFile:
         self.path = path
         self.journal = os.path.join(os.path.dirname(path) or ".", "spawns.log")
         self._latest: dict[str, str] = {}
+        # The journal stays open between spawns (an open per spawn costs start-up time),
+        # with its size tracked here; reopened after a compaction replaced the file.
+        self._fd: int | None = None
+        self._size = 0
 
     def load(self) -> Mapping[str, AgentRecord]:
         """Read the records (see :func:`read_state`), with the journal's spawns merged in.
@@ -66,6 +70,7 @@ class StateFile:
                 records[agent_id] = record
         if noted:
             write_state(self.path, records)
+            self._close_journal()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.journal)
         return records
@@ -76,16 +81,21 @@ class StateFile:
 
     def note_spawn(self, agent_id: str, record: AgentRecord) -> None:
         """Append the record to the journal (no fsync: it must outlive the daemon only)."""
-        line = json.dumps({"agent": agent_id, **_raw(record)}, sort_keys=True) + "\n"
-        self._latest[agent_id] = line
-        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, line.encode())
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-        if size > self.JOURNAL_LIMIT:
+        line = (json.dumps({"agent": agent_id, **_raw(record)}, sort_keys=True) + "\n").encode()
+        self._latest[agent_id] = line.decode()
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._fd = os.open(self.journal, flags, 0o600)
+            self._size = os.fstat(self._fd).st_size
+        self._size += os.write(self._fd, line)
+        if self._size > self.JOURNAL_LIMIT:
             atomic_write(self.journal, "".join(self._latest.values()).encode(), mode=0o600)
+            self._close_journal()  # the file was replaced: the next spawn opens the new one
+
+    def _close_journal(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def _read_journal(path: str) -> dict[str, AgentRecord]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from supervisor._proc import read_markers
+from supervisor._proc import scan_marked
 from supervisor._process import MARKERS, file_identity, owner_marker
 from tests.supervisor.helpers import wait_until
 from tests.transport.daemon.update_world import World
@@ -30,14 +30,8 @@ NEW = agent_script("1.11.0")
 
 def agent_processes(world: World) -> dict[int, tuple[str, ...]]:
     """Live processes marked as agent a1 of this daemon: pid -> markers."""
-    owner = owner_marker(str(world.work))
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            markers = read_markers(int(entry), MARKERS)
-            if markers is not None and markers[0] == owner and markers[1] == "a1":
-                found[int(entry)] = markers
-    return found
+    found = scan_marked(MARKERS, owner_marker(str(world.work)))
+    return {pid: markers for pid, markers in found.items() if markers[1] == "a1"}
 
 
 def version_of(script: bytes) -> str:
