@@ -185,6 +185,8 @@ class CallContext:
         peer: The client's address as grpc names it, e.g. ``ipv4:127.0.0.1:50412``.
         metadata: The request's metadata.
         deadline: The client's deadline on Trio's clock (``math.inf``: none).
+        peer_identities: The names in the client's verified TLS certificate (its subject
+            common name and subject alternative names); empty without a client certificate.
         initial_metadata: Sent before the response (handlers append to it before they
             return, or for a streaming method before the first message).
         trailing_metadata: Sent with the status, also when the handler raises.
@@ -194,6 +196,7 @@ class CallContext:
     peer: str = ""
     metadata: Metadata = ()
     deadline: float = math.inf
+    peer_identities: tuple[str, ...] = ()
     initial_metadata: list[tuple[str, str]] = field(default_factory=list)
     trailing_metadata: list[tuple[str, str]] = field(default_factory=list)
 
@@ -253,7 +256,27 @@ def _context(method: str, context: Any) -> CallContext:
         peer=str(context.peer()),
         metadata=metadata,
         deadline=math.inf if remaining is None else trio.current_time() + remaining,
+        peer_identities=_peer_identities(context),
     )
+
+
+def _peer_identities(context: Any) -> tuple[str, ...]:
+    """The verified client certificate's common name and subject alternative names.
+
+    grpc fills the auth context only after the handshake verified the certificate against
+    the server's client CA, so these names are trustworthy when present.
+    """
+    try:
+        auth = context.auth_context() or {}
+    except Exception:  # an insecure port has no auth context on some grpc versions
+        return ()
+    names: list[str] = []
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for raw in auth.get(key, ()):
+            name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            if name and name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def _leaf_status_error(exc: BaseException) -> StatusError | None:
