@@ -1,0 +1,78 @@
+"""The Manager's database: one query layer (SQLAlchemy Core) for SQLite and PostgreSQL.
+
+Theory of operation: :class:`Store` is synchronous and thread-safe; the Trio code calls it
+through ``trio.to_thread.run_sync``. Each method is one short transaction on a pooled
+connection (``_engine``): SQLite in WAL mode with ``BEGIN IMMEDIATE`` for writes, so
+concurrent writers queue instead of failing; PostgreSQL through psycopg 3, where work that
+must happen once across several Managers is an ``UPDATE .. RETURNING`` or an advisory
+lock. :meth:`Store.open` runs the Alembic migrations (``migrations/``) under a lock and,
+on PostgreSQL, creates the metric partitions of the next days. The methods are grouped by
+subject in mixins: nodes (``_nodes``), agents (``_agents``), metrics (``_metrics``,
+``_partitions``), users, tokens and audit (``_users``), updates (``_updates``). Database
+errors leave as :class:`~transport.manager.StoreError` (``NotFoundError``,
+``ConflictError``) with the driver's error as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from ._agents import AgentsMixin
+from ._engine import create_engine, migrate
+from ._metrics import STANDARD_TYPES, MetricsMixin
+from ._nodes import UNKNOWN, NodesMixin
+from ._updates import PENDING, UpdatesMixin
+from ._users import UsersMixin
+
+__all__ = ["PENDING", "STANDARD_TYPES", "UNKNOWN", "Store"]
+
+
+class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin):
+    """The Manager's database (see the module's documentation)."""
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> Store:
+        """Connect to a database, migrating it to the newest schema first.
+
+        Args:
+            url: ``sqlite:///path/to/manager.db`` or ``postgresql+psycopg://user@host/db``.
+            migrate: Run the migrations (and, on PostgreSQL, create the metric partitions
+                of the coming days).
+            pool_size: Connections kept open (as many more may open under load).
+
+        Returns:
+            The store; :meth:`close` it.
+
+        Raises:
+            StoreError: The database cannot be reached, or a migration failed.
+        """
+        engine = create_engine(url, pool_size=pool_size)
+        try:
+            if migrate:
+                _migrate(engine)
+            store = cls(engine)
+            if migrate:
+                store.ensure_partitions(time.time())
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close every pooled connection (the store cannot be used after)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_migrate = migrate

@@ -1,0 +1,233 @@
+"""Agents: a node's SyncAgentStates (and the REST "sync" from ListAgents) in one transaction.
+
+Theory of operation: a sync first locks its node's row (``SELECT .. FOR NO KEY UPDATE`` on
+PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers), which both checks
+that the node exists and makes concurrent syncs of one node run one after the other: no
+deadlock, no lost update, and no duplicate row (``UNIQUE (node_id, agent_id)`` besides).
+Then one executemany upsert writes every reported agent, in agent-id order; a field the
+daemon left empty keeps the stored value (``CASE WHEN excluded.x = '' THEN agents.x``):
+
+* ``type``, ``version``, ``status``: empty keeps; ``last_heartbeat``: None keeps;
+* ``pid``: taken as reported whenever a status is reported (0 is how a stopped agent
+  reports), and kept when neither a status nor a pid is.
+
+A full sync then marks every other agent of the node ``gone`` with pid 0 in one
+``UPDATE .. WHERE agent_id NOT IN (..)``. Killing the Manager anywhere in between rolls the
+whole transaction back: the database holds either the old states or the new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from transport.manager._errors import NotFoundError
+from transport.manager._model import GONE, Agent
+
+from ._engine import StoreBase, chunks, insert, node_not_found, seconds
+from ._schema import agents, nodes
+
+if TYPE_CHECKING:
+    from transport import AgentInfoRecord, AgentStateRecord
+
+__all__ = ["AgentsMixin", "agent_from_row"]
+
+_MAX_NOT_IN = 1000
+"""A full sync naming more agents than this finds the missing ones in Python."""
+
+
+def agent_from_row(row: Mapping[Any, Any]) -> Agent:
+    """An :class:`Agent` from an ``agents`` row."""
+    return Agent(
+        id=row["id"],
+        node_id=row["node_id"],
+        agent_id=row["agent_id"],
+        type=row["type"],
+        version=row["version"],
+        status=row["status"],
+        config=row["config"],
+        pid=row["pid"],
+        last_heartbeat=seconds(row["last_heartbeat"]),
+        last_sync_time=seconds(row["last_sync_time"]),
+        created_at=seconds(row["created_at"]),
+        updated_at=seconds(row["updated_at"]),
+    )
+
+
+def _state_row(node_id: str, state: AgentStateRecord, now: float) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "agent_id": state.agent_id,
+        "type": state.type,
+        "version": state.version,
+        "status": state.status.value if state.status else "",
+        "pid": state.pid,
+        "last_heartbeat": None if state.last_heartbeat is None else float(state.last_heartbeat),
+        "last_sync_time": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+class AgentsMixin(StoreBase):
+    """The agent methods of :class:`~transport.manager._store.Store`."""
+
+    def _upsert_agents_stmt(self) -> sa.Executable:
+        stmt = insert(self._dialect, agents)
+        new = stmt.excluded
+
+        def keep_empty(name: str) -> sa.ColumnElement[Any]:
+            return sa.case((new[name] == "", agents.c[name]), else_=new[name])
+
+        return stmt.on_conflict_do_update(
+            index_elements=[agents.c.node_id, agents.c.agent_id],
+            set_={
+                "type": keep_empty("type"),
+                "version": keep_empty("version"),
+                "status": keep_empty("status"),
+                "pid": sa.case(
+                    (sa.and_(new.status == "", new.pid == 0), agents.c.pid), else_=new.pid
+                ),
+                "last_heartbeat": sa.func.coalesce(new.last_heartbeat, agents.c.last_heartbeat),
+                "last_sync_time": new.last_sync_time,
+                "updated_at": new.updated_at,
+            },
+        )
+
+    def _lock_node(self, conn: sa.Connection, node_id: str) -> None:
+        """Lock the node's row for this transaction; NotFoundError if there is none."""
+        query = sa.select(nodes.c.id).where(nodes.c.node_id == node_id)
+        if conn.scalar(query.with_for_update(key_share=True)) is None:
+            raise node_not_found(node_id)
+
+    def sync_agent_states(
+        self,
+        node_id: str,
+        states: Sequence[AgentStateRecord],
+        *,
+        now: float,
+        full: bool = True,
+    ) -> int:
+        """Apply a node's SyncAgentStates in one transaction.
+
+        Args:
+            node_id: The node.
+            states: The agents' states; an agent named twice takes its last state.
+            now: The time of the sync (each reported agent's ``last_sync_time``).
+            full: The list names every agent of the node: the others become ``gone``.
+
+        Returns:
+            How many agents were written.
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed (nothing of the sync is applied).
+        """
+        latest = {state.agent_id: state for state in states}
+        rows = [_state_row(node_id, latest[agent_id], now) for agent_id in sorted(latest)]
+        with self._write() as conn:
+            self._lock_node(conn, node_id)
+            if rows:
+                conn.execute(self._upsert_agents_stmt(), rows)
+            if full:
+                self._mark_gone(conn, node_id, sorted(latest), now)
+        return len(rows)
+
+    def _mark_gone(
+        self, conn: sa.Connection, node_id: str, named: Sequence[str], now: float
+    ) -> None:
+        """Mark the node's agents not in ``named`` gone (pid 0)."""
+        where = [agents.c.node_id == node_id, agents.c.status != GONE]
+        if len(named) > _MAX_NOT_IN:
+            # A long list: compare in Python rather than send thousands of parameters.
+            present = set(conn.scalars(sa.select(agents.c.agent_id).where(*where)))
+            missing = sorted(present - set(named))
+            for part in chunks(missing):
+                conn.execute(
+                    sa.update(agents)
+                    .where(*where, agents.c.agent_id.in_(part))
+                    .values(status=GONE, pid=0, updated_at=now)
+                )
+            return
+        if named:
+            where.append(agents.c.agent_id.not_in(named))
+        conn.execute(sa.update(agents).where(*where).values(status=GONE, pid=0, updated_at=now))
+
+    def replace_agents(self, node_id: str, infos: Sequence[AgentInfoRecord], *, now: float) -> int:
+        """Store a node's ListAgents answer (the REST sync): a full sync of those agents.
+
+        Args:
+            node_id: The node.
+            infos: Every agent the daemon runs.
+            now: The time of the sync.
+
+        Returns:
+            How many agents were written.
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed (nothing is applied).
+        """
+        from transport import AgentStateRecord
+
+        states = [
+            AgentStateRecord(
+                agent_id=info.id,
+                status=info.status,
+                pid=info.pid,
+                last_heartbeat=info.last_heartbeat,
+                type=info.type,
+                version=info.version,
+            )
+            for info in infos
+        ]
+        return self.sync_agent_states(node_id, states, now=now, full=True)
+
+    def list_agents(self, node_id: str) -> list[Agent]:
+        """A node's agents by agent id (``gone`` ones included).
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            if not self._known_nodes(conn, [node_id]):
+                raise node_not_found(node_id)
+            rows = conn.execute(
+                sa.select(agents).where(agents.c.node_id == node_id).order_by(agents.c.agent_id)
+            )
+            return [agent_from_row(row._mapping) for row in rows]
+
+    def get_agent(self, node_id: str, agent_id: str) -> Agent:
+        """One agent of a node.
+
+        Raises:
+            NotFoundError: The node is not registered or has no such agent.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(agents).where(agents.c.node_id == node_id, agents.c.agent_id == agent_id)
+            ).first()
+            if row is None:
+                if not self._known_nodes(conn, [node_id]):
+                    raise node_not_found(node_id)
+                raise NotFoundError(f"node {node_id} has no agent {agent_id}")
+        return agent_from_row(row._mapping)
+
+    def purge_gone_agents(self, *, before: float) -> int:
+        """Delete the agents that went ``gone`` before ``before``.
+
+        Returns:
+            How many were deleted.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                sa.delete(agents).where(agents.c.status == GONE, agents.c.updated_at < before)
+            )
+            return result.rowcount

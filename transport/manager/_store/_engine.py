@@ -1,0 +1,293 @@
+"""Engines, transactions, error translation and the few dialect-specific pieces.
+
+Theory of operation:
+
+* One :class:`sqlalchemy.Engine` per store, thread-safe; every store method takes a
+  pooled connection for one transaction: :meth:`StoreBase._write` for changes,
+  :meth:`StoreBase._read` for queries. Both translate SQLAlchemy's and the driver's errors
+  (:func:`translated`): a unique or foreign-key violation becomes
+  :class:`~transport.manager.ConflictError`, anything else
+  :class:`~transport.manager.StoreError`, each ``from`` the original.
+* SQLite: a file database in WAL mode (readers never wait for the writer),
+  ``synchronous=NORMAL`` (a commit is durable once checkpointed; a crash loses no
+  committed transaction's consistency), ``foreign_keys=ON`` and a long busy timeout.
+  pysqlite's own transaction handling is switched off (``isolation_level = None``) and the
+  ``begin`` event emits ``BEGIN IMMEDIATE`` for writes, so concurrent writers queue on the
+  database lock at the start of their transaction instead of failing with "database is
+  locked" when a reader turns writer; reads emit a plain (deferred) ``BEGIN``, which gives
+  them a consistent snapshot and never blocks the writer. This is the pysqlite recipe of
+  SQLAlchemy's documentation ("Serializable isolation / Savepoints / Transactional DDL").
+* PostgreSQL: psycopg 3, READ COMMITTED. Work that must happen once across several
+  Managers uses either ``UPDATE ... RETURNING`` (each row changes once) or an advisory
+  lock (:data:`MIGRATION_LOCK` around migrations, :data:`MAINTENANCE_LOCK` for jobs).
+* Upserts: ``INSERT ... ON CONFLICT`` has one spelling on both databases but two
+  SQLAlchemy constructs; :func:`insert` picks the dialect's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar, overload
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+
+from transport.manager._errors import ConflictError, NotFoundError, StoreError
+
+from ._schema import nodes
+
+__all__ = [
+    "MAINTENANCE_LOCK",
+    "MIGRATION_LOCK",
+    "StoreBase",
+    "chunks",
+    "create_engine",
+    "insert",
+    "migrate",
+    "node_not_found",
+    "seconds",
+    "translated",
+]
+
+T = TypeVar("T")
+
+MIGRATION_LOCK = 0x68760001
+"""The PostgreSQL advisory lock held while migrations run (one Manager migrates)."""
+MAINTENANCE_LOCK = 0x68760002
+"""The PostgreSQL advisory lock of :meth:`StoreBase.maintenance_lock`."""
+PARTITION_LOCK = 0x68760003
+"""The PostgreSQL advisory lock held while metric partitions are created or dropped."""
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for the database lock before failing."""
+IN_CHUNK = 500
+"""At most this many values in one ``IN (...)`` list."""
+
+_READ_ONLY = "hostvisor_read_only"
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
+    """An engine for ``url`` with this store's connection settings.
+
+    Args:
+        url: ``sqlite:///path/to/db.sqlite3`` (a file; in-memory databases are refused, each
+            connection would see its own), or ``postgresql+psycopg://...``
+            (``postgresql://`` means psycopg 3 too).
+        pool_size: Connections kept open; as many again may be opened under load.
+
+    Returns:
+        The engine (no connection made yet).
+
+    Raises:
+        StoreError: An unsupported database or a malformed URL.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"invalid database URL: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StoreError("SQLite needs a database file (sqlite:///path/to/file)")
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "postgresql"):
+            raise StoreError(f"PostgreSQL is used through psycopg 3, not {parsed.drivername}")
+        return sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+        )
+    raise StoreError(f"unsupported database {backend!r} (use sqlite or postgresql)")
+
+
+def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    dbapi_connection.isolation_level = None
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        f"busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
+        "foreign_keys=ON",
+    ):
+        dbapi_connection.execute(f"PRAGMA {pragma}").close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _describe(exc: sa.exc.SQLAlchemyError) -> str:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {exc.orig}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn SQLAlchemy's and the driver's errors into the Manager's.
+
+    Raises:
+        ConflictError: A constraint was violated (from ``IntegrityError``).
+        StoreError: Any other database error.
+    """
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        raise ConflictError(f"conflict: {_describe(exc)}") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"database error: {_describe(exc)}") from exc
+    except sqlite3.Error as exc:  # raised by PRAGMAs on connect, outside SQLAlchemy
+        raise StoreError(f"database error: {type(exc).__name__}: {exc}") from exc
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Upgrade the database to the newest migration (a no-op when it is there).
+
+    On PostgreSQL the upgrade runs in one transaction holding :data:`MIGRATION_LOCK`, so
+    Managers that start together migrate one after the other (the later ones find nothing
+    to do); on SQLite the write transaction's ``BEGIN IMMEDIATE`` serialises them.
+
+    Args:
+        engine: The store's engine.
+
+    Raises:
+        StoreError: A migration failed (nothing of it is applied).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with translated(), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``table`` that can take ``ON CONFLICT`` clauses on ``dialect``.
+
+    Args:
+        dialect: ``"sqlite"`` or ``"postgresql"``.
+        table: The table.
+
+    Returns:
+        The dialect's insert construct (``.excluded``, ``.on_conflict_do_update``,
+        ``.on_conflict_do_nothing``).
+    """
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
+    """``items`` in slices of at most ``size`` (for ``IN`` lists)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class StoreBase:
+    """What every part of the store shares: the engine and the transaction helpers."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for tests and benchmarks; the store's API is its methods)."""
+        return self._engine
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A connection in a write transaction, committed when the block ends normally."""
+        with translated(), self._engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """A connection for queries (a read-only snapshot on SQLite), rolled back after."""
+        with translated(), self._engine.connect() as conn:
+            conn.execution_options(**{_READ_ONLY: True})
+            yield conn
+
+    def _known_nodes(self, conn: sa.Connection, node_ids: Iterable[str]) -> set[str]:
+        """Which of ``node_ids`` are registered."""
+        wanted = sorted(set(node_ids))
+        known: set[str] = set()
+        for part in chunks(wanted):
+            query = sa.select(nodes.c.node_id).where(nodes.c.node_id.in_(part))
+            known.update(conn.scalars(query))
+        return known
+
+    @contextlib.contextmanager
+    def maintenance_lock(self, name: str = "maintenance") -> Iterator[bool]:
+        """Whether this Manager should run once-only maintenance now (retention, ...).
+
+        On PostgreSQL: a session advisory lock, tried without waiting and released when the
+        block ends (or when this process dies). On SQLite (one Manager per file): True.
+
+        Args:
+            name: Which maintenance; different names are different locks.
+
+        Yields:
+            True when this Manager holds the lock for the block.
+
+        Raises:
+            StoreError: The database could not be asked.
+        """
+        if self._dialect != "postgresql":
+            yield True
+            return
+        key = MAINTENANCE_LOCK if name == "maintenance" else _lock_key(name)
+        with translated(), self._engine.connect() as conn:
+            got = bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))))
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                    conn.commit()
+
+
+def _lock_key(name: str) -> int:
+    """A stable 63-bit advisory lock key for ``name``."""
+    value = 0x68760000
+    for char in name.encode():
+        value = (value * 131 + char) % (1 << 62)
+    return value
+
+
+def node_not_found(node_id: str) -> NotFoundError:
+    """The error for an unknown node id (the message the gRPC and REST layers show)."""
+    return NotFoundError(f"node {node_id} is not registered")
+
+
+@overload
+def seconds(value: float) -> float: ...
+@overload
+def seconds(value: None) -> None: ...
+@overload
+def seconds(value: float | None) -> float | None: ...
+def seconds(value: float | None) -> float | None:
+    """A stored time as a float (SQLite's ``RETURNING`` may give a whole REAL as an int)."""
+    return None if value is None else float(value)

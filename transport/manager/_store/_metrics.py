@@ -1,0 +1,287 @@
+"""Metrics: ingest, the latest values, raw history, retention.
+
+Theory of operation: a report (or a group-committed batch of reports) is one transaction:
+one ``SELECT`` finds which of its nodes are registered, one executemany
+``INSERT .. ON CONFLICT (node_id, type, timestamp) DO NOTHING RETURNING`` stores every
+new point (a duplicate of a stored point is ignored, and ``RETURNING`` tells which rows
+were new, the same way on both databases), and one upsert moves ``metrics_latest`` forward
+(``.. DO UPDATE .. WHERE metrics_latest.timestamp < excluded.timestamp``, so a late,
+older point never replaces a newer one). Rows are written in key order, so two batches
+that touch the same keys lock them in the same order and never deadlock.
+
+The latest values and the cluster overview read ``metrics_latest`` (one row per node and
+type) instead of searching the history. Downsampling is pure (``.._downsample``); this
+module returns raw rows.
+
+Retention: on SQLite, ``DELETE`` in batches of ``batch`` rows through the timestamp index,
+each its own short transaction, so ingest waits at most for one batch. On PostgreSQL,
+whole day partitions are dropped (``._partitions``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from transport.manager._model import MetricRow, Node
+
+from . import _partitions
+from ._engine import StoreBase, insert, node_not_found, seconds, translated
+from ._nodes import node_from_row
+from ._schema import metrics, metrics_latest, nodes
+
+if TYPE_CHECKING:
+    from transport import MetricPoint
+
+__all__ = ["STANDARD_TYPES", "MetricsMixin"]
+
+STANDARD_TYPES = ("cpu", "memory", "disk", "network")
+"""The types the original daemon reports and the REST API names."""
+
+_Key = tuple[str, str, int]
+
+
+def _row(row: Mapping[Any, Any], id_column: str = "id") -> MetricRow:
+    return MetricRow(
+        id=row[id_column],
+        node_id=row["node_id"],
+        type=row["type"],
+        timestamp=row["timestamp"],
+        values=MappingProxyType(dict(row["values"])),
+        created_at=seconds(row["created_at"]),
+    )
+
+
+def _by_type(rows: Sequence[MetricRow]) -> dict[str, MetricRow | None]:
+    latest: dict[str, MetricRow | None] = dict.fromkeys(STANDARD_TYPES)
+    for row in rows:
+        latest[row.type] = row
+    return latest
+
+
+class MetricsMixin(StoreBase):
+    """The metric methods of :class:`~transport.manager._store.Store`."""
+
+    def report_metrics(self, node_id: str, points: Sequence[MetricPoint], *, now: float) -> int:
+        """Store a node's ReportMetrics.
+
+        Args:
+            node_id: The node.
+            points: Its samples; one already stored (same node, type and timestamp), or
+                named twice, is stored once.
+            now: The time of the report (each row's ``created_at``).
+
+        Returns:
+            How many rows were new.
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed (nothing is stored).
+        """
+        (count,) = self.report_metrics_batch([(node_id, points)], now=now)
+        if count is None:
+            raise node_not_found(node_id)
+        return count
+
+    def report_metrics_batch(
+        self, items: Sequence[tuple[str, Sequence[MetricPoint]]], *, now: float
+    ) -> list[int | None]:
+        """Many nodes' reports in one transaction (the gRPC ingest's group commit).
+
+        Args:
+            items: ``(node_id, points)`` per report.
+            now: The time of the batch.
+
+        Returns:
+            Per item, how many of its rows were new, or None when its node is not
+            registered (its points are not stored; the other items are).
+
+        Raises:
+            StoreError: The database failed (nothing of the batch is stored).
+        """
+        if not items:
+            return []
+        with self._write() as conn:
+            known = self._known_nodes(conn, (node_id for node_id, _ in items))
+            owner: dict[_Key, tuple[int, MetricPoint]] = {}
+            for index, (node_id, points) in enumerate(items):
+                if node_id in known:
+                    for point in points:
+                        owner.setdefault((node_id, point.type, point.timestamp), (index, point))
+            counts: list[int | None] = [0 if n in known else None for n, _ in items]
+            if owner:
+                for key in self._insert_metrics(conn, owner, now):
+                    index = owner[key][0]
+                    counts[index] = (counts[index] or 0) + 1
+        return counts
+
+    def _insert_metrics(
+        self, conn: sa.Connection, owner: Mapping[_Key, tuple[int, MetricPoint]], now: float
+    ) -> list[_Key]:
+        """Insert the points; return the keys of the new rows (and move the latest)."""
+        stmt = insert(self._dialect, metrics).on_conflict_do_nothing(
+            index_elements=[metrics.c.node_id, metrics.c.type, metrics.c.timestamp]
+        )
+        params = [
+            {
+                "node_id": key[0],
+                "type": key[1],
+                "timestamp": key[2],
+                "values": dict(owner[key][1].values),
+                "created_at": now,
+            }
+            for key in sorted(owner)
+        ]
+        returning = stmt.returning(
+            metrics.c.id, metrics.c.node_id, metrics.c.type, metrics.c.timestamp
+        )
+        new: dict[_Key, int] = {
+            (row.node_id, row.type, row.timestamp): row.id
+            for row in conn.execute(returning, params)
+        }
+        newest: dict[tuple[str, str], _Key] = {}
+        for key in new:
+            current = newest.get(key[:2])
+            if current is None or current[2] < key[2]:
+                newest[key[:2]] = key
+        if newest:
+            latest = insert(self._dialect, metrics_latest)
+            latest = latest.on_conflict_do_update(
+                index_elements=[metrics_latest.c.node_id, metrics_latest.c.type],
+                set_={
+                    name: latest.excluded[name]
+                    for name in ("metric_id", "timestamp", "values", "created_at")
+                },
+                where=metrics_latest.c.timestamp < latest.excluded.timestamp,
+            )
+            conn.execute(
+                latest,
+                [
+                    {
+                        "node_id": key[0],
+                        "type": key[1],
+                        "metric_id": new[key],
+                        "timestamp": key[2],
+                        "values": dict(owner[key][1].values),
+                        "created_at": now,
+                    }
+                    for key in sorted(newest.values())
+                ],
+            )
+        return list(new)
+
+    def latest_metrics(self, node_id: str) -> dict[str, MetricRow | None]:
+        """A node's newest row of each standard type.
+
+        Returns:
+            ``{"cpu", "memory", "disk", "network"}`` each the newest row or None.
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            if not self._known_nodes(conn, [node_id]):
+                raise node_not_found(node_id)
+            rows = conn.execute(
+                sa.select(metrics_latest).where(
+                    metrics_latest.c.node_id == node_id,
+                    metrics_latest.c.type.in_(STANDARD_TYPES),
+                )
+            )
+            return _by_type([_row(row._mapping, "metric_id") for row in rows])
+
+    def metric_rows(self, node_id: str, type: str, *, start: int, end: int) -> list[MetricRow]:
+        """A node's raw rows of one type with ``start <= timestamp <= end``, oldest first.
+
+        Raises:
+            NotFoundError: The node is not registered.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            if not self._known_nodes(conn, [node_id]):
+                raise node_not_found(node_id)
+            rows = conn.execute(
+                sa.select(metrics)
+                .where(
+                    metrics.c.node_id == node_id,
+                    metrics.c.type == type,
+                    metrics.c.timestamp.between(start, end),
+                )
+                .order_by(metrics.c.timestamp)
+            )
+            return [_row(row._mapping) for row in rows]
+
+    def cluster_overview(self) -> list[tuple[Node, dict[str, MetricRow | None]]]:
+        """Every node (by id) with its newest row of each standard type.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            all_nodes = [node_from_row(r._mapping) for r in conn.execute(sa.select(nodes))]
+            latest: dict[str, list[MetricRow]] = {}
+            rows = conn.execute(
+                sa.select(metrics_latest).where(metrics_latest.c.type.in_(STANDARD_TYPES))
+            )
+            for row in rows:
+                latest.setdefault(row.node_id, []).append(_row(row._mapping, "metric_id"))
+        all_nodes.sort(key=lambda node: node.id)
+        return [(node, _by_type(latest.get(node.node_id, []))) for node in all_nodes]
+
+    def purge_metrics(self, *, before: int, batch: int = 5000) -> int:
+        """Delete the metrics older than ``before`` without blocking ingest for long.
+
+        SQLite: every row with ``timestamp < before``, ``batch`` rows per transaction.
+        PostgreSQL: every day partition that ends at or before ``before`` is dropped
+        (whole days only), and older rows of the default partition are deleted in batches.
+
+        Args:
+            before: Rows before this time (unix seconds) are expired.
+            batch: Rows per delete transaction (at least 1).
+
+        Returns:
+            How many rows were removed (on PostgreSQL the dropped partitions count by the
+            planner's estimate).
+
+        Raises:
+            ValueError: ``batch`` below 1.
+            StoreError: The database failed (the batches done so far stay done).
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1; got {batch}")
+        if self._dialect == "postgresql":
+            with translated():
+                return _partitions.drop_expired(self._engine, before=before, batch=batch)
+        expired = sa.select(metrics.c.id).where(metrics.c.timestamp < before).limit(batch)
+        removed = 0
+        while True:
+            with self._write() as conn:
+                count = conn.execute(sa.delete(metrics).where(metrics.c.id.in_(expired))).rowcount
+            removed += count
+            if count < batch:
+                return removed
+
+    def ensure_partitions(self, now: float, days_ahead: int = 3) -> int:
+        """Create the metric partitions up to ``days_ahead`` days after ``now``.
+
+        PostgreSQL only (SQLite: nothing to do, 0). ``Store.open`` runs it; the retention
+        job should run it daily.
+
+        Args:
+            now: The current time (unix seconds).
+            days_ahead: Days after today to create partitions for.
+
+        Returns:
+            How many partitions were created.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        if self._dialect != "postgresql":
+            return 0
+        with self._write() as conn:
+            return _partitions.ensure_partitions(conn, now=now, days_ahead=days_ahead)

@@ -1,0 +1,333 @@
+"""Nodes: registration, heartbeats, offline detection, listing, deletion.
+
+Theory of operation: every write is one statement or one short transaction, built so that
+concurrent callers (threads of one Manager, or several Managers on one PostgreSQL) cannot
+collide. Registration is an upsert (``INSERT .. ON CONFLICT (node_id) DO UPDATE``), so two
+overlapping registrations of one node both succeed. Heartbeats come in batches from the
+gRPC ingest's group commit: one transaction updates the known nodes (rows locked in
+node-id order, so two batches never deadlock) and upserts the unknown ones as "unknown"
+nodes, the way the original Manager revives nodes it lost. Offline detection is
+``UPDATE .. WHERE online AND last_seen_at < cutoff RETURNING node_id``: a row changes once,
+so each node is reported by exactly one of several Managers running it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from transport.manager._errors import NotFoundError
+from transport.manager._model import Node, NodeStatus, Page
+
+from ._engine import StoreBase, insert, node_not_found, seconds
+from ._schema import metrics, nodes
+
+if TYPE_CHECKING:
+    from transport import NodeRegistration
+
+__all__ = ["UNKNOWN", "NodesMixin", "node_from_row", "page_bounds"]
+
+UNKNOWN = "unknown"
+"""hostname, ip, os and arch of a node created from a heartbeat (as the original)."""
+
+_ONLINE = NodeStatus.ONLINE.value
+_OFFLINE = NodeStatus.OFFLINE.value
+
+
+def node_from_row(row: Mapping[Any, Any]) -> Node:
+    """A :class:`Node` from a ``nodes`` row."""
+    return Node(
+        id=row["id"],
+        node_id=row["node_id"],
+        hostname=row["hostname"],
+        ip=row["ip"],
+        os=row["os"],
+        arch=row["arch"],
+        labels=MappingProxyType(dict(row["labels"] or {})),
+        daemon_version=row["daemon_version"],
+        agent_version=row["agent_version"],
+        status=NodeStatus(row["status"]),
+        grpc_port=row["grpc_port"],
+        last_seen_at=seconds(row["last_seen_at"]),
+        register_at=seconds(row["register_at"]),
+        created_at=seconds(row["created_at"]),
+        updated_at=seconds(row["updated_at"]),
+    )
+
+
+def page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    """``(offset, limit)`` of a page counted from 1.
+
+    Raises:
+        ValueError: ``page`` or ``page_size`` below 1.
+    """
+    if page < 1 or page_size < 1:
+        raise ValueError(f"page and page_size start at 1; got {page}, {page_size}")
+    return (page - 1) * page_size, page_size
+
+
+class NodesMixin(StoreBase):
+    """The node methods of :class:`~transport.manager._store.Store`."""
+
+    def register_node(self, reg: NodeRegistration, *, now: float, grpc_port: int | None) -> Node:
+        """Create or update a node from its daemon's RegisterNode (one upsert).
+
+        The node is online, seen and registered ``now``; ``created_at`` is kept.
+
+        Args:
+            reg: The registration.
+            now: The time of the call.
+            grpc_port: The port the daemon announced for its gRPC service, or None.
+
+        Returns:
+            The node as stored.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        values = {
+            "node_id": reg.node_id,
+            "hostname": reg.hostname,
+            "ip": reg.ip,
+            "os": reg.os,
+            "arch": reg.arch,
+            "labels": dict(reg.labels),
+            "daemon_version": reg.daemon_version,
+            "agent_version": reg.agent_version,
+            "status": _ONLINE,
+            "grpc_port": grpc_port,
+            "last_seen_at": now,
+            "register_at": now,
+            "updated_at": now,
+        }
+        stmt = insert(self._dialect, nodes).values(created_at=now, **values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[nodes.c.node_id],
+            set_={name: stmt.excluded[name] for name in values if name != "node_id"},
+        )
+        with self._write() as conn:
+            return node_from_row(conn.execute(stmt.returning(*nodes.c)).one()._mapping)
+
+    def heartbeat(self, node_id: str, *, now: float) -> bool:
+        """Mark a known node online and seen ``now``.
+
+        Args:
+            node_id: The node.
+            now: The time of the heartbeat.
+
+        Returns:
+            True: the node is known (and updated); False: unknown, nothing changed.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                sa.update(nodes)
+                .where(nodes.c.node_id == node_id)
+                .values(status=_ONLINE, last_seen_at=now, updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    def heartbeat_or_create(self, node_id: str, *, now: float) -> tuple[Node, bool]:
+        """A heartbeat that creates an unknown node (hostname, ip, os, arch ``"unknown"``).
+
+        Args:
+            node_id: The node.
+            now: The time of the heartbeat.
+
+        Returns:
+            The node, and whether it was created by this heartbeat.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        with self._write() as conn:
+            created = self._heartbeats(conn, {node_id: now})
+            row = conn.execute(sa.select(nodes).where(nodes.c.node_id == node_id)).one()
+        return node_from_row(row._mapping), node_id in created
+
+    def heartbeats(self, items: Sequence[tuple[str, float]]) -> list[bool]:
+        """Many heartbeats in one transaction (the gRPC ingest's group commit).
+
+        Known nodes are marked online and seen; unknown ones are created as by
+        :meth:`heartbeat_or_create`. A node named twice is seen at its later time.
+
+        Args:
+            items: ``(node_id, now)`` per heartbeat.
+
+        Returns:
+            Per item, whether its node was unknown (created by this batch).
+
+        Raises:
+            StoreError: The database failed (no heartbeat of the batch is stored).
+        """
+        latest: dict[str, float] = {}
+        for node_id, now in items:
+            latest[node_id] = max(now, latest.get(node_id, now))
+        if not latest:
+            return []
+        with self._write() as conn:
+            created = self._heartbeats(conn, latest)
+        return [node_id in created for node_id, _ in items]
+
+    def _heartbeats(self, conn: sa.Connection, latest: Mapping[str, float]) -> set[str]:
+        """Apply heartbeats; return the node ids that were created."""
+        known = self._known_nodes(conn, latest)
+        if known:
+            stmt = (
+                sa.update(nodes)
+                .where(nodes.c.node_id == sa.bindparam("b_node"))
+                .values(
+                    status=_ONLINE, last_seen_at=sa.bindparam("b_t"), updated_at=sa.bindparam("b_t")
+                )
+            )
+            conn.execute(stmt, [{"b_node": n, "b_t": latest[n]} for n in sorted(known)])
+        unknown = sorted(set(latest) - known)
+        if unknown:
+            ins = insert(self._dialect, nodes)
+            ins = ins.on_conflict_do_update(
+                index_elements=[nodes.c.node_id],
+                set_={
+                    "status": _ONLINE,
+                    "last_seen_at": ins.excluded.last_seen_at,
+                    "updated_at": ins.excluded.updated_at,
+                },
+            )
+            conn.execute(ins, [_unknown_node(n, latest[n]) for n in unknown])
+        return set(unknown)
+
+    def mark_offline(self, *, cutoff: float, now: float) -> list[str]:
+        """Mark offline every online node last seen before ``cutoff``.
+
+        Exactly once across Managers: a node is returned by the one call that changed it.
+
+        Args:
+            cutoff: Nodes last seen before this time are offline.
+            now: The time of the check.
+
+        Returns:
+            The node ids marked offline by this call, sorted.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        stmt = (
+            sa.update(nodes)
+            .where(nodes.c.status == _ONLINE, nodes.c.last_seen_at < cutoff)
+            .values(status=_OFFLINE, updated_at=now)
+            .returning(nodes.c.node_id)
+        )
+        with self._write() as conn:
+            return sorted(conn.scalars(stmt))
+
+    def get_node(self, node_id: str) -> Node:
+        """The node with the daemon's id ``node_id``.
+
+        Raises:
+            NotFoundError: No such node.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.node_id == node_id)).first()
+        if row is None:
+            raise node_not_found(node_id)
+        return node_from_row(row._mapping)
+
+    def get_node_by_id(self, id: int) -> Node:
+        """The node with the numeric ``id`` (the REST API's ``:id``).
+
+        Raises:
+            NotFoundError: No such node.
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            row = conn.execute(sa.select(nodes).where(nodes.c.id == id)).first()
+        if row is None:
+            raise NotFoundError(f"no node has id {id}")
+        return node_from_row(row._mapping)
+
+    def list_nodes(
+        self, *, page: int, page_size: int, status: NodeStatus | None = None
+    ) -> Page[Node]:
+        """One page of the nodes, by id.
+
+        Args:
+            page: The page, from 1.
+            page_size: Nodes per page (at least 1).
+            status: Only nodes with this status, or all.
+
+        Returns:
+            The page with the total count.
+
+        Raises:
+            ValueError: ``page`` or ``page_size`` below 1.
+            StoreError: The database failed.
+        """
+        offset, limit = page_bounds(page, page_size)
+        where = [] if status is None else [nodes.c.status == status.value]
+        with self._read() as conn:
+            total = conn.scalar(sa.select(sa.func.count()).select_from(nodes).where(*where))
+            rows = conn.execute(
+                sa.select(nodes).where(*where).order_by(nodes.c.id).offset(offset).limit(limit)
+            )
+            items = tuple(node_from_row(row._mapping) for row in rows)
+        return Page(items=items, page=page, page_size=page_size, total=total or 0)
+
+    def node_counts(self) -> dict[str, int]:
+        """How many nodes there are: ``{"total", "online", "offline"}``.
+
+        Raises:
+            StoreError: The database failed.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(nodes.c.status, sa.func.count()).group_by(nodes.c.status)
+            ).all()
+        counts = {_ONLINE: 0, _OFFLINE: 0}
+        for status, count in rows:
+            counts[status] = counts.get(status, 0) + count
+        return {"total": sum(counts.values()), **counts}
+
+    def delete_node(self, id: int) -> Node:
+        """Delete a node with its agents and metrics.
+
+        Args:
+            id: The node's numeric id.
+
+        Returns:
+            The node as it was.
+
+        Raises:
+            NotFoundError: No such node.
+            StoreError: The database failed (nothing is deleted).
+        """
+        with self._write() as conn:
+            node_id = conn.scalar(sa.select(nodes.c.node_id).where(nodes.c.id == id))
+            if node_id is None:
+                raise NotFoundError(f"no node has id {id}")
+            conn.execute(sa.delete(metrics).where(metrics.c.node_id == node_id))
+            row = conn.execute(sa.delete(nodes).where(nodes.c.id == id).returning(*nodes.c)).one()
+        return node_from_row(row._mapping)
+
+
+def _unknown_node(node_id: str, now: float) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "hostname": UNKNOWN,
+        "ip": UNKNOWN,
+        "os": UNKNOWN,
+        "arch": UNKNOWN,
+        "labels": {},
+        "daemon_version": "",
+        "agent_version": "",
+        "status": _ONLINE,
+        "grpc_port": None,
+        "last_seen_at": now,
+        "register_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -1,0 +1,10 @@
+"""Alembic's environment: migrate on the connection the store passes in (online only)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=None, transactional_ddl=True)
+with context.begin_transaction():
+    context.run_migrations()
