@@ -22,6 +22,7 @@ from transport.manager._http._auth import (
     token_digest,
 )
 from transport.manager._http._envelope import ApiError
+from transport.manager._http._users import LoginThrottle
 from transport.manager._model import ApiToken, Role, User, UserStatus
 
 ROLES = st.sampled_from(list(Role))
@@ -188,3 +189,46 @@ async def test_passwords() -> None:
     assert not auth.needs_rehash(stored)
     assert _auth(password_params=argon2.profiles.PRE_21_2).needs_rehash(stored)
     assert auth.needs_rehash("garbage")
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30), st.sampled_from(["a", "b"]), st.sampled_from(["1", "2"])),
+        max_size=80,
+    ),
+    st.integers(1, 5),
+    st.integers(1, 8),
+)
+def test_login_throttle(
+    attempts: list[tuple[float, str, str]], per_name: int, per_address: int
+) -> None:
+    """Every failure is allowed unless the window already holds its limit of allowed failures
+    of that (name, address) or that address; none is refused otherwise."""
+    window = 60.0
+    throttle = LoginThrottle(per_name=per_name, per_address=per_address, window_s=window)
+    allowed: list[tuple[float, str, str]] = []
+    now = 0.0
+    for gap, name, address in attempts:
+        now += gap
+        recent = [(n, a) for t, n, a in allowed if t > now - window]
+        full = (
+            recent.count((name, address)) >= per_name
+            or sum(a == address for _, a in recent) >= per_address
+        )
+        wait = throttle.retry_after(name, address, now=now)
+        assert (wait > 0) == full
+        assert wait <= window
+        if not full:
+            throttle.failed(name, address, now=now)
+            allowed.append((now, name, address))
+
+
+def test_login_throttle_memory_and_success() -> None:
+    throttle = LoginThrottle(per_name=1, per_address=100, window_s=60, max_keys=4)
+    for n in range(10):
+        throttle.failed(f"u{n}", "ip", now=0)
+    assert len(throttle._failures) <= 4
+    throttle.failed("amy", "ip2", now=0)
+    assert throttle.retry_after("amy", "ip2", now=1) == 59
+    throttle.succeeded("amy", "ip2")
+    assert throttle.retry_after("amy", "ip2", now=1) == 0

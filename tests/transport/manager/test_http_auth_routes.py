@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from tests.transport.manager.http_helpers import envelope, error_of, is_rfc3339, serve_app
 from transport.manager._http._auth import Authenticator, AuthSettings, install
 from transport.manager._http._envelope import exception_handlers, middleware
-from transport.manager._http._users import user_routes
+from transport.manager._http._users import LoginThrottle, user_routes
 from transport.manager._model import Role, User
 from transport.manager._store import Store
 
@@ -95,7 +95,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @asynccontextmanager
-async def world(store: Store, *, allow_register: bool = False) -> AsyncIterator[World]:
+async def world(
+    store: Store, *, allow_register: bool = False, throttle: LoginThrottle | None = None
+) -> AsyncIterator[World]:
     clock = Clock()
     settings = AuthSettings(
         jwt_secret="test-secret",
@@ -105,7 +107,9 @@ async def world(store: Store, *, allow_register: bool = False) -> AsyncIterator[
     )
     auth = Authenticator(store, settings, clock=clock)
     app = Starlette(
-        routes=user_routes(auth), exception_handlers=exception_handlers(), middleware=middleware()
+        routes=user_routes(auth, throttle=throttle),
+        exception_handlers=exception_handlers(),
+        middleware=middleware(),
     )
     install(app, auth)
     async with serve_app(app) as client:
@@ -507,3 +511,24 @@ async def test_audit_log(store: Store) -> None:
         )
         assert data["page_info"]["total"] == 4
         error_of(await w.client.get("/api/v1/admin/audit", params={"page": 0}, headers=root), 1001)
+
+
+async def test_login_throttle(store: Store) -> None:
+    throttle = LoginThrottle(per_name=3, per_address=5, window_s=60)
+    async with world(store, throttle=throttle) as w:
+        await w.user("amy", Role.VIEWER)
+        login = "/api/v1/auth/login"
+        wrong = {"username": "amy", "password": "wrong-one"}
+        for _ in range(3):
+            error_of(await w.client.post(login, json=wrong), 1009)
+        message = error_of(await w.client.post(login, json=wrong), 1006)
+        assert message == "too many failed logins; try again in 60 s"
+        right = {"username": "amy", "password": "password-1"}
+        error_of(await w.client.post(login, json=right), 1006)
+        w.clock.now += 60
+        envelope(await w.client.post(login, json=right))
+        for name in ("x1", "x2", "x3", "x4", "x5"):
+            error_of(await w.client.post(login, json={"username": name, "password": "p"}), 1009)
+        error_of(await w.client.post(login, json={"username": "x6", "password": "p"}), 1006)
+        outcomes = [e["outcome"] for e in await w.audit(action="auth.login")]
+        assert outcomes.count("throttled") == 3 and outcomes.count("ok") == 1

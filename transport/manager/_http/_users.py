@@ -19,8 +19,10 @@ password ends the JWTs issued before it (``change-password`` answers a fresh ``t
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,7 +50,7 @@ from transport.manager._http._envelope import (
 from transport.manager._http._json import audit_json, rfc3339, token_json, user_json
 from transport.manager._model import Role, User, UserStatus
 
-__all__ = ["MIN_PASSWORD", "user_routes"]
+__all__ = ["MIN_PASSWORD", "LoginThrottle", "user_routes"]
 
 MIN_PASSWORD = 8
 """The fewest characters a new password may have (the original allows 6)."""
@@ -87,12 +89,95 @@ def _user_id(request: Request) -> int:
     return value
 
 
+class LoginThrottle:
+    """Failed logins counted per (user name, address) and per address, in a sliding window.
+
+    Pure (``now`` is a parameter) and in memory: each Manager process counts its own.
+    Keying on the name together with the address means an attacker elsewhere cannot lock
+    a user out; the per-address count bounds guessing over many names. Memory is bounded:
+    at most ``max_keys`` keys (the least recently failed are forgotten first), each with at
+    most its limit of timestamps.
+
+    Args:
+        per_name: Failures allowed per (name, address) within ``window_s``.
+        per_address: Failures allowed per address within ``window_s``.
+        window_s: The window, seconds.
+        max_keys: The most keys remembered.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_name: int = 10,
+        per_address: int = 50,
+        window_s: float = 900.0,
+        max_keys: int = 10_000,
+    ) -> None:
+        self.window_s = window_s
+        self._limits = {"name": per_name, "address": per_address}
+        self._max_keys = max_keys
+        self._failures: dict[tuple[str, ...], deque[float]] = {}
+
+    def _keys(self, name: str, address: str) -> list[tuple[tuple[str, ...], int]]:
+        return [
+            (("name", name, address), self._limits["name"]),
+            (("address", address), self._limits["address"]),
+        ]
+
+    def retry_after(self, name: str, address: str, *, now: float) -> float:
+        """How long until a login of ``name`` from ``address`` may be tried; 0: now.
+
+        Args:
+            name: The user name tried.
+            address: The client's address.
+            now: Seconds (any monotonic-enough clock, the same for every call).
+
+        Returns:
+            Seconds to wait (0 when allowed).
+        """
+        wait = 0.0
+        for key, limit in self._keys(name, address):
+            times = self._failures.get(key)
+            if times is None:
+                continue
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) >= limit:
+                wait = max(wait, times[0] + self.window_s - now)
+        return wait
+
+    def failed(self, name: str, address: str, *, now: float) -> None:
+        """Count a failed login.
+
+        Args:
+            name: The user name tried.
+            address: The client's address.
+            now: Seconds, as for :meth:`retry_after`.
+        """
+        for key, limit in self._keys(name, address):
+            times = self._failures.pop(key, None) or deque(maxlen=limit)
+            times.append(now)
+            self._failures[key] = times
+        while len(self._failures) > self._max_keys:
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, name: str, address: str) -> None:
+        """Forget the failures of ``name`` from ``address`` (not the address's own).
+
+        Args:
+            name: The user name.
+            address: The client's address.
+        """
+        self._failures.pop(("name", name, address), None)
+
+
 class _Routes:
     """The handlers, sharing one :class:`Authenticator`."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, throttle: LoginThrottle) -> None:
         self.auth = auth
         self.store = auth.store
+        self.throttle = throttle
 
     async def _user(self, user_id: int) -> User:
         try:
@@ -107,10 +192,20 @@ class _Routes:
         fields = Fields(await json_body(request))
         username = fields.text("username", max_len=100)
         password = fields.text("password", max_len=1024)
+        ip = client_ip(request)
+        wait = self.throttle.retry_after(username, ip, now=self.auth.clock())
+        if wait > 0:
+            await self.auth.audit(request, username, "auth.login", outcome="throttled")
+            raise ApiError(
+                ErrorCode.TOO_MANY_REQUESTS,
+                f"too many failed logins; try again in {math.ceil(wait)} s",
+            )
         user, stored = await self.auth.check_password(username, password)
         if user is None:
+            self.throttle.failed(username, ip, now=self.auth.clock())
             await self.auth.audit(request, username, "auth.login", outcome="failed")
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "invalid username or password")
+        self.throttle.succeeded(username, ip)
         try:
             check_active(user)
         except ApiError:
@@ -120,9 +215,8 @@ class _Routes:
         if self.auth.needs_rehash(stored):
             stored = await self.auth.hash_password(password)
             await self.auth.run(self.store.set_password, user.id, stored, now=now)
-        await self.auth.run(self.store.record_login, user.id, ip=client_ip(request), now=now)
+        user = await self.auth.run(self.store.record_login, user.id, ip=ip, now=now)
         await self.auth.audit(request, username, "auth.login", target=f"user:{user.id}")
-        user = await self._user(user.id)
         token = self.auth.issue_jwt(user, stored, now=now)
         expires = rfc3339(now + self.auth.settings.expire_s)
         return ok({"token": token, "user": user_json(user), "expires_at": expires})
@@ -332,7 +426,7 @@ class _Routes:
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
-def user_routes(auth: Authenticator) -> list[Route]:
+def user_routes(auth: Authenticator, *, throttle: LoginThrottle | None = None) -> list[Route]:
     """The account routes, under ``/api/v1``.
 
     The app must also have ``auth`` installed (``_auth.install(app, auth)``), which
@@ -341,13 +435,15 @@ def user_routes(auth: Authenticator) -> list[Route]:
 
     Args:
         auth: The authenticator (store and settings).
+        throttle: Counts failed logins (answered 1006 / HTTP 429 past its limits); a
+            default one when None.
 
     Returns:
         Routes for ``/api/v1/auth/{login,register,profile,change-password}``,
         ``/api/v1/admin/users[/{id}/{disable,enable,role,reset-password}]``,
         ``/api/v1/tokens[/{id}]`` and ``/api/v1/admin/audit``.
     """
-    r = _Routes(auth)
+    r = _Routes(auth, throttle or LoginThrottle())
     users = "/api/v1/admin/users/{user_id:int}"
     table: list[tuple[str, Handler, list[str]]] = [
         ("/api/v1/auth/login", r.login, ["POST"]),
