@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from tests.transport.manager.http_helpers import envelope, error_of, serve_app
+from transport._convert import ResourcePoint
 from transport.manager._errors import ConflictError, NotFoundError, StoreError
 from transport.manager._http._envelope import (
     ApiError,
@@ -30,8 +31,34 @@ from transport.manager._http._envelope import (
     query_str,
     query_time,
 )
-from transport.manager._http._json import parse_rfc3339, rfc3339
-from transport.manager._model import Page
+from transport.manager._http._json import (
+    agent_json,
+    audit_json,
+    metric_json,
+    node_json,
+    parse_rfc3339,
+    resource_point_json,
+    rfc3339,
+    token_json,
+    update_job_json,
+    user_json,
+)
+from transport.manager._model import (
+    Agent,
+    ApiToken,
+    AuditEntry,
+    MetricRow,
+    Node,
+    NodeStatus,
+    Page,
+    Role,
+    UpdateJob,
+    UpdateTarget,
+    User,
+    UserStatus,
+)
+
+T = 1_800_000_000.0
 
 
 async def _paged(request: Request) -> JSONResponse:
@@ -234,3 +261,47 @@ def test_parse_offsets(minutes: int, when: int) -> None:
     local = dt.datetime.fromtimestamp(when, zone).strftime("%Y-%m-%dT%H:%M:%S")
     assert parse_rfc3339(f"{local}{sign}{hours:02d}:{mins:02d}") == when
     assert rfc3339(None) is None
+
+
+def test_json_shapes() -> None:
+    """The original's field names; times RFC 3339 or null; maps never null; numbers."""
+    node = node_json(Node(id=1, node_id="n-1", status=NodeStatus.ONLINE, created_at=T))
+    assert set(node) == {
+        "id", "created_at", "updated_at", "node_id", "hostname", "ip", "os", "arch", "labels",
+        "daemon_version", "agent_version", "status", "last_seen_at", "register_at", "grpc_port",
+    }  # fmt: skip
+    assert node["labels"] == {} and node["status"] == "online" and node["last_seen_at"] is None
+    assert node["created_at"] == "2027-01-15T08:00:00Z"
+    labelled = node_json(Node(id=1, node_id="n", labels={"a": "b"}, last_seen_at=T + 0.9))
+    assert labelled["labels"] == {"a": "b"} and labelled["last_seen_at"] == "2027-01-15T08:00:00Z"
+    agent = agent_json(Agent(id=2, node_id="n", agent_id="a", pid=42, last_heartbeat=T))
+    assert set(agent) == {
+        "id", "created_at", "updated_at", "node_id", "agent_id", "type", "version", "status",
+        "config", "pid", "last_heartbeat", "last_sync_time",
+    }  # fmt: skip
+    assert agent["pid"] == 42 and agent["last_sync_time"] is None
+    row = metric_json(MetricRow(id=3, node_id="n", type="cpu", timestamp=int(T), values={"u": 5}))
+    assert set(row) == {"id", "created_at", "node_id", "type", "timestamp", "values"}
+    assert row["values"] == {"u": 5.0} and isinstance(row["values"]["u"], float)
+    assert row["timestamp"] == "2027-01-15T08:00:00Z"
+    point = resource_point_json(ResourcePoint(timestamp=int(T)))
+    assert point == {
+        "timestamp": int(T), "cpu": 0.0, "memory_rss": 0, "memory_vms": 0,
+        "disk_read_bytes": 0, "disk_write_bytes": 0, "open_files": 0,
+    }  # fmt: skip
+    entry = audit_json(AuditEntry(id=1, at=T, actor="a", action="x"))
+    assert entry["detail"] == {} and entry["ip"] == "" and entry["outcome"] == "ok"
+    job = update_job_json(
+        UpdateJob(
+            id=1, created_at=T, actor="a", component="agent", version="2",
+            targets=(UpdateTarget(node_id="n", state="pending"),),
+        )
+    )  # fmt: skip
+    assert job["targets"] == [
+        {"node_id": "n", "state": "pending", "update_id": "", "message": "",
+         "updated_at": "1970-01-01T00:00:00Z"}
+    ]  # fmt: skip
+    token = token_json(ApiToken(id=1, user_id=2, name="ci", prefix="hvt_abcdefgh", created_at=T))
+    assert token["revoked"] is False and token["expires_at"] is None
+    user = user_json(User(id=1, username="u", role=Role.ADMIN, status=UserStatus.DISABLED))
+    assert user["role"] == "admin" and user["status"] == "disabled" and "password" not in user
