@@ -59,6 +59,7 @@ import trio
 from google.protobuf.message import Message
 
 from transport import (
+    CLOSE_TIMEOUT_S,
     UPDATE_ID_METADATA_KEY,
     AgentInfoRecord,
     Channel,
@@ -190,12 +191,20 @@ class _Entry:
     """Set once the opening attempt ended (``channel`` is set when it succeeded)."""
     closing: trio.Event = field(default_factory=trio.Event)
     """Set to make the owner task close the channel (and by the owner when it is
-    cancelled, so that calls still running learn that the pool stopped)."""
+    cancelled, so that no new call picks the channel)."""
+    calls: set[trio.CancelScope] = field(default_factory=set)
+    """The cancel scopes of the calls on the channel now."""
+    drained: trio.Event = field(default_factory=trio.Event)
+    """Set when the last of ``calls`` ended."""
 
 
 def _options(keepalive_s: float | None) -> tuple[tuple[str, int | str], ...]:
     options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # A channel of its own subchannels: by default grpc shares them between channels to
+        # one target, and a new channel after an eviction would inherit the old one's
+        # failure and reconnect backoff instead of dialling afresh.
+        ("grpc.use_local_subchannel_pool", 1),
         # Reconnect promptly after a daemon restart (evicted channels dial afresh anyway).
         ("grpc.initial_reconnect_backoff_ms", 1_000),
         ("grpc.max_reconnect_backoff_ms", 10_000),
@@ -461,31 +470,46 @@ class DaemonPool:
             raise DaemonUnreachableError(f"node {node.node_id}: {exc}") from None
         try:
             async with self._using(target) as entry:
-                assert entry.channel is not None
-                try:
-                    return await entry.channel.call_with_metadata(
-                        method, request, timeout_s=timeout_s, metadata=metadata
-                    )
-                except TransportError as exc:
-                    if entry.closing.is_set():  # the owner was cancelled under the call
-                        raise ManagerError(
-                            f"node {node.node_id} ({target}): the daemon pool stopped"
-                        ) from exc
-                    if not isinstance(exc, RemoteError):
-                        raise ManagerError(f"node {node.node_id} ({target}): {exc}") from exc
-                    if disposition(exc.status) is Disposition.UNREACHABLE:
-                        self._evict(entry)
-                        self._failed(unreachable=True)
-                        raise DaemonUnreachableError(
-                            f"node {node.node_id} ({target}): the daemon is unreachable"
-                            f" ({exc.status.name}: {exc.details})"
-                        ) from exc
-                    raise
+                return await self._call_on(entry, node, method, request, timeout_s, metadata)
         except DaemonUnreachableError:
             raise
         except Exception:
             self._failed(unreachable=False)
             raise
+
+    async def _call_on(
+        self,
+        entry: _Entry,
+        node: Node,
+        method: UnaryMethod[Req, Resp],
+        request: Req,
+        timeout_s: float,
+        metadata: Metadata,
+    ) -> Reply[Resp]:
+        """The call on an acquired channel; the pool may cancel it (when ``run`` stops)."""
+        assert entry.channel is not None
+        where = f"node {node.node_id} ({entry.target})"
+        with trio.CancelScope() as scope:
+            entry.calls.add(scope)
+            try:
+                return await entry.channel.call_with_metadata(
+                    method, request, timeout_s=timeout_s, metadata=metadata
+                )
+            except RemoteError as exc:
+                if disposition(exc.status) is Disposition.PASS:
+                    raise
+                self._evict(entry)
+                self._failed(unreachable=True)
+                raise DaemonUnreachableError(
+                    f"{where}: the daemon is unreachable ({exc.status.name}: {exc.details})"
+                ) from exc
+            except TransportError as exc:
+                raise ManagerError(f"{where}: {exc}") from exc
+            finally:
+                entry.calls.discard(scope)
+                if not entry.calls:
+                    entry.drained.set()
+        raise ManagerError(f"{where}: the daemon pool stopped during the call")
 
     def _failed(self, *, unreachable: bool) -> None:
         self._counts["failures"] += 1
@@ -548,10 +572,24 @@ class DaemonPool:
                     await entry.closing.wait()
                 finally:
                     entry.closing.set()
+                    await self._cancel_calls(entry)
         finally:
             self._live.discard(entry)
             self._discard(entry)
             logger.debug("channel to %s closed", entry.target)
+
+    @staticmethod
+    async def _cancel_calls(entry: _Entry) -> None:
+        """Cancel the calls still on a channel about to close (only when ``run`` stops:
+        the pool closes no other channel in use), and wait until they are gone, so that
+        their callers get a ManagerError, not grpc's cancellation."""
+        if not entry.calls:
+            return
+        entry.drained = trio.Event()
+        for scope in list(entry.calls):
+            scope.cancel()
+        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+            await entry.drained.wait()
 
     def _touch(self, entry: _Entry) -> None:
         """Mark use: the entry becomes the most recently used."""
