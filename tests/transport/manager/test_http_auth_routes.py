@@ -522,7 +522,7 @@ async def test_login_throttle(store: Store) -> None:
         for _ in range(3):
             error_of(await w.client.post(login, json=wrong), 1009)
         message = error_of(await w.client.post(login, json=wrong), 1006)
-        assert message == "too many failed logins; try again in 60 s"
+        assert message == "too many failed password attempts; try again in 60 s"
         right = {"username": "amy", "password": "password-1"}
         error_of(await w.client.post(login, json=right), 1006)
         w.clock.now += 60
@@ -532,3 +532,13 @@ async def test_login_throttle(store: Store) -> None:
         error_of(await w.client.post(login, json={"username": "x6", "password": "p"}), 1006)
         outcomes = [e["outcome"] for e in await w.audit(action="auth.login")]
         assert outcomes.count("throttled") == 3 and outcomes.count("ok") == 1
+
+        # guessing the old password through change-password counts too
+        w.clock.now += 60
+        headers = await w.login("amy")
+        url = "/api/v1/auth/change-password"
+        body = {"old_password": "wrong-one", "new_password": "password-2"}
+        for _ in range(3):
+            error_of(await w.client.post(url, json=body, headers=headers), 1001)
+        error_of(await w.client.post(url, json=body, headers=headers), 1006)
+        assert "error:1006" in [e["outcome"] for e in await w.audit(action="auth.change_password")]

@@ -185,6 +185,14 @@ class _Routes:
         except NotFoundError:
             raise ApiError(ErrorCode.USER_NOT_FOUND, f"user {user_id} not found") from None
 
+    def _check_throttle(self, name: str, ip: str) -> None:
+        wait = self.throttle.retry_after(name, ip, now=self.auth.clock())
+        if wait > 0:
+            raise ApiError(
+                ErrorCode.TOO_MANY_REQUESTS,
+                f"too many failed password attempts; try again in {math.ceil(wait)} s",
+            )
+
     # --- /auth ---------------------------------------------------------------------------
 
     async def login(self, request: Request) -> JSONResponse:
@@ -193,13 +201,11 @@ class _Routes:
         username = fields.text("username", max_len=100)
         password = fields.text("password", max_len=1024)
         ip = client_ip(request)
-        wait = self.throttle.retry_after(username, ip, now=self.auth.clock())
-        if wait > 0:
+        try:
+            self._check_throttle(username, ip)
+        except ApiError:
             await self.auth.audit(request, username, "auth.login", outcome="throttled")
-            raise ApiError(
-                ErrorCode.TOO_MANY_REQUESTS,
-                f"too many failed logins; try again in {math.ceil(wait)} s",
-            )
+            raise
         user, stored = await self.auth.check_password(username, password)
         if user is None:
             self.throttle.failed(username, ip, now=self.auth.clock())
@@ -261,8 +267,11 @@ class _Routes:
             fields = Fields(await json_body(request))
             old = fields.text("old_password", max_len=1024)
             new = _new_password(fields, "new_password")
-            user, _ = await self.auth.check_password(act.principal.name, old)
+            name, ip = act.principal.name, client_ip(request)
+            self._check_throttle(name, ip)
+            user, _ = await self.auth.check_password(name, old)
             if user is None or user.id != act.principal.user.id:
+                self.throttle.failed(name, ip, now=self.auth.clock())
                 raise ApiError(ErrorCode.INVALID_PARAMS, "old_password: incorrect")
             stored = await self.auth.hash_password(new)
             now = self.auth.clock()
