@@ -10,6 +10,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.transport.manager.fleet_helpers import fleet, register
+from transport import AgentStateRecord, AgentStatus
 from transport.manager._http._prom import FleetCollector, FleetReading, fleet_families
 
 
@@ -29,6 +30,14 @@ async def test_metrics_endpoint(tmp_path: Path, sock_dir: Path) -> None:
             await w.db(register, w.store, name)
         await w.db(w.store.mark_offline, cutoff=time.time() + 1, now=time.time())
         await w.db(register, w.store, "a")
+        states = [
+            AgentStateRecord("x", status=AgentStatus.RUNNING),
+            AgentStateRecord("y", status=AgentStatus.RUNNING),
+            AgentStateRecord("z", status=AgentStatus.FAILED),
+        ]
+        await w.db(w.store.sync_agent_states, "a", states, now=time.time())
+        await w.db(w.store.sync_agent_states, "b", states[:1], now=time.time())
+        await w.db(w.store.sync_agent_states, "b", [], now=time.time())  # x is gone
         w.ingest.update(reports_total=41.0, queue_depth=3.0)
 
         response = await w.client.get("/metrics")
@@ -37,6 +46,9 @@ async def test_metrics_endpoint(tmp_path: Path, sock_dir: Path) -> None:
         got = _samples(response.text)
         assert got[("hostvisor_manager_nodes", (("status", "online"),))] == 1.0
         assert got[("hostvisor_manager_nodes", (("status", "offline"),))] == 2.0
+        assert got[("hostvisor_manager_agents", (("status", "running"),))] == 2.0
+        assert got[("hostvisor_manager_agents", (("status", "failed"),))] == 1.0
+        assert got[("hostvisor_manager_agents", (("status", "gone"),))] == 1.0
         assert got[("hostvisor_manager_ingest_reports_total", ())] == 41.0
         assert got[("hostvisor_manager_ingest_queue_depth", ())] == 3.0
         assert got[("hostvisor_manager_pool_open_channels", ())] == 0.0

@@ -42,7 +42,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from transport import Operation, RemoteError, StatusCode
-from transport.manager._errors import ManagerError, NotFoundError
+from transport.manager._errors import (
+    DaemonUnreachableError,
+    ManagerError,
+    NotFoundError,
+    StoreError,
+)
 from transport.manager._http._auth import audited, principal
 from transport.manager._http._envelope import (
     ApiError,
@@ -69,6 +74,7 @@ __all__ = [
     "MAX_LOG_LINES",
     "Fleet",
     "daemon_error",
+    "node_not_found",
     "node_routes",
     "path_id",
     "shown_status",
@@ -102,6 +108,11 @@ def shown_status(node: Node, *, now: float, offline_after_s: float) -> NodeStatu
     return NodeStatus.ONLINE if now - node.last_seen_at <= offline_after_s else NodeStatus.OFFLINE
 
 
+def node_not_found(node: str | int) -> ApiError:
+    """2001 (404) for a node id (or numeric id) that names no node."""
+    return ApiError(ErrorCode.NODE_NOT_FOUND, f"node {node!r} not found")
+
+
 def daemon_error(error: Exception, node: Node, what: str) -> ApiError:
     """The API's answer to a failed call to a node's daemon.
 
@@ -123,7 +134,11 @@ def daemon_error(error: Exception, node: Node, what: str) -> ApiError:
             return ApiError(ErrorCode.INVALID_PARAMS, f"node {node.node_id}: {error.details}")
         reason = f"{error.status.name}: {error.details}" if error.details else error.status.name
         return ApiError(ErrorCode.GRPC, f"{what} on node {node.node_id} failed: {reason}")
-    return ApiError(ErrorCode.GRPC, f"the daemon of node {node.node_id} cannot be reached: {error}")
+    if isinstance(error, DaemonUnreachableError):
+        return ApiError(
+            ErrorCode.GRPC, f"the daemon of node {node.node_id} cannot be reached: {error}"
+        )
+    return ApiError(ErrorCode.GRPC, f"{what} on node {node.node_id} failed: {error}")
 
 
 def path_id(request: Request, name: str = "id") -> int:
@@ -207,7 +222,7 @@ class Fleet:
         try:
             return await self.db(self.store.get_node, node_id)
         except NotFoundError:
-            raise ApiError(ErrorCode.NODE_NOT_FOUND, f"node {node_id!r} not found") from None
+            raise node_not_found(node_id) from None
 
     async def node_by_id(self, request: Request) -> Node:
         """The node whose numeric ``id`` the path names.
@@ -215,15 +230,11 @@ class Fleet:
         Raises:
             ApiError: 1001 for an id that is not a positive integer; 2001 when there is none.
         """
-        raw = request.path_params["id"]
-        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-            raise ApiError(
-                ErrorCode.INVALID_PARAMS, f"id: expected a positive integer; got {raw[:40]!r}"
-            )
+        number = path_id(request)
         try:
-            return await self.db(self.store.get_node_by_id, int(raw))
+            return await self.db(self.store.get_node_by_id, number)
         except NotFoundError:
-            raise ApiError(ErrorCode.NODE_NOT_FOUND, f"node {raw} not found") from None
+            raise node_not_found(number) from None
 
     async def refresh_agents(self, node: Node) -> int:
         """Replace the node's stored agents with what its daemon lists now.
@@ -236,7 +247,10 @@ class Fleet:
         """
         with daemon_call(node, "ListAgents"):
             infos = await self.pool.list_agents(node)
-        return await self.db(self.store.replace_agents, node.node_id, infos, now=self.clock())
+        try:
+            return await self.db(self.store.replace_agents, node.node_id, infos, now=self.clock())
+        except NotFoundError:  # deleted meanwhile
+            raise node_not_found(node.node_id) from None
 
 
 # --------------------------------------------------------------------------- routes
@@ -278,7 +292,7 @@ class _NodeRoutes:
             try:
                 await self.fleet.db(self.fleet.store.delete_node, node.id)
             except NotFoundError:  # deleted meanwhile
-                raise ApiError(ErrorCode.NODE_NOT_FOUND, f"node {node.id} not found") from None
+                raise node_not_found(node.id) from None
         return ok({"message": f"node {node.node_id} deleted"})
 
     async def list_agents(self, request: Request) -> JSONResponse:
@@ -287,7 +301,7 @@ class _NodeRoutes:
         try:
             agents = await self.fleet.db(self.fleet.store.list_agents, node.node_id)
         except NotFoundError:
-            raise ApiError(ErrorCode.NODE_NOT_FOUND, f"node {node.node_id!r} not found") from None
+            raise node_not_found(node.node_id) from None
         return ok({"agents": [agent_json(agent) for agent in agents], "count": len(agents)})
 
     async def sync_agents(self, request: Request) -> JSONResponse:
@@ -310,7 +324,7 @@ class _NodeRoutes:
                 await self.fleet.pool.operate(node, agent_id, Operation(verb))
         try:
             await self.fleet.refresh_agents(node)
-        except ApiError as error:
+        except (ApiError, StoreError) as error:
             logger.info("agents of %s not refreshed after %s: %s", node_id, verb, error)
         return ok({"message": f"{verb} of agent {agent_id} done"})
 
