@@ -261,10 +261,9 @@ async def serve_manager(
     Raises:
         ManagerConfigError: A TLS file or the JWT secret file is unusable.
         StoreError: The database cannot be opened or migrated.
-        ListenError: The gRPC address cannot be bound.
-        OSError: The HTTP address cannot be bound.
+        ListenError: The gRPC or the HTTP address cannot be bound.
     """
-    from transport import Listener, open_grpc_loop, serve_grpc
+    from transport import Listener, ListenError, open_grpc_loop, serve_grpc
 
     from ._http._app import build_app, serve_http
     from ._ingest import Ingest, store_writer
@@ -313,7 +312,12 @@ async def serve_manager(
                 offline_after_s=config.node.offline_duration_minutes * 60,
             )
             serve_api = partial(serve_http, app, config.server.host, config.server.port)
-            binds = await nursery.start(serve_api)
+            try:
+                binds = await nursery.start(serve_api)
+            except* OSError as group:
+                problem = group.exceptions[0]
+                where = config.server.address
+                raise ListenError(f"cannot listen on {where!r} (HTTP): {problem}") from problem
             say(f"HTTP listening on {binds[0]}")
             await nursery.start(jobs_of(config, store).run)
             logger.info("Manager started: gRPC %s, HTTP %s, %s", grpc_address, binds[0], database)

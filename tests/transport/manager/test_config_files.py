@@ -96,7 +96,8 @@ def test_validation_and_file_problems_together(tmp_path: Path) -> None:
     # parse errors come alone: file checks run on a configuration that parsed
     assert len(found) == 1
     path.write_text(
-        "data_dir: blocker/data\ngrpc:\n  tls: {enabled: true, cert_file: no.pem, key_file: no.key}\n"
+        "data_dir: blocker/data\n"
+        "grpc:\n  tls: {enabled: true, cert_file: no.pem, key_file: no.key}\n"
     )
     assert load_issues(path) == [
         f"grpc.tls.cert_file: not found: '{tmp_path}/no.pem'",
@@ -243,3 +244,22 @@ def test_a_key_where_a_certificate_belongs(tmp_path: Path) -> None:
     assert caught.value.issues == (
         ("grpc.tls.cert_file", f"not a PEM file with a certificate: '{pki.server_key}'"),
     )
+
+
+def test_the_bundled_example_is_valid() -> None:
+    from importlib import resources
+
+    import yaml
+
+    path = resources.files("transport.manager.examples").joinpath("manager.yaml")
+    text = path.read_text()
+    config = parse_config(yaml.safe_load(text), source=str(path))
+    assert config.data_dir == "/var/lib/hostvisor-manager"
+    assert config.database.url == "sqlite:////var/lib/hostvisor-manager/manager.db"
+    assert config.warnings == (
+        "gRPC on 0.0.0.0:9090 without TLS: any host that reaches it can register nodes and"
+        " report for them (set grpc.tls)",
+    )
+    # Every key it writes is a default: the example documents, it changes nothing.
+    defaults = parse_config({"data_dir": "/var/lib/hostvisor-manager"})
+    assert config == defaults

@@ -1,0 +1,1 @@
+"""The bundled example configuration (``manager.yaml``), shipped as package data."""
