@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import argon2
 from hypothesis import given, strategies as st
 
 from tests.transport.manager.fleet_helpers import fleet, register
@@ -157,3 +158,32 @@ def test_shown_status(status: NodeStatus, seen: float | None, now: float, after:
     shown = shown_status(node, now=now, offline_after_s=after)
     expected = status is NodeStatus.ONLINE and seen is not None and now - seen <= after
     assert (shown is NodeStatus.ONLINE) == expected
+
+
+async def test_the_consoles_flow_with_a_login(tmp_path: Path, sock_dir: Path) -> None:
+    """As the original console: log in, read data.token, then the dashboard, the node list
+    and a node with `Authorization: Bearer <JWT>`; a bad token is 401 (it logs out)."""
+    async with fleet(tmp_path, sock_dir) as w:
+        stored = argon2.PasswordHasher().hash("console-pass")
+        await w.db(w.store.create_user, "ops", stored, role=Role.VIEWER, now=time.time())
+        await w.db(register, w.store, "web-1", labels={"env": "prod"})
+        body = {"username": "ops", "password": "console-pass"}
+        login = envelope(await w.client.post("/api/v1/auth/login", json=body))
+        assert login["user"]["username"] == "ops"
+        bearer = {"Authorization": f"Bearer {login['token']}"}
+
+        overview = envelope(await w.client.get("/api/v1/metrics/cluster/overview", headers=bearer))
+        aggregate = overview["aggregate"]
+        for key in ("avg_cpu", "total_memory_gb", "total_disk_gb"):
+            assert isinstance(aggregate[key], float)
+        assert aggregate["node_counts"] == {"total": 1, "online": 1, "offline": 0}
+        (row,) = overview["nodes"]
+        assert (row["node_id"], row["hostname"], row["ip"]) == ("web-1", "host-web-1", "127.0.0.1")
+        assert all(isinstance(row[k], float) for k in ("cpu_usage", "memory_usage", "disk_usage"))
+
+        listed = envelope(await w.client.get("/api/v1/nodes", headers=bearer))
+        assert listed["page_info"]["total"] == 1
+        node = envelope(await w.client.get("/api/v1/nodes/web-1", headers=bearer))["node"]
+        assert node["labels"] == {"env": "prod"} and node["status"] == "online"
+        bad = {"Authorization": "Bearer not.a.jwt"}
+        assert (await w.client.get("/api/v1/nodes", headers=bad)).status_code == 401
