@@ -18,6 +18,7 @@ whole transaction back: the database holds either the old states or the new ones
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,35 +72,54 @@ def _state_row(node_id: str, state: AgentStateRecord, now: float) -> dict[str, A
     }
 
 
+_LOCK_NODE = (
+    sa.select(nodes.c.id)
+    .where(nodes.c.node_id == sa.bindparam("node_id"))
+    .with_for_update(key_share=True)
+)
+_ALIVE_WHERE = (agents.c.node_id == sa.bindparam("b_node"), agents.c.status != GONE)
+_ALIVE = sa.select(agents.c.agent_id).where(*_ALIVE_WHERE)
+_MARK_GONE = (
+    sa.update(agents)
+    .where(*_ALIVE_WHERE, agents.c.agent_id.not_in(sa.bindparam("b_named", expanding=True)))
+    .values(status=GONE, pid=0, updated_at=sa.bindparam("b_now"))
+)
+_MARK_LISTED_GONE = (
+    sa.update(agents)
+    .where(*_ALIVE_WHERE, agents.c.agent_id.in_(sa.bindparam("b_listed", expanding=True)))
+    .values(status=GONE, pid=0, updated_at=sa.bindparam("b_now"))
+)
+
+
+@functools.cache
+def _upsert_agents(dialect: str) -> sa.Executable:
+    """The upsert of reported agents, keeping stored values for empty fields."""
+    stmt = insert(dialect, agents)
+    new = stmt.excluded
+
+    def keep_empty(name: str) -> sa.ColumnElement[Any]:
+        return sa.case((new[name] == "", agents.c[name]), else_=new[name])
+
+    return stmt.on_conflict_do_update(
+        index_elements=[agents.c.node_id, agents.c.agent_id],
+        set_={
+            "type": keep_empty("type"),
+            "version": keep_empty("version"),
+            "status": keep_empty("status"),
+            "pid": sa.case((sa.and_(new.status == "", new.pid == 0), agents.c.pid), else_=new.pid),
+            "last_heartbeat": sa.func.coalesce(new.last_heartbeat, agents.c.last_heartbeat),
+            "last_sync_time": new.last_sync_time,
+            "updated_at": new.updated_at,
+        },
+    )
+
+
 class AgentsMixin(StoreBase):
     """The agent methods of :class:`~transport.manager._store.Store`."""
 
-    def _upsert_agents_stmt(self) -> sa.Executable:
-        stmt = insert(self._dialect, agents)
-        new = stmt.excluded
-
-        def keep_empty(name: str) -> sa.ColumnElement[Any]:
-            return sa.case((new[name] == "", agents.c[name]), else_=new[name])
-
-        return stmt.on_conflict_do_update(
-            index_elements=[agents.c.node_id, agents.c.agent_id],
-            set_={
-                "type": keep_empty("type"),
-                "version": keep_empty("version"),
-                "status": keep_empty("status"),
-                "pid": sa.case(
-                    (sa.and_(new.status == "", new.pid == 0), agents.c.pid), else_=new.pid
-                ),
-                "last_heartbeat": sa.func.coalesce(new.last_heartbeat, agents.c.last_heartbeat),
-                "last_sync_time": new.last_sync_time,
-                "updated_at": new.updated_at,
-            },
-        )
-
     def _lock_node(self, conn: sa.Connection, node_id: str) -> None:
         """Lock the node's row for this transaction; NotFoundError if there is none."""
-        query = sa.select(nodes.c.id).where(nodes.c.node_id == node_id)
-        if conn.scalar(query.with_for_update(key_share=True)) is None:
+        if conn.scalar(_LOCK_NODE, {"node_id": node_id}) is None:
             raise node_not_found(node_id)
 
     def sync_agent_states(
@@ -130,7 +150,7 @@ class AgentsMixin(StoreBase):
         with self._write() as conn:
             self._lock_node(conn, node_id)
             if rows:
-                conn.execute(self._upsert_agents_stmt(), rows)
+                conn.execute(_upsert_agents(self._dialect), rows)
             if full:
                 self._mark_gone(conn, node_id, sorted(latest), now)
         return len(rows)
@@ -139,21 +159,14 @@ class AgentsMixin(StoreBase):
         self, conn: sa.Connection, node_id: str, named: Sequence[str], now: float
     ) -> None:
         """Mark the node's agents not in ``named`` gone (pid 0)."""
-        where = [agents.c.node_id == node_id, agents.c.status != GONE]
-        if len(named) > _MAX_NOT_IN:
-            # A long list: compare in Python rather than send thousands of parameters.
-            present = set(conn.scalars(sa.select(agents.c.agent_id).where(*where)))
-            missing = sorted(present - set(named))
-            for part in chunks(missing):
-                conn.execute(
-                    sa.update(agents)
-                    .where(*where, agents.c.agent_id.in_(part))
-                    .values(status=GONE, pid=0, updated_at=now)
-                )
+        if len(named) <= _MAX_NOT_IN:
+            conn.execute(_MARK_GONE, {"b_node": node_id, "b_named": list(named), "b_now": now})
             return
-        if named:
-            where.append(agents.c.agent_id.not_in(named))
-        conn.execute(sa.update(agents).where(*where).values(status=GONE, pid=0, updated_at=now))
+        # A long list: compare in Python rather than send thousands of parameters.
+        present = conn.scalars(_ALIVE, {"b_node": node_id})
+        missing = sorted(set(present) - set(named))
+        for part in chunks(missing):
+            conn.execute(_MARK_LISTED_GONE, {"b_node": node_id, "b_listed": part, "b_now": now})
 
     def replace_agents(self, node_id: str, infos: Sequence[AgentInfoRecord], *, now: float) -> int:
         """Store a node's ListAgents answer (the REST sync): a full sync of those agents.

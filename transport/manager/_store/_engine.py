@@ -70,6 +70,9 @@ IN_CHUNK = 500
 """At most this many values in one ``IN (...)`` list."""
 
 _READ_ONLY = "hostvisor_read_only"
+_KNOWN_NODES = sa.select(nodes.c.node_id).where(
+    nodes.c.node_id.in_(sa.bindparam("ids", expanding=True))
+)
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -182,6 +185,9 @@ def migrate(engine: sa.Engine) -> None:
 def insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     """An ``INSERT`` into ``table`` that can take ``ON CONFLICT`` clauses on ``dialect``.
 
+    Building a statement costs far more than running a cached one: the store builds each
+    hot statement once per dialect (``functools.cache``) and passes values as parameters.
+
     Args:
         dialect: ``"sqlite"`` or ``"postgresql"``.
         table: The table.
@@ -234,8 +240,7 @@ class StoreBase:
         wanted = sorted(set(node_ids))
         known: set[str] = set()
         for part in chunks(wanted):
-            query = sa.select(nodes.c.node_id).where(nodes.c.node_id.in_(part))
-            known.update(conn.scalars(query))
+            known.update(conn.scalars(_KNOWN_NODES, {"ids": part}))
         return known
 
     @contextlib.contextmanager

@@ -20,6 +20,7 @@ whole day partitions are dropped (``._partitions``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,31 @@ def _by_type(rows: Sequence[MetricRow]) -> dict[str, MetricRow | None]:
     for row in rows:
         latest[row.type] = row
     return latest
+
+
+@functools.cache
+def _insert_new(dialect: str) -> sa.Executable:
+    """Insert points, ignoring stored ones; returns the keys and ids of the new rows."""
+    return (
+        insert(dialect, metrics)
+        .on_conflict_do_nothing(
+            index_elements=[metrics.c.node_id, metrics.c.type, metrics.c.timestamp]
+        )
+        .returning(metrics.c.id, metrics.c.node_id, metrics.c.type, metrics.c.timestamp)
+    )
+
+
+@functools.cache
+def _move_latest(dialect: str) -> sa.Executable:
+    """Upsert ``metrics_latest`` rows, never replacing a newer one."""
+    stmt = insert(dialect, metrics_latest)
+    return stmt.on_conflict_do_update(
+        index_elements=[metrics_latest.c.node_id, metrics_latest.c.type],
+        set_={
+            name: stmt.excluded[name] for name in ("metric_id", "timestamp", "values", "created_at")
+        },
+        where=metrics_latest.c.timestamp < stmt.excluded.timestamp,
+    )
 
 
 class MetricsMixin(StoreBase):
@@ -122,9 +148,6 @@ class MetricsMixin(StoreBase):
         self, conn: sa.Connection, owner: Mapping[_Key, tuple[int, MetricPoint]], now: float
     ) -> list[_Key]:
         """Insert the points; return the keys of the new rows (and move the latest)."""
-        stmt = insert(self._dialect, metrics).on_conflict_do_nothing(
-            index_elements=[metrics.c.node_id, metrics.c.type, metrics.c.timestamp]
-        )
         params = [
             {
                 "node_id": key[0],
@@ -135,12 +158,9 @@ class MetricsMixin(StoreBase):
             }
             for key in sorted(owner)
         ]
-        returning = stmt.returning(
-            metrics.c.id, metrics.c.node_id, metrics.c.type, metrics.c.timestamp
-        )
         new: dict[_Key, int] = {
             (row.node_id, row.type, row.timestamp): row.id
-            for row in conn.execute(returning, params)
+            for row in conn.execute(_insert_new(self._dialect), params)
         }
         newest: dict[tuple[str, str], _Key] = {}
         for key in new:
@@ -148,17 +168,8 @@ class MetricsMixin(StoreBase):
             if current is None or current[2] < key[2]:
                 newest[key[:2]] = key
         if newest:
-            latest = insert(self._dialect, metrics_latest)
-            latest = latest.on_conflict_do_update(
-                index_elements=[metrics_latest.c.node_id, metrics_latest.c.type],
-                set_={
-                    name: latest.excluded[name]
-                    for name in ("metric_id", "timestamp", "values", "created_at")
-                },
-                where=metrics_latest.c.timestamp < latest.excluded.timestamp,
-            )
             conn.execute(
-                latest,
+                _move_latest(self._dialect),
                 [
                     {
                         "node_id": key[0],

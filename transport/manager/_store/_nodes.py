@@ -13,6 +13,7 @@ so each node is reported by exactly one of several Managers running it at once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,7 @@ class NodesMixin(StoreBase):
         Raises:
             StoreError: The database failed.
         """
-        values = {
+        values: dict[str, Any] = {
             "node_id": reg.node_id,
             "hostname": reg.hostname,
             "ip": reg.ip,
@@ -101,15 +102,11 @@ class NodesMixin(StoreBase):
             "grpc_port": grpc_port,
             "last_seen_at": now,
             "register_at": now,
+            "created_at": now,
             "updated_at": now,
         }
-        stmt = insert(self._dialect, nodes).values(created_at=now, **values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[nodes.c.node_id],
-            set_={name: stmt.excluded[name] for name in values if name != "node_id"},
-        )
         with self._write() as conn:
-            return node_from_row(conn.execute(stmt.returning(*nodes.c)).one()._mapping)
+            return node_from_row(conn.execute(_register(self._dialect), values).one()._mapping)
 
     def heartbeat(self, node_id: str, *, now: float) -> bool:
         """Mark a known node online and seen ``now``.
@@ -178,26 +175,11 @@ class NodesMixin(StoreBase):
         """Apply heartbeats; return the node ids that were created."""
         known = self._known_nodes(conn, latest)
         if known:
-            stmt = (
-                sa.update(nodes)
-                .where(nodes.c.node_id == sa.bindparam("b_node"))
-                .values(
-                    status=_ONLINE, last_seen_at=sa.bindparam("b_t"), updated_at=sa.bindparam("b_t")
-                )
-            )
-            conn.execute(stmt, [{"b_node": n, "b_t": latest[n]} for n in sorted(known)])
+            conn.execute(_HEARTBEAT, [{"b_node": n, "b_t": latest[n]} for n in sorted(known)])
         unknown = sorted(set(latest) - known)
         if unknown:
-            ins = insert(self._dialect, nodes)
-            ins = ins.on_conflict_do_update(
-                index_elements=[nodes.c.node_id],
-                set_={
-                    "status": _ONLINE,
-                    "last_seen_at": ins.excluded.last_seen_at,
-                    "updated_at": ins.excluded.updated_at,
-                },
-            )
-            conn.execute(ins, [_unknown_node(n, latest[n]) for n in unknown])
+            rows = [_unknown_node(n, latest[n]) for n in unknown]
+            conn.execute(_create_from_heartbeat(self._dialect), rows)
         return set(unknown)
 
     def mark_offline(self, *, cutoff: float, now: float) -> list[str]:
@@ -312,6 +294,36 @@ class NodesMixin(StoreBase):
             conn.execute(sa.delete(metrics).where(metrics.c.node_id == node_id))
             row = conn.execute(sa.delete(nodes).where(nodes.c.id == id).returning(*nodes.c)).one()
         return node_from_row(row._mapping)
+
+
+_HEARTBEAT = (
+    sa.update(nodes)
+    .where(nodes.c.node_id == sa.bindparam("b_node"))
+    .values(status=_ONLINE, last_seen_at=sa.bindparam("b_t"), updated_at=sa.bindparam("b_t"))
+)
+
+
+@functools.cache
+def _register(dialect: str) -> sa.Executable:
+    stmt = insert(dialect, nodes)
+    kept = ("id", "node_id", "created_at")
+    return stmt.on_conflict_do_update(
+        index_elements=[nodes.c.node_id],
+        set_={c.name: stmt.excluded[c.name] for c in nodes.c if c.name not in kept},
+    ).returning(*nodes.c)
+
+
+@functools.cache
+def _create_from_heartbeat(dialect: str) -> sa.Executable:
+    stmt = insert(dialect, nodes)
+    return stmt.on_conflict_do_update(
+        index_elements=[nodes.c.node_id],
+        set_={
+            "status": _ONLINE,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
 
 
 def _unknown_node(node_id: str, now: float) -> dict[str, Any]:
