@@ -53,7 +53,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 from google.protobuf.message import Message
@@ -86,11 +86,13 @@ from ._pool_policy import (
     DEFAULT_DAEMON_PORT,
     Disposition,
     Slot,
+    UpdateStatus,
     disposition,
     idle_expired,
     next_idle_deadline,
     over_cap,
     target_of,
+    update_status,
 )
 
 if TYPE_CHECKING:
@@ -124,31 +126,9 @@ KEEPALIVE_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 16 << 20
 """The largest response accepted (1000 log lines of a chatty agent fit many times)."""
 
-_UPDATE_STATES = {
-    hostvisor_pb2.UPDATE_STATE_PENDING: "pending",
-    hostvisor_pb2.UPDATE_STATE_RUNNING: "running",
-    hostvisor_pb2.UPDATE_STATE_SUCCEEDED: "succeeded",
-    hostvisor_pb2.UPDATE_STATE_FAILED: "failed",
-    hostvisor_pb2.UPDATE_STATE_ROLLED_BACK: "rolled_back",
-}
-
 
 class DaemonAnswerError(ManagerError):
     """A daemon answered with a message that breaks the contract (an invalid field)."""
-
-
-class UpdateStatus(NamedTuple):
-    """What a daemon says of an update it accepted (GetUpdateResult).
-
-    Attributes:
-        state: ``pending``, ``running``, ``succeeded``, ``failed``, ``rolled_back`` (or
-            ``unknown`` for a state this Manager does not know).
-        message: For humans: the error of a failure or rollback, what a success
-            installed; empty while pending or running.
-    """
-
-    state: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +249,7 @@ class DaemonPool:
         self._default_port = default_port
         self._options = tuple({**dict(_options(keepalive_s)), **dict(options)}.items())
         self._nursery: trio.Nursery | None = None
-        self._state = "new"  # new -> running -> stopped
+        self._state = "new"  # new -> running -> stopping -> stopped
         self._entries: dict[str, _Entry] = {}  # the pool's channels by target, LRU first
         self._retiring: set[_Entry] = set()  # evicted, still in use
         self._live: set[_Entry] = set()  # owner task running (channel not yet closed)
@@ -296,7 +276,10 @@ class DaemonPool:
                 self._nursery = nursery
                 self._state = "running"
                 task_status.started()
-                await self._expire_idle()
+                try:
+                    await self._expire_idle()
+                finally:
+                    self._state = "stopping"  # no new call while the channels close
         finally:
             self._state = "stopped"
             self._nursery = None
@@ -448,7 +431,7 @@ class DaemonPool:
         """
         request = hostvisor_pb2.GetUpdateResultRequest(update_id=update_id)
         reply = await self._call(node, HostvisorService.GetUpdateResult, request, self._timeout_s)
-        return _update_status(reply.response)
+        return update_status(reply.response)
 
     # -- machinery ------------------------------------------------------------------------
 
@@ -541,6 +524,8 @@ class DaemonPool:
                     self._discard(entry)
                     if isinstance(exc, RuntimeError):  # the nursery closed: run stopped
                         raise ManagerError("the daemon pool is not running") from exc
+                    if isinstance(exc, Exception):
+                        raise ManagerError(f"cannot open a channel to {target}: {exc}") from exc
                     raise
                 finally:
                     entry.ready.set()
@@ -634,6 +619,8 @@ class DaemonPool:
     def _trim(self) -> None:
         """Close least recently used idle channels while more than the cap are open."""
         open_total = len(self._entries) + len(self._retiring)
+        if open_total <= self._max_channels:
+            return
         for target in over_cap(self._slots(), open_total=open_total, cap=self._max_channels):
             self._close(target, "lru")
 
@@ -659,20 +646,3 @@ def _converted(
         return [convert(message) for message in messages]
     except InvalidMessageError as exc:
         raise DaemonAnswerError(f"node {node.node_id}: {method} answered {exc}") from exc
-
-
-def _update_status(result: hostvisor_pb2.UpdateResult) -> UpdateStatus:
-    """GetUpdateResult's answer as a state and a message."""
-    state = _UPDATE_STATES.get(result.state, "unknown")
-    if state == "succeeded":
-        message = f"installed {result.new_version}" if result.new_version else "installed"
-        if result.restart_required:
-            message += "; the daemon restarts to run it"
-    elif state in ("failed", "rolled_back"):
-        cause = " ".join(part for part in (result.code, result.reason) if part)
-        message = ": ".join(part for part in (cause, result.error) if part) or state
-        if result.restored_version:
-            message += f" (restored {result.restored_version})"
-    else:
-        message = ""
-    return UpdateStatus(state, message)

@@ -12,6 +12,8 @@ clock, what to do. Rules written down here and nowhere else:
   long as every channel is busy (calls are never made to wait for a free channel).
 * **Least recently used first.** Among idle slots, the one with the oldest ``last_used``
   is closed first; ties go to the earlier slot in the sequence given.
+* **What an update's result says** (:func:`update_status`): the daemon's UpdateResult as a
+  state the Manager stores and one line for people.
 * **What a status means** (:func:`disposition`): ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``
   mean the daemon could not be reached (or not in time), and the channel is evicted so
   that the next call dials afresh instead of waiting out grpc's reconnect backoff on a
@@ -26,18 +28,22 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from transport._errors import StatusCode
+from transport._pb.hostvisor.v1 import hostvisor_pb2
 
 __all__ = [
     "DEFAULT_DAEMON_PORT",
     "Disposition",
     "Slot",
+    "UpdateStatus",
     "disposition",
     "idle_expired",
     "next_idle_deadline",
     "over_cap",
     "target_of",
+    "update_status",
 ]
 
 DEFAULT_DAEMON_PORT = 9091
@@ -163,3 +169,52 @@ def target_of(ip: str, port: int | None, *, default_port: int = DEFAULT_DAEMON_P
     except ValueError:
         is_v6 = False
     return f"[{bare}]:{chosen}" if is_v6 else f"{bare}:{chosen}"
+
+
+class UpdateStatus(NamedTuple):
+    """What a daemon says of an update it accepted (GetUpdateResult).
+
+    Attributes:
+        state: ``pending``, ``running``, ``succeeded``, ``failed``, ``rolled_back`` (or
+            ``unknown`` for a state this Manager does not know).
+        message: For people: what a success installed, why a failure or rollback
+            happened; empty while pending or running.
+    """
+
+    state: str
+    message: str
+
+
+_UPDATE_STATES = {
+    hostvisor_pb2.UPDATE_STATE_PENDING: "pending",
+    hostvisor_pb2.UPDATE_STATE_RUNNING: "running",
+    hostvisor_pb2.UPDATE_STATE_SUCCEEDED: "succeeded",
+    hostvisor_pb2.UPDATE_STATE_FAILED: "failed",
+    hostvisor_pb2.UPDATE_STATE_ROLLED_BACK: "rolled_back",
+}
+
+
+def update_status(result: hostvisor_pb2.UpdateResult) -> UpdateStatus:
+    """GetUpdateResult's answer as a state and a message.
+
+    Args:
+        result: The daemon's answer.
+
+    Returns:
+        The state; the message: ``installed {new_version}`` (and that the daemon restarts
+        for a self-update) for a success, ``{code} {reason}: {error}`` and what a rollback
+        restored for a failure or rollback, empty otherwise.
+    """
+    state = _UPDATE_STATES.get(result.state, "unknown")
+    if state == "succeeded":
+        message = f"installed {result.new_version}" if result.new_version else "installed"
+        if result.restart_required:
+            message += "; the daemon restarts to run it"
+    elif state in ("failed", "rolled_back"):
+        cause = " ".join(part for part in (result.code, result.reason) if part)
+        message = ": ".join(part for part in (cause, result.error) if part) or state
+        if result.restored_version:
+            message += f" (restored {result.restored_version})"
+    else:
+        message = ""
+    return UpdateStatus(state, message)

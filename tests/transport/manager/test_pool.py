@@ -16,14 +16,18 @@ from supervisor import AgentSpec, AgentState, HealthCheckSpec, Supervisor, open_
 from tests.supervisor.helpers import free_port, shell_agent, wait_for_file, wait_until
 from tests.transport.daemon.grpc_helpers import SAFETY_S, make_pki, serving
 from transport import (
+    CallContext,
     ClientTls,
+    DaemonService,
     Listener,
     Operation,
     RemoteError,
     ServerTls,
     StatusCode,
+    daemon_pb2,
     open_grpc_loop,
     serve_grpc,
+    unary_route,
 )
 from transport.daemon._config import DaemonConfig, DaemonSpec
 from transport.daemon._service import Backend, DaemonServiceHandlers
@@ -150,6 +154,26 @@ async def test_an_unreachable_daemon_fails_at_once(tmp_path: Path) -> None:
             await pool.agent_logs(Node(id=2, node_id="n2", ip=""), "a1", 10)
         stats = pool.statistics()
         assert (stats.calls, stats.failures, stats.unreachable, stats.evictions) == (2, 2, 2, 1)
+
+
+async def test_a_daemon_too_slow_to_answer_is_unreachable(tmp_path: Path) -> None:
+    """A daemon that never answers: DEADLINE_EXCEEDED after the pool's timeout becomes
+    DaemonUnreachableError, and the channel is evicted."""
+
+    async def hang(request: object, ctx: CallContext) -> daemon_pb2.ListAgentsResponse:
+        await trio.sleep_forever()
+
+    route = unary_route(DaemonService.ListAgents, hang)
+    async with open_grpc_loop(), trio.open_nursery() as nursery:
+        serve = partial(serve_grpc, [route], [Listener("127.0.0.1:0")], grace_s=0)
+        (address,) = await nursery.start(serve)
+        async with running(DaemonPool(timeout_s=0.2)) as pool:
+            with pytest.raises(DaemonUnreachableError) as caught:
+                await pool.list_agents(node(address))
+            cause = caught.value.__cause__
+            assert isinstance(cause, RemoteError) and cause.status is StatusCode.DEADLINE_EXCEEDED
+            assert pool.targets() == [] and pool.statistics().evictions == 1
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_cap_closes_the_least_recently_used_idle_channel(tmp_path: Path) -> None:

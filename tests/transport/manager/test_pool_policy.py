@@ -7,7 +7,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from transport import StatusCode
+from transport import StatusCode, hostvisor_pb2 as h
 from transport.manager._pool_policy import (
     Disposition,
     Slot,
@@ -16,6 +16,7 @@ from transport.manager._pool_policy import (
     next_idle_deadline,
     over_cap,
     target_of,
+    update_status,
 )
 
 times = st.floats(min_value=0, max_value=1e6, allow_nan=False)
@@ -123,3 +124,37 @@ def test_target_of_round_trips_every_address(address: object, port: int) -> None
     assert int(text) == port
     assert ipaddress.ip_address(host.strip("[]")) == address
     assert host.startswith("[") == (":" in str(address))
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (h.UpdateResult(state=h.UPDATE_STATE_PENDING), ("pending", "")),
+        (h.UpdateResult(state=h.UPDATE_STATE_RUNNING, new_version="2"), ("running", "")),
+        (
+            h.UpdateResult(state=h.UPDATE_STATE_SUCCEEDED, new_version="1.2.0"),
+            ("succeeded", "installed 1.2.0"),
+        ),
+        (
+            h.UpdateResult(state=h.UPDATE_STATE_SUCCEEDED, new_version="3", restart_required=True),
+            ("succeeded", "installed 3; the daemon restarts to run it"),
+        ),
+        (
+            h.UpdateResult(
+                state=h.UPDATE_STATE_FAILED, code="D4002", reason="hash_mismatch", error="bad hash"
+            ),
+            ("failed", "D4002 hash_mismatch: bad hash"),
+        ),
+        (
+            h.UpdateResult(
+                state=h.UPDATE_STATE_ROLLED_BACK, error="trial failed", restored_version="1.0"
+            ),
+            ("rolled_back", "trial failed (restored 1.0)"),
+        ),
+        (h.UpdateResult(state=h.UPDATE_STATE_FAILED), ("failed", "failed")),
+        (h.UpdateResult(state=h.UPDATE_STATE_UNSPECIFIED), ("unknown", "")),
+    ],
+)
+def test_update_status(result: h.UpdateResult, expected: tuple[str, str]) -> None:
+    """Each state by its Manager name; the message says what was installed, or why not."""
+    assert update_status(result) == expected

@@ -62,6 +62,7 @@ async def test_push_update_accepted_then_refused(world: World) -> None:
     async with open_grpc_loop(), running(DaemonPool()) as pool:
         assert await push(pool, node, message, "rollout-1") == "rollout-1"
         assert await finished(pool, node, "rollout-1") == ("succeeded", "installed 1.11.0")
+        assert await world.running_version() == "1.11.0"
         assert (await pool.list_agents(node))[0].version == "1.11.0"
 
         other = push_message(world, agent_script("1.12.0"))
