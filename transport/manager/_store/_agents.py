@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from transport.manager._errors import NotFoundError
 from transport.manager._model import GONE, Agent
 
-from ._engine import StoreBase, chunks, insert, node_not_found, seconds
+from ._engine import StoreBase, chunks, insert, node_not_found, record
 from ._schema import agents, nodes
 
 if TYPE_CHECKING:
@@ -41,20 +41,7 @@ _MAX_NOT_IN = 1000
 
 def agent_from_row(row: Mapping[Any, Any]) -> Agent:
     """An :class:`Agent` from an ``agents`` row."""
-    return Agent(
-        id=row["id"],
-        node_id=row["node_id"],
-        agent_id=row["agent_id"],
-        type=row["type"],
-        version=row["version"],
-        status=row["status"],
-        config=row["config"],
-        pid=row["pid"],
-        last_heartbeat=seconds(row["last_heartbeat"]),
-        last_sync_time=seconds(row["last_sync_time"]),
-        created_at=seconds(row["created_at"]),
-        updated_at=seconds(row["updated_at"]),
-    )
+    return record(Agent, row)
 
 
 def _state_row(node_id: str, state: AgentStateRecord, now: float) -> dict[str, Any]:
@@ -206,8 +193,7 @@ class AgentsMixin(StoreBase):
             StoreError: The database failed.
         """
         with self._read() as conn:
-            if not self._known_nodes(conn, [node_id]):
-                raise node_not_found(node_id)
+            self._require_node(conn, node_id)
             rows = conn.execute(
                 sa.select(agents).where(agents.c.node_id == node_id).order_by(agents.c.agent_id)
             )
@@ -225,8 +211,7 @@ class AgentsMixin(StoreBase):
                 sa.select(agents).where(agents.c.node_id == node_id, agents.c.agent_id == agent_id)
             ).first()
             if row is None:
-                if not self._known_nodes(conn, [node_id]):
-                    raise node_not_found(node_id)
+                self._require_node(conn, node_id)
                 raise NotFoundError(f"node {node_id} has no agent {agent_id}")
         return agent_from_row(row._mapping)
 

@@ -27,10 +27,11 @@ Theory of operation:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -39,6 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from transport.manager._errors import ConflictError, NotFoundError, StoreError
+from transport.manager._model import Page
 
 from ._schema import nodes
 
@@ -51,11 +53,13 @@ __all__ = [
     "insert",
     "migrate",
     "node_not_found",
-    "seconds",
+    "page_bounds",
+    "record",
     "translated",
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MIGRATION_LOCK = 0x68760001
 """The PostgreSQL advisory lock held while migrations run (one Manager migrates)."""
@@ -235,6 +239,40 @@ class StoreBase:
             conn.execution_options(**{_READ_ONLY: True})
             yield conn
 
+    def _first(self, query: sa.Select[Any], missing: StoreError) -> Mapping[Any, Any]:
+        """The first row of ``query``; raises ``missing`` when there is none."""
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise missing
+        return row._mapping
+
+    def _page(
+        self,
+        query: sa.Select[Any],
+        convert: Callable[[Mapping[Any, Any]], T],
+        *,
+        page: int,
+        page_size: int,
+    ) -> Page[T]:
+        """One page of ``query`` (ordered), with the count of all its rows.
+
+        Raises:
+            ValueError: ``page`` or ``page_size`` below 1.
+        """
+        offset, limit = page_bounds(page, page_size)
+        counted = sa.select(sa.func.count()).select_from(query.order_by(None).subquery())
+        with self._read() as conn:
+            total = conn.scalar(counted) or 0
+            rows = conn.execute(query.offset(offset).limit(limit)).all()
+        items = tuple(convert(row._mapping) for row in rows)
+        return Page(items=items, page=page, page_size=page_size, total=total)
+
+    def _require_node(self, conn: sa.Connection, node_id: str) -> None:
+        """NotFoundError unless ``node_id`` is registered."""
+        if not self._known_nodes(conn, [node_id]):
+            raise node_not_found(node_id)
+
     def _known_nodes(self, conn: sa.Connection, node_ids: Iterable[str]) -> set[str]:
         """Which of ``node_ids`` are registered."""
         wanted = sorted(set(node_ids))
@@ -287,12 +325,55 @@ def node_not_found(node_id: str) -> NotFoundError:
     return NotFoundError(f"node {node_id} is not registered")
 
 
-@overload
-def seconds(value: float) -> float: ...
-@overload
-def seconds(value: None) -> None: ...
-@overload
-def seconds(value: float | None) -> float | None: ...
-def seconds(value: float | None) -> float | None:
-    """A stored time as a float (SQLite's ``RETURNING`` may give a whole REAL as an int)."""
-    return None if value is None else float(value)
+_TIMES = frozenset(
+    {
+        "at",
+        "created_at",
+        "expires_at",
+        "last_heartbeat",
+        "last_login_at",
+        "last_seen_at",
+        "last_sync_time",
+        "last_used_at",
+        "register_at",
+        "revoked_at",
+        "updated_at",
+    }
+)
+"""Columns of unix seconds (SQLite's ``RETURNING`` may give a whole REAL as an int)."""
+
+
+_FIELDS: dict[type[Any], tuple[str, ...]] = {}
+
+
+def record(cls: type[R], row: Mapping[Any, Any], **given: Any) -> R:
+    """A record (a dataclass of ``_model``) from a row: each field from its column.
+
+    Args:
+        cls: The record class.
+        row: The row's mapping.
+        **given: Fields computed by the caller (enums, read-only mappings, ...).
+
+    Returns:
+        The record; times are floats, fields without a column take their defaults.
+    """
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+    values = dict(given)
+    for name in names:
+        if name not in values and name in row:
+            value = row[name]
+            values[name] = float(value) if name in _TIMES and value is not None else value
+    return cls(**values)
+
+
+def page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    """``(offset, limit)`` of a page counted from 1.
+
+    Raises:
+        ValueError: ``page`` or ``page_size`` below 1.
+    """
+    if page < 1 or page_size < 1:
+        raise ValueError(f"page and page_size start at 1; got {page}, {page_size}")
+    return (page - 1) * page_size, page_size

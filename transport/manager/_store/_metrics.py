@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from transport.manager._model import MetricRow, Node
 
 from . import _partitions
-from ._engine import StoreBase, insert, node_not_found, seconds, translated
+from ._engine import StoreBase, insert, node_not_found, record, translated
 from ._nodes import node_from_row
 from ._schema import metrics, metrics_latest, nodes
 
@@ -46,14 +46,8 @@ _Key = tuple[str, str, int]
 
 
 def _row(row: Mapping[Any, Any], id_column: str = "id") -> MetricRow:
-    return MetricRow(
-        id=row[id_column],
-        node_id=row["node_id"],
-        type=row["type"],
-        timestamp=row["timestamp"],
-        values=MappingProxyType(dict(row["values"])),
-        created_at=seconds(row["created_at"]),
-    )
+    values = MappingProxyType(dict(row["values"]))
+    return record(MetricRow, row, id=row[id_column], values=values)
 
 
 def _by_type(rows: Sequence[MetricRow]) -> dict[str, MetricRow | None]:
@@ -61,6 +55,9 @@ def _by_type(rows: Sequence[MetricRow]) -> dict[str, MetricRow | None]:
     for row in rows:
         latest[row.type] = row
     return latest
+
+
+_LATEST_STANDARD = sa.select(metrics_latest).where(metrics_latest.c.type.in_(STANDARD_TYPES))
 
 
 @functools.cache
@@ -195,8 +192,7 @@ class MetricsMixin(StoreBase):
             StoreError: The database failed.
         """
         with self._read() as conn:
-            if not self._known_nodes(conn, [node_id]):
-                raise node_not_found(node_id)
+            self._require_node(conn, node_id)
             rows = conn.execute(
                 sa.select(metrics_latest).where(
                     metrics_latest.c.node_id == node_id,
@@ -213,8 +209,7 @@ class MetricsMixin(StoreBase):
             StoreError: The database failed.
         """
         with self._read() as conn:
-            if not self._known_nodes(conn, [node_id]):
-                raise node_not_found(node_id)
+            self._require_node(conn, node_id)
             rows = conn.execute(
                 sa.select(metrics)
                 .where(
@@ -223,8 +218,8 @@ class MetricsMixin(StoreBase):
                     metrics.c.timestamp.between(start, end),
                 )
                 .order_by(metrics.c.timestamp)
-            )
-            return [_row(row._mapping) for row in rows]
+            ).all()
+        return [_row(row._mapping) for row in rows]
 
     def cluster_overview(self) -> list[tuple[Node, dict[str, MetricRow | None]]]:
         """Every node (by id) with its newest row of each standard type.
@@ -233,14 +228,12 @@ class MetricsMixin(StoreBase):
             StoreError: The database failed.
         """
         with self._read() as conn:
-            all_nodes = [node_from_row(r._mapping) for r in conn.execute(sa.select(nodes))]
-            latest: dict[str, list[MetricRow]] = {}
-            rows = conn.execute(
-                sa.select(metrics_latest).where(metrics_latest.c.type.in_(STANDARD_TYPES))
-            )
-            for row in rows:
-                latest.setdefault(row.node_id, []).append(_row(row._mapping, "metric_id"))
-        all_nodes.sort(key=lambda node: node.id)
+            found = conn.execute(sa.select(nodes).order_by(nodes.c.id)).all()
+            rows = conn.execute(_LATEST_STANDARD).all()
+        all_nodes = [node_from_row(row._mapping) for row in found]
+        latest: dict[str, list[MetricRow]] = {}
+        for row in rows:
+            latest.setdefault(row.node_id, []).append(_row(row._mapping, "metric_id"))
         return [(node, _by_type(latest.get(node.node_id, []))) for node in all_nodes]
 
     def purge_metrics(self, *, before: int, batch: int = 5000) -> int:

@@ -23,13 +23,13 @@ import sqlalchemy as sa
 from transport.manager._errors import NotFoundError
 from transport.manager._model import Node, NodeStatus, Page
 
-from ._engine import StoreBase, insert, node_not_found, seconds
+from ._engine import StoreBase, insert, node_not_found, record
 from ._schema import metrics, nodes
 
 if TYPE_CHECKING:
     from transport import NodeRegistration
 
-__all__ = ["UNKNOWN", "NodesMixin", "node_from_row", "page_bounds"]
+__all__ = ["UNKNOWN", "NodesMixin", "node_from_row"]
 
 UNKNOWN = "unknown"
 """hostname, ip, os and arch of a node created from a heartbeat (as the original)."""
@@ -40,34 +40,8 @@ _OFFLINE = NodeStatus.OFFLINE.value
 
 def node_from_row(row: Mapping[Any, Any]) -> Node:
     """A :class:`Node` from a ``nodes`` row."""
-    return Node(
-        id=row["id"],
-        node_id=row["node_id"],
-        hostname=row["hostname"],
-        ip=row["ip"],
-        os=row["os"],
-        arch=row["arch"],
-        labels=MappingProxyType(dict(row["labels"] or {})),
-        daemon_version=row["daemon_version"],
-        agent_version=row["agent_version"],
-        status=NodeStatus(row["status"]),
-        grpc_port=row["grpc_port"],
-        last_seen_at=seconds(row["last_seen_at"]),
-        register_at=seconds(row["register_at"]),
-        created_at=seconds(row["created_at"]),
-        updated_at=seconds(row["updated_at"]),
-    )
-
-
-def page_bounds(page: int, page_size: int) -> tuple[int, int]:
-    """``(offset, limit)`` of a page counted from 1.
-
-    Raises:
-        ValueError: ``page`` or ``page_size`` below 1.
-    """
-    if page < 1 or page_size < 1:
-        raise ValueError(f"page and page_size start at 1; got {page}, {page_size}")
-    return (page - 1) * page_size, page_size
+    labels = MappingProxyType(dict(row["labels"] or {}))
+    return record(Node, row, status=NodeStatus(row["status"]), labels=labels)
 
 
 class NodesMixin(StoreBase):
@@ -213,11 +187,8 @@ class NodesMixin(StoreBase):
             NotFoundError: No such node.
             StoreError: The database failed.
         """
-        with self._read() as conn:
-            row = conn.execute(sa.select(nodes).where(nodes.c.node_id == node_id)).first()
-        if row is None:
-            raise node_not_found(node_id)
-        return node_from_row(row._mapping)
+        query = sa.select(nodes).where(nodes.c.node_id == node_id)
+        return node_from_row(self._first(query, node_not_found(node_id)))
 
     def get_node_by_id(self, id: int) -> Node:
         """The node with the numeric ``id`` (the REST API's ``:id``).
@@ -226,11 +197,8 @@ class NodesMixin(StoreBase):
             NotFoundError: No such node.
             StoreError: The database failed.
         """
-        with self._read() as conn:
-            row = conn.execute(sa.select(nodes).where(nodes.c.id == id)).first()
-        if row is None:
-            raise NotFoundError(f"no node has id {id}")
-        return node_from_row(row._mapping)
+        query = sa.select(nodes).where(nodes.c.id == id)
+        return node_from_row(self._first(query, NotFoundError(f"no node has id {id}")))
 
     def list_nodes(
         self, *, page: int, page_size: int, status: NodeStatus | None = None
@@ -249,15 +217,10 @@ class NodesMixin(StoreBase):
             ValueError: ``page`` or ``page_size`` below 1.
             StoreError: The database failed.
         """
-        offset, limit = page_bounds(page, page_size)
-        where = [] if status is None else [nodes.c.status == status.value]
-        with self._read() as conn:
-            total = conn.scalar(sa.select(sa.func.count()).select_from(nodes).where(*where))
-            rows = conn.execute(
-                sa.select(nodes).where(*where).order_by(nodes.c.id).offset(offset).limit(limit)
-            )
-            items = tuple(node_from_row(row._mapping) for row in rows)
-        return Page(items=items, page=page, page_size=page_size, total=total or 0)
+        query = sa.select(nodes).order_by(nodes.c.id)
+        if status is not None:
+            query = query.where(nodes.c.status == status.value)
+        return self._page(query, node_from_row, page=page, page_size=page_size)
 
     def node_counts(self) -> dict[str, int]:
         """How many nodes there are: ``{"total", "online", "offline"}``.

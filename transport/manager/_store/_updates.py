@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from transport.manager._errors import NotFoundError
 from transport.manager._model import Page, UpdateJob, UpdateTarget
 
-from ._engine import StoreBase, seconds
-from ._nodes import page_bounds
+from ._engine import StoreBase, page_bounds, record
 from ._schema import update_jobs, update_targets
 
 __all__ = ["PENDING", "UpdatesMixin"]
@@ -26,13 +25,7 @@ PENDING = "pending"
 
 
 def _target(row: Mapping[Any, Any]) -> UpdateTarget:
-    return UpdateTarget(
-        node_id=row["node_id"],
-        state=row["state"],
-        update_id=row["update_id"],
-        message=row["message"],
-        updated_at=seconds(row["updated_at"]),
-    )
+    return record(UpdateTarget, row)
 
 
 def _jobs(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[UpdateJob]:
@@ -47,19 +40,7 @@ def _jobs(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[UpdateJob]:
         )
         for target in conn.execute(query):
             targets.setdefault(target.job_id, []).append(_target(target._mapping))
-    return [
-        UpdateJob(
-            id=row.id,
-            created_at=seconds(row.created_at),
-            actor=row.actor,
-            component=row.component,
-            version=row.version,
-            download_url=row.download_url,
-            hash=row.hash,
-            targets=tuple(targets.get(row.id, ())),
-        )
-        for row in rows
-    ]
+    return [record(UpdateJob, row._mapping, targets=tuple(targets.get(row.id, ()))) for row in rows]
 
 
 class UpdatesMixin(StoreBase):

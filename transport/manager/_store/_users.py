@@ -19,53 +19,22 @@ import sqlalchemy as sa
 from transport.manager._errors import ConflictError, NotFoundError
 from transport.manager._model import ApiToken, AuditEntry, Page, Role, User, UserStatus
 
-from ._engine import StoreBase, seconds
-from ._nodes import page_bounds
+from ._engine import StoreBase, record
 from ._schema import api_tokens, audit_log, users
 
 __all__ = ["UsersMixin"]
 
 
 def _user(row: Mapping[Any, Any]) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        role=Role(row["role"]),
-        status=UserStatus(row["status"]),
-        email=row["email"],
-        phone=row["phone"],
-        real_name=row["real_name"],
-        last_login_at=seconds(row["last_login_at"]),
-        last_login_ip=row["last_login_ip"],
-        created_at=seconds(row["created_at"]),
-        updated_at=seconds(row["updated_at"]),
-    )
+    return record(User, row, role=Role(row["role"]), status=UserStatus(row["status"]))
 
 
 def _token(row: Mapping[Any, Any]) -> ApiToken:
-    return ApiToken(
-        id=row["id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        created_at=seconds(row["created_at"]),
-        expires_at=seconds(row["expires_at"]),
-        last_used_at=seconds(row["last_used_at"]),
-        revoked_at=seconds(row["revoked_at"]),
-    )
+    return record(ApiToken, row)
 
 
 def _entry(row: Mapping[Any, Any]) -> AuditEntry:
-    return AuditEntry(
-        id=row["id"],
-        at=seconds(row["at"]),
-        actor=row["actor"],
-        action=row["action"],
-        target=row["target"],
-        source_ip=row["source_ip"],
-        outcome=row["outcome"],
-        detail=MappingProxyType(dict(row["detail"] or {})),
-    )
+    return record(AuditEntry, row, detail=MappingProxyType(dict(row["detail"] or {})))
 
 
 _USER_COLUMNS = [column for column in users.c if column.name != "password_hash"]
@@ -109,11 +78,8 @@ class UsersMixin(StoreBase):
             raise ConflictError(f"user {username} exists") from exc.__cause__
 
     def _one_user(self, where: sa.ColumnElement[bool], what: str) -> User:
-        with self._read() as conn:
-            row = conn.execute(sa.select(*_USER_COLUMNS).where(where)).first()
-        if row is None:
-            raise NotFoundError(f"no user {what}")
-        return _user(row._mapping)
+        query = sa.select(*_USER_COLUMNS).where(where)
+        return _user(self._first(query, NotFoundError(f"no user {what}")))
 
     def get_user(self, id: int) -> User:
         """The user with ``id``.
@@ -140,11 +106,9 @@ class UsersMixin(StoreBase):
             NotFoundError: No such user.
             StoreError: The database failed.
         """
-        with self._read() as conn:
-            row = conn.execute(sa.select(users).where(users.c.username == username)).first()
-        if row is None:
-            raise NotFoundError(f"no user is called {username}")
-        return _user(row._mapping), row.password_hash
+        query = sa.select(users).where(users.c.username == username)
+        row = self._first(query, NotFoundError(f"no user is called {username}"))
+        return _user(row), row["password_hash"]
 
     def list_users(self, *, page: int, page_size: int) -> Page[User]:
         """One page of the users, by id.
@@ -153,14 +117,8 @@ class UsersMixin(StoreBase):
             ValueError: ``page`` or ``page_size`` below 1.
             StoreError: The database failed.
         """
-        offset, limit = page_bounds(page, page_size)
-        with self._read() as conn:
-            total = conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0
-            rows = conn.execute(
-                sa.select(*_USER_COLUMNS).order_by(users.c.id).offset(offset).limit(limit)
-            )
-            items = tuple(_user(row._mapping) for row in rows)
-        return Page(items=items, page=page, page_size=page_size, total=total)
+        query = sa.select(*_USER_COLUMNS).order_by(users.c.id)
+        return self._page(query, _user, page=page, page_size=page_size)
 
     def _update_user(self, id: int, now: float, **values: Any) -> User:
         stmt = (
@@ -385,20 +343,9 @@ class UsersMixin(StoreBase):
             ValueError: ``page`` or ``page_size`` below 1.
             StoreError: The database failed.
         """
-        offset, limit = page_bounds(page, page_size)
-        where = []
+        query = sa.select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
         if actor is not None:
-            where.append(audit_log.c.actor == actor)
+            query = query.where(audit_log.c.actor == actor)
         if action is not None:
-            where.append(audit_log.c.action == action)
-        with self._read() as conn:
-            total = conn.scalar(sa.select(sa.func.count()).select_from(audit_log).where(*where))
-            rows = conn.execute(
-                sa.select(audit_log)
-                .where(*where)
-                .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
-                .offset(offset)
-                .limit(limit)
-            )
-            items = tuple(_entry(row._mapping) for row in rows)
-        return Page(items=items, page=page, page_size=page_size, total=total or 0)
+            query = query.where(audit_log.c.action == action)
+        return self._page(query, _entry, page=page, page_size=page_size)
