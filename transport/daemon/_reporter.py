@@ -57,6 +57,7 @@ from transport import (
     ClientTls,
     DaemonService,
     ManagerService,
+    Metadata,
     NodeRegistration,
     RemoteError,
     TransportError,
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEBOUNCE_S",
     "ERROR_CODES",
+    "GRPC_PORT_METADATA_KEY",
     "LINGER_S",
     "SHUTDOWN_GRACE_S",
     "AgentSource",
@@ -117,6 +119,9 @@ LINGER_S = 0.5
 """How long a collection round may take to be batched into one report."""
 SHUTDOWN_GRACE_S = 5.0
 """How long delivery may go on after the daemon is asked to stop."""
+GRPC_PORT_METADATA_KEY = "hostvisor-grpc-port"
+"""RegisterNode request metadata announcing the TCP port of this daemon's gRPC service, so
+that our Manager dials it there (an original Manager ignores it and dials 9091)."""
 
 
 VersionSource = Callable[[], Awaitable[Mapping[str, str]]]
@@ -187,6 +192,8 @@ class Reporter:
         labels: ``daemon.labels``.
         daemon_version: The daemon's version.
         versions: Installed agent versions, or None.
+        grpc_port: The TCP port this daemon serves gRPC on, announced in RegisterNode's
+            metadata (:data:`GRPC_PORT_METADATA_KEY`); None: not announced.
         tls: The TLS files' contents; read from ``spec`` when None and TLS is configured
             (at construction: a missing file raises ``ConfigError`` there).
         open_loop: Open the grpc loop in :meth:`run`; False when the caller runs it inside
@@ -208,6 +215,7 @@ class Reporter:
     labels: Mapping[str, str] = field(default_factory=dict)
     daemon_version: str = ""
     versions: VersionSource | None = None
+    grpc_port: int | None = None
     tls: TlsFiles | None = None
     open_loop: bool = True
     facts: Callable[[], HostFacts] | None = None
@@ -292,9 +300,11 @@ class Reporter:
             raise TransportError("the reporter is not running")
         return self._channel
 
-    async def _call(self, method: UnaryMethod[Any, Any], request: Message) -> Any:
+    async def _call(
+        self, method: UnaryMethod[Any, Any], request: Message, metadata: Metadata = ()
+    ) -> Any:
         return await self._channel_or_fail().call_with_metadata(
-            method, request, timeout_s=self.spec.timeout_s
+            method, request, timeout_s=self.spec.timeout_s, metadata=metadata
         )
 
     async def _installed(self) -> Mapping[str, str]:
@@ -320,9 +330,12 @@ class Reporter:
             daemon_version=self.daemon_version,
             agent_version=agent_version_summary(installed.items()),
         )
+        announce: Metadata = ()
+        if self.grpc_port:
+            announce = ((GRPC_PORT_METADATA_KEY, str(self.grpc_port)),)
         try:
             reply = await self._call(
-                ManagerService.RegisterNode, registration_to_message(registration)
+                ManagerService.RegisterNode, registration_to_message(registration), announce
             )
         except RemoteError as exc:
             code = "D2001" if disposition(exc.status) is Disposition.RECONNECT else "D2002"
@@ -649,5 +662,6 @@ def build_reporter(
         labels=dict(getattr(daemon, "labels", {})),
         daemon_version=daemon_version,
         versions=versions,
+        grpc_port=daemon.grpc_port or None,  # 0: no TCP listener
         open_loop=open_loop,
     )

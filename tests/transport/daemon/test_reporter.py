@@ -20,9 +20,10 @@ import trio
 from collectors import to_metric_data
 from supervisor import AgentState, ConfigError
 from transport import MetricPoint, manager_pb2, metric_to_message, open_grpc_loop
+from transport.daemon._config import DaemonConfig, DaemonSpec
 from transport.daemon._manager_config import ManagerTls, SpoolSpec
 from transport.daemon._metric_keys import ORIGINAL_KEYS, original_values
-from transport.daemon._reporter import Reporter
+from transport.daemon._reporter import GRPC_PORT_METADATA_KEY, Reporter, build_reporter
 
 from .reporter_helpers import (
     SAFETY_S,
@@ -319,3 +320,33 @@ def _one_report(stamp: int) -> bytes:
     point = MetricPoint.finite(data.type, data.timestamp, {**data.values, **added})
     request = manager_pb2.ReportMetricsRequest(node_id="node-1", metrics=[metric_to_message(point)])
     return request.SerializeToString()
+
+
+async def test_registration_announces_the_grpc_port(tmp_path: Path) -> None:
+    """A daemon serving gRPC on TCP names its port in RegisterNode's metadata, so that our
+    Manager dials it there; without a TCP listener nothing is announced."""
+
+    def built(port: int) -> Reporter | None:
+        work = tmp_path / str(port)
+        work.mkdir()
+        config = DaemonConfig(
+            daemon=DaemonSpec(id="node-1", work_dir=str(work), grpc_port=port),
+            manager={"address": "127.0.0.1:9090"},
+        )
+        return build_reporter(config, FakeAgents(), None)
+
+    assert [getattr(built(p), "grpc_port", "-") for p in (9191, 0)] == [9191, None]
+    fake = FakeManager()
+
+    def registered(node: str) -> list[tuple[tuple[str, str], ...]]:
+        return [c.metadata for c in fake.calls if c.request.node_id == node]
+
+    with trio.fail_after(SAFETY_S):
+        async with open_grpc_loop(), manager_server(fake) as address:
+            for port, node in ((9191, "a"), (None, "b")):
+                (tmp_path / node).mkdir()
+                r = reporter(spec(address), tmp_path / node, node_id=node, grpc_port=port)
+                async with running(r):
+                    await fake.wait_for(lambda node=node: bool(registered(node)))  # type: ignore[misc]
+    assert (GRPC_PORT_METADATA_KEY, "9191") in registered("a")[0]
+    assert GRPC_PORT_METADATA_KEY not in dict(registered("b")[0])
