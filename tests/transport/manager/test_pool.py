@@ -32,7 +32,7 @@ from transport import (
 from transport.daemon._config import DaemonConfig, DaemonSpec
 from transport.daemon._service import Backend, DaemonServiceHandlers
 from transport.daemon._streams import HostvisorHandlers
-from transport.manager import DaemonUnreachableError, ManagerError
+from transport.manager._errors import DaemonUnreachableError, ManagerError
 from transport.manager._model import Node
 from transport.manager._pool import DaemonPool
 
@@ -135,6 +135,27 @@ async def test_pool_calls_every_method(tmp_path: Path, sock_dir: Path) -> None:
         stats = pool.statistics()
         assert (stats.opened, stats.open_channels, stats.evictions) == (1, 1, 0)
         assert stats.calls == 10 and stats.failures == 5 and stats.unreachable == 0
+
+
+async def test_concurrent_first_calls_share_one_channel_per_node(tmp_path: Path) -> None:
+    """Calls racing to a node the pool has no channel for yet open exactly one."""
+    async with (
+        supervised(tmp_path, [shell_agent("a1", SLEEPER, tmp_path)]) as sup,
+        daemon_at(sup, "127.0.0.1:0") as t1,
+        daemon_at(sup, "127.0.0.1:0") as t2,
+        running(DaemonPool()) as pool,
+    ):
+        answers: list[int] = []
+
+        async def list_on(n: Node) -> None:
+            answers.append(len(await pool.list_agents(n)))
+
+        async with trio.open_nursery() as nursery:
+            for number in range(20):
+                nursery.start_soon(list_on, node(t1 if number % 2 else t2, f"n{number % 2}"))
+        assert answers == [1] * 20
+        stats = pool.statistics()
+        assert (stats.opened, stats.open_channels, stats.calls) == (2, 2, 20)
 
 
 async def test_an_unreachable_daemon_fails_at_once(tmp_path: Path) -> None:
