@@ -192,3 +192,17 @@ def test_store_error_wraps_the_driver_error(store_url: str, tmp_path: object) ->
         assert caught.value.__cause__ is not None
     finally:
         broken.close()
+
+
+def test_mark_offline_skips_a_node_being_written(store: Store) -> None:
+    import sqlalchemy as sa
+
+    for node_id in ("busy", "idle"):
+        store.register_node(registration(node_id), now=1.0, grpc_port=None)
+    if store.dialect == "sqlite":  # one writer at a time: nothing to skip
+        assert store.mark_offline(cutoff=5.0, now=6.0) == ["busy", "idle"]
+        return
+    with store.engine.begin() as conn:  # a heartbeat of "busy", not committed yet
+        conn.execute(sa.text("UPDATE nodes SET updated_at = 2 WHERE node_id = 'busy'"))
+        assert store.mark_offline(cutoff=5.0, now=6.0) == ["idle"]  # does not wait
+    assert store.mark_offline(cutoff=5.0, now=7.0) == ["busy"]

@@ -8,7 +8,11 @@ gRPC ingest's group commit: one transaction updates the known nodes (rows locked
 node-id order, so two batches never deadlock) and upserts the unknown ones as "unknown"
 nodes, the way the original Manager revives nodes it lost. Offline detection is
 ``UPDATE .. WHERE online AND last_seen_at < cutoff RETURNING node_id``: a row changes once,
-so each node is reported by exactly one of several Managers running it at once.
+so each node is reported by exactly one of several Managers running it at once. Its rows
+are chosen by ``SELECT .. ORDER BY node_id FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite
+has one writer at a time and ignores the clause): locked in the heartbeats' order, so the
+two never deadlock, and a node whose heartbeat or sync is being written right now is
+skipped (it is alive; the next check looks at it again).
 """
 
 from __future__ import annotations
@@ -171,14 +175,8 @@ class NodesMixin(StoreBase):
         Raises:
             StoreError: The database failed.
         """
-        stmt = (
-            sa.update(nodes)
-            .where(nodes.c.status == _ONLINE, nodes.c.last_seen_at < cutoff)
-            .values(status=_OFFLINE, updated_at=now)
-            .returning(nodes.c.node_id)
-        )
         with self._write() as conn:
-            return sorted(conn.scalars(stmt))
+            return sorted(conn.scalars(_MARK_OFFLINE, {"b_cutoff": cutoff, "b_now": now}))
 
     def get_node(self, node_id: str) -> Node:
         """The node with the daemon's id ``node_id``.
@@ -259,6 +257,21 @@ class NodesMixin(StoreBase):
         return node_from_row(row._mapping)
 
 
+_STALE = (nodes.c.status == _ONLINE, nodes.c.last_seen_at < sa.bindparam("b_cutoff"))
+_MARK_OFFLINE = (
+    sa.update(nodes)
+    .where(
+        *_STALE,
+        nodes.c.id.in_(
+            sa.select(nodes.c.id)
+            .where(*_STALE)
+            .order_by(nodes.c.node_id)
+            .with_for_update(skip_locked=True)
+        ),
+    )
+    .values(status=_OFFLINE, updated_at=sa.bindparam("b_now"))
+    .returning(nodes.c.node_id)
+)
 _HEARTBEAT = (
     sa.update(nodes)
     .where(nodes.c.node_id == sa.bindparam("b_node"))
