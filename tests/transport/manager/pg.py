@@ -6,6 +6,10 @@ stops the server with ``pg_ctl stop -m immediate`` at the end. The binaries come
 ``/usr/lib/postgresql/<version>/bin`` (Debian's ``postgresql`` package) or ``PATH``.
 ``initdb`` refuses to run as root: as root, the cluster belongs to the ``postgres`` user
 (or ``nobody``) and every server command runs as that user through ``runuser``.
+
+Nothing is left running even when the test process is killed: a watchdog process waits for
+its standard input (a pipe from the test process) to close, which happens when the test
+process exits however it exits, and then stops the server and deletes its directory.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 
 __all__ = ["PostgresServer", "find_bindir"]
+
+_WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.read()
+subprocess.run(sys.argv[2:], capture_output=True, timeout=120, check=False)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
 
 
 def find_bindir() -> Path | None:
@@ -69,11 +81,15 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self._names = itertools.count()
         self._running = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+
+    def _argv(self, *args: str) -> list[str]:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        return [*prefix, *args]
 
     def _command(self, *args: str) -> None:
-        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
         result = subprocess.run(
-            [*prefix, *args], capture_output=True, text=True, timeout=120, check=False
+            self._argv(*args), capture_output=True, text=True, timeout=120, check=False
         )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
@@ -98,6 +114,16 @@ class PostgresServer:
             "--locale=C",
             "--no-sync",
         )  # fmt: skip
+        stop = self._argv(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+        )
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.root), *stop],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         options = " ".join(
             (
                 "-c listen_addresses=''",
@@ -129,6 +155,10 @@ class PostgresServer:
                 self._running = False
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            if self._watchdog is not None:
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.close()
+                self._watchdog.wait(timeout=120)
 
     def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
