@@ -55,6 +55,11 @@ PURE = {
     "transport.daemon._report_schedule",
     "transport.daemon._metric_keys",
     "transport.daemon._agent_states",
+    "transport.manager._model",
+    "transport.manager._errors",
+    "transport.manager._downsample",
+    "transport.manager._pool_policy",
+    "transport.manager._validate",
 }
 IO = {"trio", "os", "socket", "psutil", "subprocess", "select", "threading", "grpc"}
 
