@@ -196,3 +196,31 @@ def test_two_managers_create_partitions_once(store_url: str, store: Store) -> No
         assert sorted(created) == [0, 7]
     else:
         assert created == [0, 0]
+
+
+def test_two_managers_ingest_overlapping_batches(store_url: str, store: Store) -> None:
+    """Batches in different orders from two Managers: no deadlock, each row counted once."""
+    import random
+
+    from tests.transport.manager.test_store_nodes import together
+
+    node_ids = [f"n{i:02d}" for i in range(20)]
+    store.heartbeats([(n, 1.0) for n in node_ids])
+    other = Store.open(store_url)
+    try:
+
+        def ingest(index: int) -> int:
+            mine = (store, other)[index % 2]
+            order = random.Random(index).sample(node_ids, len(node_ids))
+            mine.heartbeats([(n, float(index)) for n in order])
+            items = [(n, [cpu(T0 + k * 60, float(index)) for k in range(5)]) for n in order]
+            return sum(count or 0 for count in mine.report_metrics_batch(items, now=1.0))
+
+        counts = together(16, ingest)
+    finally:
+        other.close()
+    assert sum(counts) == len(node_ids) * 5
+    for node_id in node_ids:
+        assert len(store.metric_rows(node_id, "cpu", start=0, end=T0 * 2)) == 5
+        latest = store.latest_metrics(node_id)["cpu"]
+        assert latest is not None and latest.timestamp == T0 + 4 * 60
