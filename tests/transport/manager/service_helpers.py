@@ -1,16 +1,31 @@
-"""Helpers of the Manager's gRPC service tests: the original daemon's recorded calls."""
+"""Helpers of the Manager's gRPC service tests: the original daemon's recorded calls, the
+service on loopback over a real store."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import trio
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from transport import DaemonService, ManagerService, UnaryMethod
+from transport import (
+    DaemonService,
+    Listener,
+    ManagerService,
+    ServerTls,
+    UnaryMethod,
+    serve_grpc,
+)
+from transport.manager._ingest import Ingest, store_writer
+from transport.manager._service import ServiceStore, manager_routes
+from transport.manager._store import Store
 
 TRAFFIC = Path(__file__).with_name("data") / "original_daemon_traffic.json"
 """Calls of the original Go daemon, recorded by a Manager (see its "about"); a copy of
@@ -41,3 +56,52 @@ def recorded_calls() -> list[Recorded]:
         request = json_format.ParseDict(call["request"], method.request_type())
         found.append(Recorded(method, request))
     return found
+
+
+@dataclass
+class Serving:
+    """A Manager's gRPC service on loopback over a real store (see :func:`serving`)."""
+
+    address: str
+    store: Store
+    ingest: Ingest
+
+
+@asynccontextmanager
+async def serving(
+    store: Store,
+    *,
+    tls: ServerTls | None = None,
+    bind_node_identity: bool = False,
+    ingest: Ingest | None = None,
+    service_store: ServiceStore | None = None,
+) -> AsyncIterator[Serving]:
+    """Serve the Manager's routes on 127.0.0.1 for the block (inside an open grpc loop).
+
+    Args:
+        store: The store.
+        tls: The server's TLS; None: plaintext.
+        bind_node_identity: As for ``manager_routes``.
+        ingest: The ingest (not yet running); None: one writing to ``store``.
+        service_store: What the routes call directly; None: ``store``.
+    """
+    limiter = trio.CapacityLimiter(4)
+    ingest = ingest or Ingest(store_writer(store), limiter=limiter)
+    routes = manager_routes(
+        service_store or store,
+        ingest,
+        limiter=limiter,
+        bind_node_identity=bind_node_identity,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ingest.run)
+        bound = await nursery.start(partial(serve_grpc, routes, [Listener("127.0.0.1:0", tls)]))
+        yield Serving(bound[0], store, ingest)
+        nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def sqlite_store(directory: Path) -> Iterator[Store]:
+    """A new SQLite store in ``directory``, closed after the block."""
+    with Store.open(f"sqlite:///{directory / 'manager.db'}") as store:
+        yield store
