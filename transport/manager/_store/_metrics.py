@@ -7,7 +7,10 @@ new point (a duplicate of a stored point is ignored, and ``RETURNING`` tells whi
 were new, the same way on both databases), and one upsert moves ``metrics_latest`` forward
 (``.. DO UPDATE .. WHERE metrics_latest.timestamp < excluded.timestamp``, so a late,
 older point never replaces a newer one). Rows are written in key order, so two batches
-that touch the same keys lock them in the same order and never deadlock.
+that touch the same keys lock them in the same order and never deadlock. On PostgreSQL
+the insert and the upsert are one statement fed by arrays (``unnest``), which costs the
+Manager less than half the CPU of a multi-row ``VALUES`` (psycopg parses a statement of
+thousands of placeholders on every call); SQLite takes the portable pair of statements.
 
 The latest values and the cluster overview read ``metrics_latest`` (one row per node and
 type) instead of searching the history. Downsampling is pure (``.._downsample``); this
@@ -21,6 +24,7 @@ whole day partitions are dropped (``._partitions``).
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -85,6 +89,53 @@ def _move_latest(dialect: str) -> sa.Executable:
     )
 
 
+_POSTGRES_INGEST = sa.text(
+    """
+    WITH new AS (
+        INSERT INTO metrics (node_id, type, "timestamp", "values", created_at)
+        SELECT n, t, s, CAST(v AS json), :now
+        FROM unnest(
+            CAST(:nodes AS varchar[]), CAST(:types AS varchar[]),
+            CAST(:stamps AS bigint[]), CAST(:vals AS text[])
+        ) AS p(n, t, s, v)
+        ON CONFLICT (node_id, type, "timestamp") DO NOTHING
+        RETURNING id, node_id, type, "timestamp", "values", created_at
+    ), newest AS (
+        SELECT DISTINCT ON (node_id, type) * FROM new
+        ORDER BY node_id, type, "timestamp" DESC
+    ), moved AS (
+        INSERT INTO metrics_latest (node_id, type, metric_id, "timestamp", "values", created_at)
+        SELECT node_id, type, id, "timestamp", "values", created_at FROM newest
+        ORDER BY node_id, type
+        ON CONFLICT (node_id, type) DO UPDATE SET
+            metric_id = excluded.metric_id, "timestamp" = excluded."timestamp",
+            "values" = excluded."values", created_at = excluded.created_at
+        WHERE metrics_latest."timestamp" < excluded."timestamp"
+    )
+    SELECT node_id, type, "timestamp" FROM new
+    """
+)
+"""PostgreSQL's ingest in one statement: the points as five arrays (one small statement,
+parsed and planned once, whatever the batch's size), the new rows' keys returned, and
+``metrics_latest`` moved in the same round trip by a data-modifying CTE."""
+
+
+def _insert_postgres(
+    conn: sa.Connection, owner: Mapping[_Key, tuple[int, MetricPoint]], now: float
+) -> list[_Key]:
+    keys = sorted(owner)
+    params = {
+        "nodes": [key[0] for key in keys],
+        "types": [key[1] for key in keys],
+        "stamps": [key[2] for key in keys],
+        "vals": [json.dumps(dict(owner[key][1].values)) for key in keys],
+        "now": now,
+    }
+    return [
+        (row.node_id, row.type, row.timestamp) for row in conn.execute(_POSTGRES_INGEST, params)
+    ]
+
+
 class MetricsMixin(StoreBase):
     """The metric methods of :class:`~transport.manager._store.Store`."""
 
@@ -145,6 +196,8 @@ class MetricsMixin(StoreBase):
         self, conn: sa.Connection, owner: Mapping[_Key, tuple[int, MetricPoint]], now: float
     ) -> list[_Key]:
         """Insert the points; return the keys of the new rows (and move the latest)."""
+        if self._dialect == "postgresql":
+            return _insert_postgres(conn, owner, now)
         params = [
             {
                 "node_id": key[0],
