@@ -16,11 +16,15 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from transport import (
+    Channel,
+    ClientTls,
     DaemonService,
     Listener,
     ManagerService,
     ServerTls,
     UnaryMethod,
+    open_channel,
+    open_grpc_loop,
     serve_grpc,
 )
 from transport.manager._ingest import Ingest, store_writer
@@ -105,3 +109,16 @@ def sqlite_store(directory: Path) -> Iterator[Store]:
     """A new SQLite store in ``directory``, closed after the block."""
     with Store.open(f"sqlite:///{directory / 'manager.db'}") as store:
         yield store
+
+
+@asynccontextmanager
+async def connected(
+    store: Store, *, tls: ServerTls | None = None, client: ClientTls | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[Serving, Channel]]:
+    """A grpc loop, the service (:func:`serving`) and a channel to it, for the block."""
+    async with (
+        open_grpc_loop(),
+        serving(store, tls=tls, **kwargs) as manager,
+        open_channel(manager.address, tls=client) as channel,
+    ):
+        yield manager, channel

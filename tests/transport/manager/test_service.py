@@ -33,7 +33,7 @@ from transport.manager._model import GONE, Node, NodeStatus
 from transport.manager._service import _Service
 from transport.manager._validate import DEFAULT_LIMITS, GRPC_PORT_METADATA_KEY
 
-from .service_helpers import recorded_calls, serving, sqlite_store
+from .service_helpers import connected, recorded_calls, serving, sqlite_store
 
 SAFETY_S = 60
 ORIGINAL_NODE = "9fb66f0b-dce6-49a2-ae58-2ab38de1821c"
@@ -59,11 +59,7 @@ def cpu(node_id: str, *timestamps: int) -> manager_pb2.ReportMetricsRequest:
 async def test_the_original_daemons_calls_succeed_and_are_stored(tmp_path: Path) -> None:
     """A replay of the original Go daemon's recorded calls: each one succeeds."""
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
-        async with (
-            open_grpc_loop(),
-            serving(store) as manager,
-            open_channel(manager.address) as channel,
-        ):
+        async with connected(store) as (manager, channel):
             for call in recorded_calls():
                 reply = await channel.call_with_metadata(call.method, call.request)
                 assert reply.response.success, (call.method.name, reply.response)
@@ -90,11 +86,7 @@ async def test_an_original_daemon_reappears_after_the_database_was_lost(tmp_path
     creates the node, and its reports are stored from then on."""
     calls = {c.method.name: c for c in recorded_calls()}
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
-        async with (
-            open_grpc_loop(),
-            serving(store) as manager,
-            open_channel(manager.address) as channel,
-        ):
+        async with connected(store) as (manager, channel):
             for name in ("Heartbeat", "ReportMetrics", "SyncAgentStates", "Heartbeat"):
                 call = calls[name]
                 reply = await channel.call_with_metadata(call.method, call.request)
@@ -111,11 +103,7 @@ async def test_unknown_nodes_are_asked_to_register(tmp_path: Path) -> None:
     """ReportMetrics and SyncAgentStates of an unknown node: NOT_FOUND, nothing stored;
     after RegisterNode (with the announced port) they succeed; duplicates are ignored."""
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
-        async with (
-            open_grpc_loop(),
-            serving(store) as manager,
-            open_channel(manager.address) as channel,
-        ):
+        async with connected(store) as (manager, channel):
             sync = daemon_pb2.SyncAgentStatesRequest(
                 node_id="n1", states=[daemon_pb2.AgentState(agent_id="a", status="running")]
             )
@@ -144,11 +132,7 @@ async def test_unknown_nodes_are_asked_to_register(tmp_path: Path) -> None:
 
 async def test_a_full_sync_marks_missing_agents_gone(tmp_path: Path) -> None:
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
-        async with (
-            open_grpc_loop(),
-            serving(store) as manager,
-            open_channel(manager.address) as channel,
-        ):
+        async with connected(store) as (_, channel):
             await channel.call(ManagerService.RegisterNode, register("n1"))
             for ids in (["a", "b"], ["b"]):
                 states = [daemon_pb2.AgentState(agent_id=i, status="running") for i in ids]
@@ -179,11 +163,7 @@ async def test_bad_requests_are_invalid_and_other_methods_unimplemented(tmp_path
         ),
     ]
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
-        async with (
-            open_grpc_loop(),
-            serving(store) as manager,
-            open_channel(manager.address) as channel,
-        ):
+        async with connected(store) as (manager, channel):
             await channel.call(ManagerService.RegisterNode, register("n1"))
             for method, request, field in cases:
                 with pytest.raises(RemoteError) as caught:
