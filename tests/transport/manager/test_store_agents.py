@@ -188,7 +188,7 @@ CHILD = textwrap.dedent(
 
     @event.listens_for(store.engine, "after_cursor_execute")
     def pause(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("INSERT INTO AGENTS"):
+        if "INSERT INTO AGENTS" in statement.upper():  # PostgreSQL: inside a WITH
             print("inside", flush=True)
             sys.stdin.read()  # until killed
 

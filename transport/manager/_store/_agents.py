@@ -12,8 +12,11 @@ daemon left empty keeps the stored value (``CASE WHEN excluded.x = '' THEN agent
   reports), and kept when neither a status nor a pid is.
 
 A full sync then marks every other agent of the node ``gone`` with pid 0 in one
-``UPDATE .. WHERE agent_id NOT IN (..)``. Killing the Manager anywhere in between rolls the
-whole transaction back: the database holds either the old states or the new ones.
+``UPDATE .. WHERE agent_id NOT IN (..)``. On PostgreSQL the upsert and the marking are one
+statement (the upsert fed by arrays in a data-modifying CTE, the same ``SET`` built by
+:func:`_keep_stored`): one round trip after the lock instead of a pipeline of rows.
+Killing the Manager anywhere in between rolls the whole transaction back: the database
+holds either the old states or the new ones.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from transport.manager._errors import NotFoundError
 from transport.manager._model import GONE, Agent
@@ -78,26 +82,75 @@ _MARK_LISTED_GONE = (
 )
 
 
-@functools.cache
-def _upsert_agents(dialect: str) -> sa.Executable:
-    """The upsert of reported agents, keeping stored values for empty fields."""
-    stmt = insert(dialect, agents)
-    new = stmt.excluded
+def _keep_stored(new: Any) -> dict[str, Any]:
+    """The ``SET`` of the agents' upsert: empty reported fields keep the stored values."""
 
     def keep_empty(name: str) -> sa.ColumnElement[Any]:
         return sa.case((new[name] == "", agents.c[name]), else_=new[name])
 
+    return {
+        "type": keep_empty("type"),
+        "version": keep_empty("version"),
+        "status": keep_empty("status"),
+        "pid": sa.case((sa.and_(new.status == "", new.pid == 0), agents.c.pid), else_=new.pid),
+        "last_heartbeat": sa.func.coalesce(new.last_heartbeat, agents.c.last_heartbeat),
+        "last_sync_time": new.last_sync_time,
+        "updated_at": new.updated_at,
+    }
+
+
+@functools.cache
+def _upsert_agents(dialect: str) -> sa.Executable:
+    """The upsert of reported agents (executemany, one row per agent)."""
+    stmt = insert(dialect, agents)
     return stmt.on_conflict_do_update(
-        index_elements=[agents.c.node_id, agents.c.agent_id],
-        set_={
-            "type": keep_empty("type"),
-            "version": keep_empty("version"),
-            "status": keep_empty("status"),
-            "pid": sa.case((sa.and_(new.status == "", new.pid == 0), agents.c.pid), else_=new.pid),
-            "last_heartbeat": sa.func.coalesce(new.last_heartbeat, agents.c.last_heartbeat),
-            "last_sync_time": new.last_sync_time,
-            "updated_at": new.updated_at,
-        },
+        index_elements=[agents.c.node_id, agents.c.agent_id], set_=_keep_stored(stmt.excluded)
+    )
+
+
+def _array(name: str, type_: Any) -> sa.ColumnElement[Any]:
+    return sa.cast(sa.bindparam(name), postgresql.ARRAY(type_))
+
+
+_ARRAYS = (
+    ("agent_id", sa.Text),
+    ("type", sa.Text),
+    ("version", sa.Text),
+    ("status", sa.Text),
+    ("pid", sa.Integer),
+    ("last_heartbeat", sa.Float),
+)
+
+
+@functools.cache
+def _postgres_sync() -> sa.Executable:
+    """PostgreSQL's sync in one statement: the upsert fed by arrays (``unnest``) in a
+    data-modifying CTE, and the full sync's ``gone`` marking as the main ``UPDATE`` (it
+    cannot see the CTE's rows, and excludes every reported agent)."""
+    reported = (
+        sa.func.unnest(*(_array(f"b_{name}", type_) for name, type_ in _ARRAYS))
+        .table_valued(*(name for name, _ in _ARRAYS))
+        .render_derived(name="reported")
+    )
+    now = sa.bindparam("b_now", type_=sa.Float)
+    node = sa.bindparam("b_node", type_=sa.String)
+    rows = sa.select(node, *reported.c, now, now, now).order_by(reported.c.agent_id)
+    names = ["node_id", *(name for name, _ in _ARRAYS), "last_sync_time", "created_at"]
+    upsert = postgresql.insert(agents).from_select([*names, "updated_at"], rows)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[agents.c.node_id, agents.c.agent_id], set_=_keep_stored(upsert.excluded)
+    )
+    written = upsert.returning(agents.c.id).cte("written")
+    return (
+        sa.update(agents)
+        .where(
+            sa.bindparam("b_full", type_=sa.Boolean),
+            agents.c.node_id == node,
+            agents.c.status != GONE,
+            agents.c.agent_id != sa.all_(_array("b_agent_id", sa.Text)),
+        )
+        .values(status=GONE, pid=0, updated_at=now)
+        .add_cte(written)
     )
 
 
@@ -136,6 +189,13 @@ class AgentsMixin(StoreBase):
         rows = [_state_row(node_id, latest[agent_id], now) for agent_id in sorted(latest)]
         with self._write() as conn:
             self._lock_node(conn, node_id)
+            if self._dialect == "postgresql":
+                params: dict[str, Any] = {
+                    f"b_{name}": [row[name] for row in rows] for name, _ in _ARRAYS
+                }
+                params.update(b_node=node_id, b_now=now, b_full=full)
+                conn.execute(_postgres_sync(), params)
+                return len(rows)
             if rows:
                 conn.execute(_upsert_agents(self._dialect), rows)
             if full:
