@@ -149,6 +149,17 @@ def test_replace_agents_is_a_full_sync(store: Store, node: str) -> None:
     )
 
 
+def test_agent_counts(store: Store, node: str) -> None:
+    assert store.agent_counts() == {}
+    store.register_node(registration("node-2"), now=1.0, grpc_port=None)
+    store.sync_agent_states(node, [AgentStateRecord(x, RUNNING, 1) for x in "abc"], now=1.0)
+    store.sync_agent_states(node, [AgentStateRecord("a", RUNNING, 1)], now=2.0)
+    store.sync_agent_states(
+        "node-2", [AgentStateRecord("x", STOPPED), AgentStateRecord("y")], now=2.0
+    )
+    assert store.agent_counts() == {"running": 1, GONE: 2, "stopped": 1, "unknown": 1}
+
+
 def test_purge_gone_agents(store: Store, node: str) -> None:
     store.sync_agent_states(node, [AgentStateRecord(x, RUNNING, 1) for x in "abc"], now=1.0)
     store.sync_agent_states(node, [AgentStateRecord("c", RUNNING, 1)], now=10.0)  # a, b gone at 10

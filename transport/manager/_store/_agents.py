@@ -275,6 +275,22 @@ class AgentsMixin(StoreBase):
                 raise NotFoundError(f"node {node_id} has no agent {agent_id}")
         return agent_from_row(row._mapping)
 
+    def agent_counts(self) -> dict[str, int]:
+        """How many agents there are by status, over every node (``gone`` included; an
+        agent whose status was never reported counts as ``unknown``).
+
+        Raises:
+            StoreError: The database failed.
+        """
+        query = sa.select(agents.c.status, sa.func.count()).group_by(agents.c.status)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        counts: dict[str, int] = {}
+        for status, count in rows:
+            key = status or "unknown"
+            counts[key] = counts.get(key, 0) + count
+        return counts
+
     def purge_gone_agents(self, *, before: float) -> int:
         """Delete the agents that went ``gone`` before ``before``.
 
