@@ -74,6 +74,7 @@ STOP_TIMEOUT_S = 30.0
 ANCHORS: dict[int, dict[str, tuple[float, float]]] = {
     10_000: {
         "failures": (0, 0),
+        "unsent": (0, 0),
         "p99_ms": (120, 675),
         "manager_cores": (0.62, 0.62),
         "manager_rss_mib": (32, 48),
@@ -110,6 +111,7 @@ class Run:
     lag_p99_ms: float = math.nan
     lag_max_ms: float = math.nan
     register_requests: int = 0
+    unsent: dict[str, int] = field(default_factory=dict)
     manager_cores: float = math.nan
     manager_rss_mib: float = math.nan
     db_cores: float = math.nan
@@ -312,7 +314,8 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
         result.sim_cores = cores.get("sim", math.nan)
         result.other_cores = busy - sum(v for v in cores.values() if not math.isnan(v))
         result.manager_rss_mib = rss / MIB
-        result.loadavg = os.getloadavg()
+        one, five, fifteen = os.getloadavg()
+        result.loadavg = (round(one, 2), round(five, 2), round(fifteen, 2))
         shards = [fleet_sim.from_json(json.loads(out.read_text())) for _, out, _ in sims]
         merged = fleet_sim.merge(shards)
         result.figures = fleet_sim.figures(merged)
@@ -320,6 +323,7 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
         result.lag_p99_ms = 1000 * fleet_sim.percentile(merged.lag, 0.99)
         result.lag_max_ms = 1000 * max(merged.lag, default=math.nan)
         result.register_requests = merged.register_requests
+        result.unsent = merged.unsent
         if manager.poll() is not None:
             result.errors.append(f"the Manager exited ({manager.returncode}) during the run")
     except Exception as exc:
@@ -368,6 +372,7 @@ def _values(run: Run | None) -> dict[str, float]:
         "p99_ms": steady["p99"],
         "max_ms": steady["max"],
         "failures": float(sum(sum(codes.values()) for codes in run.failures.values())),
+        "unsent": float(sum(run.unsent.values())),
         "manager_cores": run.manager_cores,
         "manager_rss_mib": run.manager_rss_mib,
         "db_cores": run.db_cores,
@@ -407,6 +412,7 @@ def report(runs: list[Run], nodes: int) -> None:
         ("p99 (ms)", "p99_ms"),
         ("max (ms)", "max_ms"),
         ("failed calls", "failures"),
+        ("calls never sent", "unsent"),
         ("Manager CPU (cores)", "manager_cores"),
         ("Manager RSS peak (MiB)", "manager_rss_mib"),
         ("database CPU (cores)", "db_cores"),

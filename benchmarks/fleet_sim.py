@@ -23,7 +23,9 @@ one heartbeat interval), so registrations, heartbeat phases and sync phases are 
 evenly; it then heartbeats and reports at ``register + k * heartbeat`` (k >= 1) and syncs
 at ``register + sync / 2 + k * sync`` (k >= 0). From ``ramp`` on, every interval carries
 the steady load; the measured window is ``[ramp + settle_s, ramp + settle_s +
-duration_s)``, and nothing due at or after its end is sent. :func:`node_events` is the
+duration_s)``, and nothing due at or after its end is sent; a simulator still behind
+schedule at the window's end (the server is too slow) stops there and counts what it
+never sent (``unsent``) once it is a second past it. :func:`node_events` is the
 one source of these times: the scheduler and :func:`plan` (the exact counts a run must
 send, for tests) both walk it. One scheduler task pops the next due event from a heap,
 sleeps until it is due, waits for a free slot (at most ``concurrency`` calls in flight)
@@ -72,6 +74,8 @@ _RPC: dict[str, UnaryMethod[Any, Any]] = {
     METRICS: ManagerService.ReportMetrics,
     SYNC: DaemonService.SyncAgentStates,
 }
+BEHIND_GRACE_S = 1.0
+"""A simulator still this far behind schedule after the window's end stops sending."""
 _AGENT_TYPES = ("telegraf", "node_exporter", "filebeat", "custom")
 _GIB = 1024**3
 
@@ -145,6 +149,9 @@ class FleetResult:
             over the ramp (every registration happens there).
         lag: How late calls due in the window started (s), failed ones too.
         register_requests: Heartbeats answered with the "register again" metadata.
+        unsent: Calls due before the window's end never started, per method: the
+            simulator was still behind schedule (no free slot: the server too slow) when
+            the window ended.
         cpu_s: This process's CPU time (user + system) over the window.
         peak_in_flight: The most calls in flight at once.
     """
@@ -157,6 +164,7 @@ class FleetResult:
     latency: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METHODS})
     lag: list[float] = field(default_factory=list)
     register_requests: int = 0
+    unsent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
     cpu_s: float = 0.0
     peak_in_flight: int = 0
 
@@ -382,6 +390,8 @@ class _Fleet:
             await self.schedule()
             if self.tasks:
                 await asyncio.wait(set(self.tasks))
+            planned = plan(self.config)
+            self.result.unsent = {m: planned[m] - self.result.sent[m] for m in METHODS}
             await meter
         finally:
             meter.cancel()
@@ -407,11 +417,14 @@ class _Fleet:
                 heap.append((due, index, method, tick))
                 break
         heapq.heapify(heap)
+        end = self.t0 + self.config.window[1] + BEHIND_GRACE_S
         while heap:
             due, index, method, tick = heap[0]
             delay = self.t0 + due - self.loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            elif self.loop.time() >= end:
+                break  # behind schedule at the window's end: the rest is never sent
             heapq.heappop(heap)
             for next_due, next_method, next_tick in streams[index]:
                 heapq.heappush(heap, (next_due, index, next_method, next_tick))
@@ -512,6 +525,8 @@ def merge(results: Sequence[FleetResult]) -> FleetResult:
                 into[code] = into.get(code, 0) + count
         merged.lag += r.lag
         merged.register_requests += r.register_requests
+        for method in METHODS:
+            merged.unsent[method] += r.unsent.get(method, 0)
         merged.cpu_s += r.cpu_s
         merged.peak_in_flight += r.peak_in_flight
     return merged
@@ -576,7 +591,8 @@ def print_figures(result: FleetResult, out: Any = sys.stdout) -> None:
         f"start lag p99 {1000 * percentile(lag, 0.99):.1f} ms, max"
         f" {1000 * max(lag, default=math.nan):.1f} ms; peak in flight {result.peak_in_flight};"
         f" simulator CPU {result.cpu_s / result.window_s if result.window_s else 0:.2f} cores;"
-        f" register requests {result.register_requests}; failures {result.failures}",
+        f" register requests {result.register_requests}; failures {result.failures};"
+        f" never sent {sum(result.unsent.values())}",
         file=out,
     )
 

@@ -147,6 +147,7 @@ async def test_fleet_sends_the_plan_and_records_latencies() -> None:
     assert result.sent == expected
     assert result.ok == expected
     assert result.failures == {}
+    assert result.unsent == dict.fromkeys(fleet_sim.METHODS, 0)
     nodes = {fleet_sim.node_id(run, i) for i in range(20)}
     assert recorder.registered == nodes
     assert Counter(node for method, node in recorder.calls if method == "RegisterNode") == (
