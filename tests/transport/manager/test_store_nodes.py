@@ -154,6 +154,21 @@ def test_list_nodes_pages_by_id_and_filters_status(store: Store) -> None:
 
 def test_node_counts_empty(store: Store) -> None:
     assert store.node_counts() == {"total": 0, "online": 0, "offline": 0}
+    assert store.node_counts(online_since=5.0) == {"total": 0, "online": 0, "offline": 0}
+
+
+def test_a_stale_online_node_counts_offline_before_the_offline_job_runs(store: Store) -> None:
+    """Counts and status filters agree with the status the API shows (last seen too long
+    ago means offline) without waiting for mark_offline."""
+    for index in range(4):
+        store.register_node(registration(f"n{index}"), now=float(index), grpc_port=None)
+    store.mark_offline(cutoff=1.0, now=10.0)  # n0 stored offline; n1 stale but stored online
+    assert store.node_counts() == {"total": 4, "online": 3, "offline": 1}
+    assert store.node_counts(online_since=2.0) == {"total": 4, "online": 2, "offline": 2}
+    online = store.list_nodes(page=1, page_size=10, status=NodeStatus.ONLINE, online_since=2.0)
+    assert [n.node_id for n in online.items] == ["n2", "n3"] and online.total == 2
+    offline = store.list_nodes(page=1, page_size=10, status=NodeStatus.OFFLINE, online_since=2.0)
+    assert [n.node_id for n in offline.items] == ["n0", "n1"] and offline.total == 2
 
 
 def test_delete_node_removes_agents_and_metrics(store: Store) -> None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -47,7 +45,7 @@ if TYPE_CHECKING:
     from transport.manager._pool import DaemonPool
     from transport.manager._store import Store
 
-__all__ = ["GRACEFUL_S", "agent_counts", "build_app", "serve_http"]
+__all__ = ["GRACEFUL_S", "build_app", "serve_http"]
 
 GRACEFUL_S = 5.0
 """How long requests in flight may take to finish once the server is told to stop."""
@@ -79,8 +77,8 @@ def build_app(
     authenticator = Authenticator(store, auth, clock=clock)
     fleet = Fleet(store, pool, offline_after_s=offline_after_s, clock=clock)
     collector = FleetCollector(
-        store.node_counts,
-        agents=partial(agent_counts, store),
+        lambda: store.node_counts(online_since=fleet.online_since()),
+        agents=store.agent_counts,
         ingest=ingest_stats,
         pool=_pool_reader(pool),
     )
@@ -99,28 +97,6 @@ def build_app(
     app = Starlette(routes=routes, exception_handlers=exception_handlers(), middleware=middleware())
     install(app, authenticator)
     return app
-
-
-def agent_counts(store: Store) -> Mapping[str, float]:
-    """How many agents there are by status (one grouped query).
-
-    ``Store.agent_counts()`` is used when the store has it; until then the one query is
-    made here, on the store's engine and schema (read only).
-
-    Args:
-        store: The store.
-
-    Returns:
-        Status -> count (``gone`` included).
-    """
-    own = getattr(store, "agent_counts", None)
-    if own is not None:
-        return dict(own())
-    from transport.manager._store._schema import agents
-
-    query = sa.select(agents.c.status, sa.func.count()).group_by(agents.c.status)
-    with store.engine.connect() as conn:
-        return {str(status or "unknown"): float(count) for status, count in conn.execute(query)}
 
 
 def _pool_reader(pool: DaemonPool) -> Reader:

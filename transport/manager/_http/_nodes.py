@@ -208,6 +208,10 @@ class Fleet:
         """
         return await trio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
 
+    def online_since(self) -> float:
+        """The oldest last heartbeat that still counts as online, now."""
+        return self.clock() - self.offline_after_s
+
     def shown(self, node: Node) -> Node:
         """``node`` with the status it is shown with (see :func:`shown_status`)."""
         status = shown_status(node, now=self.clock(), offline_after_s=self.offline_after_s)
@@ -269,12 +273,15 @@ class _NodeRoutes:
             page=page,
             page_size=size,
             status=NodeStatus(status) if status else None,
+            online_since=self.fleet.online_since(),
         )
         return page_ok(found, lambda node: node_json(self.fleet.shown(node)))
 
     async def statistics(self, request: Request) -> JSONResponse:
         await principal(request, Role.VIEWER)
-        counts = await self.fleet.db(self.fleet.store.node_counts)
+        counts = await self.fleet.db(
+            self.fleet.store.node_counts, online_since=self.fleet.online_since()
+        )
         keys = ("total", "online", "offline")
         return ok({"statistics": {key: int(counts.get(key, 0)) for key in keys}})
 

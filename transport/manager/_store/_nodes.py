@@ -199,7 +199,12 @@ class NodesMixin(StoreBase):
         return node_from_row(self._first(query, NotFoundError(f"no node has id {id}")))
 
     def list_nodes(
-        self, *, page: int, page_size: int, status: NodeStatus | None = None
+        self,
+        *,
+        page: int,
+        page_size: int,
+        status: NodeStatus | None = None,
+        online_since: float | None = None,
     ) -> Page[Node]:
         """One page of the nodes, by id.
 
@@ -207,6 +212,9 @@ class NodesMixin(StoreBase):
             page: The page, from 1.
             page_size: Nodes per page (at least 1).
             status: Only nodes with this status, or all.
+            online_since: When given, a node counts as online only if it is stored online
+                and was last seen at or after this time (so that a list filtered by
+                status agrees with the status shown, before the offline job has run).
 
         Returns:
             The page with the total count.
@@ -217,23 +225,25 @@ class NodesMixin(StoreBase):
         """
         query = sa.select(nodes).order_by(nodes.c.id)
         if status is not None:
-            query = query.where(nodes.c.status == status.value)
+            online = _online(online_since)
+            query = query.where(online if status is NodeStatus.ONLINE else sa.not_(online))
         return self._page(query, node_from_row, page=page, page_size=page_size)
 
-    def node_counts(self) -> dict[str, int]:
+    def node_counts(self, *, online_since: float | None = None) -> dict[str, int]:
         """How many nodes there are: ``{"total", "online", "offline"}``.
+
+        Args:
+            online_since: As for :meth:`list_nodes`.
 
         Raises:
             StoreError: The database failed.
         """
+        online = sa.case((_online(online_since), 1), else_=0)
         with self._read() as conn:
-            rows = conn.execute(
-                sa.select(nodes.c.status, sa.func.count()).group_by(nodes.c.status)
-            ).all()
-        counts = {_ONLINE: 0, _OFFLINE: 0}
-        for status, count in rows:
-            counts[status] = counts.get(status, 0) + count
-        return {"total": sum(counts.values()), **counts}
+            total, up = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(online), 0))
+            ).one()
+        return {"total": int(total), _ONLINE: int(up), _OFFLINE: int(total) - int(up)}
 
     def delete_node(self, id: int) -> Node:
         """Delete a node with its agents and metrics.
@@ -319,3 +329,11 @@ def _unknown_node(node_id: str, now: float) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _online(since: float | None) -> sa.ColumnElement[bool]:
+    """Whether a node counts as online: stored so, and seen at or after ``since``."""
+    stored = nodes.c.status == _ONLINE
+    if since is None:
+        return stored
+    return sa.and_(stored, nodes.c.last_seen_at.is_not(None), nodes.c.last_seen_at >= since)
