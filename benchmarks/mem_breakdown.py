@@ -35,6 +35,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -204,6 +205,19 @@ trio.run(run, int(sys.argv[1]), sys.argv[2], sys.argv[3])
 """
 
 
+def kill_marked(marker: str) -> None:
+    """SIGKILL, by PID, every process whose command line holds the run's marker."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                if marker.encode() in file.read():
+                    os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
 def agents(ns: list[int], key: str, top: int) -> None:
     found = {}
     for n in ns:
@@ -225,7 +239,7 @@ def agents(ns: list[int], key: str, top: int) -> None:
             ).stdout
             found[n] = json.loads(out.strip().splitlines()[-1])
         finally:
-            subprocess.run(["pkill", "-KILL", "-f", os.path.basename(root)], check=False)
+            kill_marked(os.path.basename(root))
             subprocess.run(["rm", "-rf", root], check=False)
     small, large = min(ns), max(ns)
     agents_more = large - small
@@ -262,8 +276,9 @@ def structures() -> None:
         return size
 
     print("Per-agent pieces (tracemalloc, bytes):")
-    print(f"  {traced(collections.deque):8.0f}  an empty collections.deque (an inbox, a history)")
-    print(f"  {traced(list):8.0f}  an empty list")
+    print(f"  {traced(collections.deque):8.0f}  an empty collections.deque")
+    print(f"  {traced(list):8.0f}  an empty list (an agent's inbox)")
+    print(f"  {traced(ResourceHistory):8.0f}  an empty ResourceHistory (three arrays)")
 
     def history_after_an_hour() -> list[ResourceHistory]:
         histories = [ResourceHistory() for _ in range(100)]

@@ -52,6 +52,7 @@ __all__ = [
     "AdoptedChild",
     "Child",
     "OrphanReaper",
+    "PrepareError",
     "ProcessIdentity",
     "SpawnedChild",
     "adopt",
@@ -97,6 +98,13 @@ _UNLIMITED = trio.CapacityLimiter(math.inf)
 # psutil's create_time has clock-tick resolution (10 ms); allow for float rounding.
 _CREATE_TIME_TOLERANCE_S = 0.05
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+class PrepareError(SpawnError):
+    """The working directory or the output of a spawn could not be prepared.
+
+    Its message is ``"{filename}: {strerror}"``; no process was started.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +174,26 @@ class Child:
     async def _wait_os(self) -> ExitStatus:
         raise NotImplementedError
 
+    def _reaped(self) -> ExitStatus:
+        """How the process ended, once its pidfd is readable; releases the pidfd."""
+        raise NotImplementedError
+
+    def fileno(self) -> int | None:
+        """The pidfd (readable once the process has exited), or None without one."""
+        return self._pidfd
+
     async def watch(self) -> ExitStatus:
         """Wait at the OS level until the process exits; record and return how."""
-        status = await self._wait_os()
+        return self._record(await self._wait_os())
+
+    def reap(self) -> ExitStatus:
+        """Instead of :meth:`watch`: the pidfd is readable (the process exited); record how.
+
+        For one task that waits for many pidfds at once (``supervisor._exits``).
+        """
+        return self._record(self._reaped())
+
+    def _record(self, status: ExitStatus) -> ExitStatus:
         self.status = status
         if self._done is not None:
             self._done.set()
@@ -232,12 +257,15 @@ class SpawnedChild(Child):
     async def _wait_os(self) -> ExitStatus:
         if self._pidfd is not None:
             await trio.lowlevel.wait_readable(self._pidfd)
-            returncode = self._popen.wait()  # it has exited: this only reaps it
-            self._close_pidfd()
-        else:
-            returncode = await trio.to_thread.run_sync(
-                self._popen.wait, abandon_on_cancel=True, limiter=_UNLIMITED
-            )
+            return self._reaped()
+        returncode = await trio.to_thread.run_sync(
+            self._popen.wait, abandon_on_cancel=True, limiter=_UNLIMITED
+        )
+        return ExitStatus.from_returncode(returncode)
+
+    def _reaped(self) -> ExitStatus:
+        returncode = self._popen.wait()  # it has exited: this only reaps it
+        self._close_pidfd()
         return ExitStatus.from_returncode(returncode)
 
     def send_signal(self, sig: int) -> None:
@@ -274,7 +302,10 @@ class AdoptedChild(Child):
     async def _wait_os(self) -> ExitStatus:
         if self._pidfd is not None:
             await trio.lowlevel.wait_readable(self._pidfd)
-            self.close()
+        return self._reaped()
+
+    def _reaped(self) -> ExitStatus:
+        self.close()
         return ExitStatus()
 
 
@@ -334,7 +365,7 @@ def _fork_exec(
             os.makedirs(cwd, exist_ok=True)
         output_fd = output() if callable(output) else output
     except OSError as exc:
-        raise SpawnError(f"{exc.filename}: {exc.strerror}") from exc
+        raise PrepareError(f"{exc.filename}: {exc.strerror}") from exc
     try:
         popen = subprocess.Popen(
             argv,

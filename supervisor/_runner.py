@@ -11,10 +11,12 @@ Every outside change is a frozen request in the closed union :data:`Request` (``
 are handled one at a time, so a stop always finishes before the next start begins, and a
 reload's restart of a changed agent is one atomic :class:`Replace`.
 
-Each process has a watcher task that waits for its exit (pidfd) and posts it to the inbox;
-the watcher runs in a shielded scope so that, when the supervisor shuts down, the runner
-can still wait for its process to exit, or cancel the watcher deliberately and leave the
-process running. Every exit, seen by the watcher or at the end of a kill, is reported
+Each process's exit is noticed by the supervisor's one :class:`~supervisor._exits.ExitWatcher`
+(all pidfds in one epoll set, one task), which posts it to the inbox; it serves until the
+last runner has ended, so that, when the supervisor shuts down, the runner can still wait
+for its process to exit, or forget it deliberately and leave the process running. (A
+process without a pidfd has a watcher task of its own, in a shielded scope, instead.)
+Every exit, seen by the watcher or at the end of a kill, is reported
 through :meth:`AgentRunner._report_exit`, which handles each process once; an exit that
 nobody asked for (a crash) first clears what is left of the agent's tree, so that a
 replacement never starts beside its predecessor's children.
@@ -33,6 +35,7 @@ import trio
 
 from ._errors import InvalidTransitionError, SupervisorClosedError
 from ._events import AgentEvent
+from ._exits import ExitWatcher
 from ._health import HealthSnapshot
 from ._leftovers import stop_leftovers
 from ._lifecycle import AgentState, is_active
@@ -48,6 +51,7 @@ from ._process import (
     ENV_SPEC,
     Child,
     OrphanReaper,
+    PrepareError,
     file_identity,
     spawn,
     terminate_tree,
@@ -89,6 +93,7 @@ class RunnerContext:
     nursery: trio.Nursery | None = None
     base_env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     observer: ProcessObserver | None = None
+    exits: ExitWatcher | None = None
 
     def wall(self, monotonic: float | None) -> float | None:
         """Convert a Trio clock reading (or None) into wall-clock seconds since the epoch."""
@@ -125,6 +130,27 @@ class AgentRunner:
         context: Shared supervisor facilities.
     """
 
+    __slots__ = (
+        "_changed",
+        "_closed",
+        "_ctx",
+        "_generation",
+        "_queue",
+        "_spec",
+        "_wakeup",
+        "_watchers",
+        "child",
+        "created_at",
+        "desired",
+        "digest",
+        "last_run_id",
+        "log",
+        "machine",
+        "scope",
+        "spawns",
+        "updated_at",
+    )
+
     def __init__(self, spec: AgentSpec, context: RunnerContext) -> None:
         self.spec = spec
         self._ctx = context
@@ -139,14 +165,25 @@ class AgentRunner:
         self.desired = "running" if spec.enabled else "stopped"
         self.created_at = time.time()
         self.updated_at = self.created_at
-        # A plain queue and a parking lot: a memory channel per agent costs more memory.
-        self._queue: deque[_Pending | _Exited] = deque()
+        # A list and a parking lot: a memory channel (or a deque) per agent costs more
+        # memory, and the queue rarely holds more than one message.
+        self._queue: list[_Pending | _Exited] = []
         self._wakeup = trio.lowlevel.ParkingLot()
         self._closed = False
-        self._watchers: dict[int, trio.CancelScope] = {}
-        self._changed = trio.lowlevel.ParkingLot()
+        self._watchers: dict[int, trio.CancelScope] = {}  # children without a pidfd
+        self._changed: trio.lowlevel.ParkingLot | None = None  # made by wait_state
         self.scope = trio.CancelScope()
         self._publish_view()
+
+    @property
+    def spec(self) -> AgentSpec:
+        """The agent's spec."""
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: AgentSpec) -> None:
+        self._spec = spec
+        self.digest = spec_digest(spec)  # computed once per spec: records need it often
 
     def _make_log(self, spec: AgentSpec) -> AgentLog:
         path = spec.log.file or os.path.join(self._ctx.work_dir, "logs", f"{spec.id}.log")
@@ -209,12 +246,17 @@ class AgentRunner:
     async def wait_state(self, states: frozenset[AgentState]) -> None:
         """Wait until the agent is in one of ``states``."""
         while self.machine.state not in states:
+            if self._changed is None:
+                self._changed = trio.lowlevel.ParkingLot()
             await self._changed.park()
 
     # -- the loop -----------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; then stop the process or leave it, as configured."""
+        exits = self._ctx.exits
+        if exits is not None:
+            exits.attach()
         with self.scope:
             try:
                 task_status.started()
@@ -226,6 +268,10 @@ class AgentRunner:
                     await self._shutdown()
                 for scope in self._watchers.values():
                     scope.cancel()
+                if exits is not None:
+                    if self.child is not None:
+                        self._forget(self.child)
+                    exits.detach()
                 self._fail_pending()
                 if self._ctx.observer is not None:
                     self._ctx.observer.forget(self.view())
@@ -239,7 +285,7 @@ class AgentRunner:
                 else:
                     with trio.move_on_at(deadline):
                         await self._wakeup.park()
-            message = self._queue.popleft() if self._queue else None
+            message = self._queue.pop(0) if self._queue else None
             if message is None:
                 await self._perform(self.machine.tick(trio.current_time()))
             elif isinstance(message, _Exited):
@@ -346,9 +392,7 @@ class AgentRunner:
         actions = self.machine.exited(now, status)
         if self._ctx.observer is not None:
             stopped = self.machine.state is AgentState.STOPPED
-            self._ctx.observer.process_exited(
-                self.view(), now, status.describe(), stopped=stopped
-            )
+            self._ctx.observer.process_exited(self.view(), now, status.describe(), stopped=stopped)
         return actions
 
     async def _perform(self, actions: list[Action]) -> None:
@@ -364,12 +408,16 @@ class AgentRunner:
         self._flush()
 
     async def _spawn(self) -> list[Action]:
+        limiter = self._ctx.spawn_limiter
+        if limiter is None:
+            return await self._spawn_now()
+        # A slot first, then the environment: at start-up hundreds of spawns wait here,
+        # and an environment built by each while it waits would be garbage held at once.
+        async with limiter:
+            return await self._spawn_now()
+
+    async def _spawn_now(self) -> list[Action]:
         spec = self.spec
-        try:
-            os.makedirs(self.work_dir, exist_ok=True)
-            output_fd = self.log.open_for_child()
-        except OSError as exc:
-            return self.machine.spawn_failed(trio.current_time(), f"{exc.filename}: {exc.strerror}")
         run_id = os.urandom(16).hex()
         observer = self._ctx.observer
         checks = observer.env(spec) if observer is not None else {}
@@ -382,23 +430,24 @@ class AgentRunner:
             ENV_RUN_ID: run_id,
             ENV_BINARY: file_identity(spec.binary_path),
             ENV_RESTARTS: str(self.machine.restart_count),
-            ENV_SPEC: spec_digest(spec),
+            ENV_SPEC: self.digest,
         }
         try:
+            # The work dir and the log are prepared in the spawning thread, not here.
             child = await spawn(
                 spec.argv,
                 cwd=self.work_dir,
                 env=env,
-                output_fd=output_fd,
+                output_fd=self.log.open_for_child,
                 run_id=run_id,
                 reaper=self._ctx.reaper,
-                limiter=self._ctx.spawn_limiter,
+                create_cwd=True,
             )
+        except PrepareError as exc:  # the work dir or the log: no process was started
+            return self.machine.spawn_failed(trio.current_time(), str(exc))
         except Exception as exc:  # SpawnError, or OSError from a vanished work dir
             logger.warning("agent %s: %s", spec.id, exc)
             return self.machine.spawn_failed(trio.current_time(), str(exc))
-        finally:
-            os.close(output_fd)
         self.child = child
         self.last_run_id = child.run_id
         self.spawns += 1
@@ -417,7 +466,7 @@ class AgentRunner:
             desired=self.desired,
             process=child.identity,
             run_id=child.run_id,
-            digest=spec_digest(self.spec),
+            digest=self.digest,
             restart_count=self.machine.restart_count,
             enabled=self.spec.enabled,
             spawns=self.spawns,
@@ -428,7 +477,10 @@ class AgentRunner:
             logger.warning("agent %s: cannot note the spawn: %s", self.spec.id, exc)
 
     def _watch(self, child: Child) -> None:
-        """Start the child's watcher in the supervisor's nursery (shielded: see module)."""
+        """Have the child's exit noticed: by the exit watcher, else by a task of its own."""
+        exits = self._ctx.exits
+        if exits is not None and exits.watch(child, self._on_exit):
+            return
         assert self._ctx.nursery is not None
         scope = trio.CancelScope(shield=True)
         self._watchers[id(child)] = scope
@@ -445,6 +497,20 @@ class AgentRunner:
                 self._post(_Exited(child))
 
         self._ctx.nursery.start_soon(watcher)
+
+    def _forget(self, child: Child) -> None:
+        """No longer wait for the child's exit (as a cancelled watcher task would not)."""
+        if self._ctx.exits is not None:
+            self._ctx.exits.forget(child)
+        if self._ctx.reaper is not None:
+            self._ctx.reaper.disown(child.pid)
+
+    def _on_exit(self, child: Child) -> None:
+        """The exit watcher reaped the child (see :meth:`_watch`)."""
+        if self._ctx.reaper is not None:
+            self._ctx.reaper.disown(child.pid)
+        if not self._closed:
+            self._post(_Exited(child))
 
     async def _kill(self, graceful: bool) -> list[Action]:
         child = self.child
@@ -511,12 +577,13 @@ class AgentRunner:
             scope = self._watchers.pop(id(child), None)
             if scope is not None:
                 scope.cancel()
+            self._forget(child)
             child.close()
         self._flush()
 
     def _fail_pending(self) -> None:
         while self._queue:
-            message = self._queue.popleft()
+            message = self._queue.pop(0)
             if isinstance(message, _Pending):
                 message.error = SupervisorClosedError("the supervisor is shutting down")
                 message.done.set()
@@ -540,7 +607,8 @@ class AgentRunner:
             )
         self._ctx.persist()
         self._publish_view()
-        self._changed.unpark_all()
+        if self._changed is not None:
+            self._changed.unpark_all()
 
     def _event(self, change: StateChange) -> AgentEvent:
         return AgentEvent(

@@ -123,6 +123,26 @@ class AgentHealth:
         history: Where samples go (default: one hour, at most 720 samples).
     """
 
+    __slots__ = (
+        "_clear",
+        "_episode",
+        "_process",
+        "_running",
+        "_stopping",
+        "_trigger",
+        "agent_id",
+        "cpu",
+        "heartbeat_tracker",
+        "history",
+        "http",
+        "last_error",
+        "memory",
+        "spec",
+        "status_text",
+        "tcp",
+        "version",
+    )
+
     def __init__(
         self,
         agent_id: str,

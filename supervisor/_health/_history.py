@@ -1,16 +1,17 @@
 """Bounded per-agent resource history (pure): what GetAgentMetrics(agent, seconds) reads.
 
-Samples (time, CPU percent of the process tree, resident bytes) are kept in a ring of at
-most ``max_samples`` entries no older than ``max_age_s``; a window query is two binary
-searches. Time is always an argument.
+Samples (time, CPU percent of the process tree, resident bytes, and four counters) are
+kept, at most ``max_samples`` of them no older than ``max_age_s``, in three flat arrays
+(times and CPU as doubles, the integers as 64-bit numbers): 56 bytes a sample, where a
+named tuple of boxed numbers takes about 270; an hour of samples every 30 s is then
+under 7 KB per agent. A window query is two binary searches. Time is always an argument.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
-from collections import deque
+from array import array
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -39,15 +40,15 @@ class ResourceSample(NamedTuple):
     open_files: int = 0
 
 
-def _at(sample: ResourceSample) -> float:
-    return sample.at
+#: The integer fields of a sample, kept side by side in one array.
+_INTS = len(ResourceSample._fields) - 2
 
 
 class ResourceHistory:
     """Recent resource samples in bounded memory.
 
     A sample is kept while it is among the last ``max_samples`` and younger than
-    ``max_age_s`` relative to the newest one (about 100 bytes each).
+    ``max_age_s`` relative to the newest one (56 bytes each).
 
     Args:
         max_age_s: Samples at or before ``newest - max_age_s`` are dropped.
@@ -57,27 +58,37 @@ class ResourceHistory:
         ValueError: A non-positive age or count.
     """
 
+    __slots__ = ("_at", "_cpu", "_ints", "max_age_s", "max_samples")
+
     def __init__(self, max_age_s: float = 3600.0, max_samples: int = 720) -> None:
         if not (math.isfinite(max_age_s) and max_age_s > 0) or max_samples < 1:
             raise ValueError(
                 f"need max_age_s > 0 and max_samples >= 1, got {max_age_s!r}, {max_samples!r}"
             )
         self.max_age_s = max_age_s
-        self._samples: deque[ResourceSample] = deque(maxlen=max_samples)
+        self.max_samples = max_samples
+        self._at = array("d")
+        self._cpu = array("d")
+        self._ints = array("q")  # _INTS per sample
 
     def __len__(self) -> int:
-        return len(self._samples)
+        return len(self._at)
 
     def __iter__(self) -> Iterator[ResourceSample]:
-        return iter(self._samples)
+        return iter(self._slice(0, len(self._at)))
+
+    def _sample(self, index: int) -> ResourceSample:
+        ints = self._ints[index * _INTS : (index + 1) * _INTS]
+        return ResourceSample(self._at[index], self._cpu[index], *ints)
+
+    def _slice(self, lo: int, hi: int) -> list[ResourceSample]:
+        return [self._sample(index) for index in range(lo, hi)]
 
     def latest(self) -> ResourceSample | None:
         """The newest sample, if any."""
-        return self._samples[-1] if self._samples else None
+        return self._sample(len(self._at) - 1) if self._at else None
 
-    def record(
-        self, now: float, cpu_percent: float, rss_bytes: int, *extra: int
-    ) -> ResourceSample:
+    def record(self, now: float, cpu_percent: float, rss_bytes: int, *extra: int) -> ResourceSample:
         """Add a sample taken at ``now``, dropping what is now too old.
 
         ``extra`` are the further fields of :class:`ResourceSample`, in order.
@@ -85,24 +96,29 @@ class ResourceHistory:
         Raises:
             ValueError: ``now`` is earlier than the newest sample.
         """
-        samples = self._samples
-        if samples and now < samples[-1].at:
-            raise ValueError(f"sample at {now!r} is older than the newest, {samples[-1].at!r}")
+        times = self._at
+        if times and now < times[-1]:
+            raise ValueError(f"sample at {now!r} is older than the newest, {times[-1]!r}")
         sample = ResourceSample(now, cpu_percent, rss_bytes, *extra)
-        samples.append(sample)
-        cutoff = now - self.max_age_s
-        while samples[0].at <= cutoff:
-            samples.popleft()
-        return sample
+        times.append(now)
+        self._cpu.append(cpu_percent)
+        self._ints.extend(sample[2:])
+        # Too many, or too old: the oldest go (a few hundred bytes moved, at most).
+        drop = max(len(times) - self.max_samples, bisect.bisect_right(times, now - self.max_age_s))
+        if drop > 0:
+            del times[:drop]
+            del self._cpu[:drop]
+            del self._ints[: drop * _INTS]
+        return self._sample(len(times) - 1)
 
     def between(self, start: float, end: float) -> list[ResourceSample]:
         """The samples taken after ``start`` and at or before ``end``, oldest first.
 
         The interval is half-open, so adjacent intervals never share a sample.
         """
-        lo = bisect.bisect_right(self._samples, start, key=_at)
-        hi = bisect.bisect_right(self._samples, end, key=_at)
-        return list(itertools.islice(self._samples, lo, max(lo, hi)))
+        lo = bisect.bisect_right(self._at, start)
+        hi = bisect.bisect_right(self._at, end)
+        return self._slice(lo, max(lo, hi))
 
     def window(self, now: float, seconds: float) -> list[ResourceSample]:
         """The samples of the last ``seconds`` before ``now`` (capped at ``max_age_s``).

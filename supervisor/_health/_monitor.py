@@ -51,6 +51,7 @@ import logging
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 import trio
@@ -196,7 +197,14 @@ class HealthMonitor:
         self._leaders: dict[int, _Watched] = {}
         self._leader_of: dict[str, int] = {}
         self._probing: set[str] = set()
+        # How many agents have each heartbeat timeout: the resolution is recomputed when
+        # these change, not over every agent at every process change.
+        self._timeouts: Counter[float] = Counter()
         self._wakeup = trio.lowlevel.ParkingLot()
+        # What the loop planned when it last went to sleep: its wake-up time, and the next
+        # tick of each interval. A change wakes it only when it needs an earlier wake-up.
+        self._wake_at = math.inf
+        self._ticks: dict[float, float] = {}
         self._counts = dict.fromkeys(
             ("ticks", "samples", "probes", "probes_skipped", "unhealthy", "alerts"), 0
         )
@@ -215,9 +223,14 @@ class HealthMonitor:
         """The agent's process, state or checks changed (see ``ProcessObserver``)."""
         watched = self._agents.get(view.agent_id)
         if watched is None or watched.view.post != view.post:
+            if watched is not None:
+                self._count(watched.view.checks, -1)
             watched = self._agents[view.agent_id] = _Watched(view)
+            self._count(view.checks, 1)
         old, watched.view = watched.view, view
         if view.checks != old.checks:
+            self._count(old.checks, -1)
+            self._count(view.checks, 1)
             watched.health.reconfigure(trio.current_time(), view.checks)
         if view.pid != old.pid or view.generation != old.generation or view.checks != old.checks:
             self._track(watched)
@@ -247,6 +260,7 @@ class HealthMonitor:
         watched = self._agents.get(view.agent_id)
         if watched is not None and watched.view.post == view.post:
             del self._agents[view.agent_id]
+            self._count(view.checks, -1)
             pid = self._leader_of.pop(view.agent_id, None)
             if pid is not None:
                 self._leaders.pop(pid, None)
@@ -270,12 +284,19 @@ class HealthMonitor:
         if watched.view.pid:
             self._leaders[watched.view.pid] = watched
             self._leader_of[agent_id] = watched.view.pid
-        self._set_resolution()
-        self._wakeup.unpark_all()
+        deadline = watched.health.next_deadline()
+        if (deadline is not None and deadline < self._wake_at) or (
+            watched.view.checks.interval_s not in self._ticks
+        ):
+            self._wakeup.unpark_all()
 
-    def _set_resolution(self) -> None:
-        timeouts = (w.view.checks.heartbeat_timeout_s for w in self._agents.values())
-        resolution = resolution_for(timeouts)
+    def _count(self, checks: HealthCheckSpec, change: int) -> None:
+        """Count an agent's heartbeat timeout in or out; set the resolution if it moved."""
+        timeout = checks.heartbeat_timeout_s
+        self._timeouts[timeout] += change
+        if self._timeouts[timeout] <= 0:
+            del self._timeouts[timeout]
+        resolution = resolution_for(self._timeouts)
         self.heartbeats.resolution_s = resolution
         self.notifications.resolution_s = min(resolution, NOTIFY_RESOLUTION_S)
 
@@ -349,7 +370,7 @@ class HealthMonitor:
 
     async def _loop(self, nursery: trio.Nursery) -> None:
         start = trio.current_time()
-        ticks: dict[float, float] = {}  # interval -> next tick
+        ticks = self._ticks  # interval -> next tick
         while True:
             now = trio.current_time()
             groups: dict[float, list[_Watched]] = {}
@@ -374,6 +395,7 @@ class HealthMonitor:
                 if at is None:
                     at = ticks[interval] = next_tick(start, interval, now)
                 wake = min(wake, at)
+            self._wake_at = wake
             if math.isinf(wake):
                 await self._wakeup.park()
             else:

@@ -38,12 +38,16 @@ import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h11
 import trio
 
-from ._judge import Judge, Target, clip, parse_url
+from ._judge import Deferred, Judge, Target, clip, parse_url
+
+if TYPE_CHECKING:
+    import h11
+else:
+    h11 = Deferred("h11")
 
 __all__ = ["Probe", "probe_http", "probe_many", "probe_tcp"]
 

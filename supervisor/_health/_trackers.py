@@ -125,6 +125,18 @@ class ThresholdTracker:
             outside ``(0, 1]``.
     """
 
+    __slots__ = (
+        "_fmt",
+        "_prefix",
+        "clear_fraction",
+        "duration_s",
+        "label",
+        "over_since",
+        "state",
+        "threshold",
+        "value",
+    )
+
     def __init__(
         self,
         threshold: float,
@@ -229,6 +241,15 @@ class HeartbeatTracker:
     Raises:
         ValueError: A negative or non-finite timeout.
     """
+
+    __slots__ = (
+        "_reported",
+        "armed",
+        "label",
+        "last_beat",
+        "started_at",
+        "timeout_s",
+    )
 
     def __init__(self, timeout_s: float, *, label: str = "heartbeat") -> None:
         _check_duration("timeout_s", timeout_s)
@@ -339,6 +360,15 @@ class FailureCounter:
         ValueError: A threshold below 1.
     """
 
+    __slots__ = (
+        "count",
+        "first_failure_at",
+        "label",
+        "last_error",
+        "state",
+        "threshold",
+    )
+
     def __init__(self, threshold: int = DEFAULT_PROBE_FAILURES, *, label: str = "probe") -> None:
         if threshold < 1:
             raise ValueError(f"threshold must be at least 1, got {threshold!r}")
@@ -379,5 +409,3 @@ class FailureCounter:
             text = f"{runs} since {format_age(now, self.first_failure_at)} ago"
         detail = f"{self.label}: {text}, last: {self.last_error}"
         return Verdict(self.state, detail, self.first_failure_at)
-
-

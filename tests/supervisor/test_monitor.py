@@ -471,6 +471,8 @@ HTTP_AGENT = """
             pass
     server = http.server.HTTPServer(("127.0.0.1", PORT), H)
     print("listening", flush=True)
+    import os, socket  # READY=1 once listening: no probe finds the port closed
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
     server.serve_forever()
 """
 
@@ -482,6 +484,7 @@ async def test_http_and_tcp_probes(tmp_path: Path) -> None:
         "good",
         HTTP_AGENT.replace("PORT", str(good_port)),
         tmp_path,
+        start_seconds_s=60.0,  # running at READY=1
         health_check=HealthCheckSpec(
             interval_s=0.1,
             http_endpoint=f"http://127.0.0.1:{good_port}/metrics",
@@ -495,6 +498,7 @@ async def test_http_and_tcp_probes(tmp_path: Path) -> None:
         "bad",
         HTTP_AGENT.replace("PORT", str(bad_port)),
         tmp_path,
+        start_seconds_s=60.0,
         health_check=HealthCheckSpec(
             interval_s=0.1,
             http_endpoint=f"http://127.0.0.1:{bad_port}/",

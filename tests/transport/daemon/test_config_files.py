@@ -294,6 +294,27 @@ def test_load_yaml_refuses_duplicate_keys(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # libyaml would take "a:<tab>b" as a mapping; the pure-Python parser refuses it.
+        ("agents:\t[]\n", "invalid YAML at line 1, column 8: found character '\\t' that cannot"),
+        ("agents: [\n", "invalid YAML at line 2, column 1: expected the node content"),
+        ("a: b: c\n", "invalid YAML at line 1, column 5: mapping values are not allowed here"),
+        ('a: "x\x07"\n', "invalid YAML: unacceptable character #x0007: special characters"),
+    ],
+)
+def test_load_yaml_errors_are_the_pure_parsers(tmp_path: Path, text: str, message: str) -> None:
+    """libyaml parses the file, but what it refuses (or reads otherwise: tabs) is read by
+    PyYAML's pure-Python parser, whose messages and positions users see."""
+    path = tmp_path / "d.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigLoadError) as info:
+        load_config(path)
+    [issue] = info.value.issues
+    assert str(issue).startswith(message)
+
+
 def test_load_yaml_merge_keys_may_override(tmp_path: Path, binary: str) -> None:
     path = write(
         tmp_path / "d.yaml",
