@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -245,10 +246,35 @@ def setup_logging(config: ManagerConfig) -> None:
 # --------------------------------------------------------------------------- serving
 
 
+def _check_bindable(config: ManagerConfig) -> None:
+    """Fail early, and without leaking a socket, when the HTTP address cannot be bound.
+
+    Hypercorn leaves the socket of a failed bind open (a ResourceWarning later); binding
+    once here, as hypercorn will (``SO_REUSEADDR``), finds a port in use before it does.
+
+    Raises:
+        ListenError: The address cannot be bound.
+    """
+    from transport import ListenError
+
+    host, port = config.server.host, config.server.port
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            where = config.server.address
+            raise ListenError(f"cannot listen on {where!r} (HTTP): {exc.strerror}") from exc
+
+
 async def serve_manager(
     config: ManagerConfig,
     *,
     out: TextIO | None = None,
+    open_loop: bool = True,
     task_status: trio.TaskStatus[Listening] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every part of the Manager until cancelled (see the module doc).
@@ -256,6 +282,9 @@ async def serve_manager(
     Args:
         config: The configuration.
         out: Where the "listening" lines go (default: standard output).
+        open_loop: Open the grpc loop (:func:`transport.open_grpc_loop`); False when the
+            caller runs inside one already (one per process: a program that also makes
+            gRPC calls of its own opens it around both).
         task_status: Started with the bound addresses once every part is up.
 
     Raises:
@@ -273,6 +302,7 @@ async def serve_manager(
     def say(line: str) -> None:
         print(line, file=out or sys.stdout, flush=True)
 
+    _check_bindable(config)
     auth = auth_settings(config)
     grpc_tls = server_tls(config)
     pool_tls = client_tls(config)
@@ -280,7 +310,8 @@ async def serve_manager(
     database = f"{config.database.driver} {config.database.display_url}"
     say(f"database {database}")
     try:
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
+        loop = open_grpc_loop() if open_loop else contextlib.nullcontext()
+        async with loop, trio.open_nursery() as nursery:
             limiter = trio.CapacityLimiter(min(32, config.database.max_open_conns))
             ingest = Ingest(store_writer(store), limiter=limiter)
             await nursery.start(ingest.run)
