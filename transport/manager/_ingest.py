@@ -139,18 +139,20 @@ Writer = Callable[[Batch], BatchResult]
 class IngestStore(Protocol):
     """The Store's part that :func:`store_writer` uses."""
 
-    def heartbeats(self, items: Sequence[tuple[str, float]]) -> list[bool]:
-        """Mark nodes online (one transaction); per item, whether it was created."""
-
-    def report_metrics_batch(
-        self, items: Sequence[tuple[str, Sequence[MetricPoint]]], *, now: float
-    ) -> list[int | None]:
-        """Store reports (one transaction); per item, rows inserted or None (unknown)."""
+    def ingest(
+        self,
+        heartbeats: Sequence[tuple[str, float]],
+        reports: Sequence[tuple[str, Sequence[MetricPoint]]],
+        *,
+        now: float,
+    ) -> tuple[list[bool], list[int | None]]:
+        """Heartbeats then reports, in one transaction: per heartbeat whether its node was
+        created, per report the rows inserted or None (unknown node)."""
 
 
 def store_writer(store: IngestStore) -> Writer:
-    """The writer of a Store: heartbeats first (a node a heartbeat creates is known to the
-    reports of the same batch), then the reports.
+    """The writer of a Store: each batch in one transaction, heartbeats first (a node a
+    heartbeat creates is known to the reports of the same batch), then the reports.
 
     Args:
         store: The Store.
@@ -160,8 +162,7 @@ def store_writer(store: IngestStore) -> Writer:
     """
 
     def write(batch: Batch) -> BatchResult:
-        created = store.heartbeats(batch.heartbeats) if batch.heartbeats else []
-        inserted = store.report_metrics_batch(batch.reports, now=batch.now) if batch.reports else []
+        created, inserted = store.ingest(batch.heartbeats, batch.reports, now=batch.now)
         return BatchResult(tuple(created), tuple(inserted))
 
     return write

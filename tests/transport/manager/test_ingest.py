@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,24 +307,14 @@ def test_limits_are_checked() -> None:
         Ingest(Writer(), linger_s=-1)
 
 
-def test_store_writer_writes_heartbeats_before_reports() -> None:
-    calls: list[tuple[str, Any]] = []
+def test_store_writer_writes_a_batch_through_the_store(tmp_path: Path) -> None:
+    """One batch, one Store.ingest: a node a heartbeat creates is known to its reports."""
+    from transport.manager._store import Store
 
-    class Store:
-        def heartbeats(self, items: Sequence[tuple[str, float]]) -> list[bool]:
-            calls.append(("heartbeats", list(items)))
-            return [True] * len(items)
-
-        def report_metrics_batch(
-            self, items: Sequence[tuple[str, Sequence[MetricPoint]]], *, now: float
-        ) -> list[int | None]:
-            calls.append(("reports", (list(items), now)))
-            return [None] * len(items)
-
-    write = store_writer(Store())
-    p = point()
-    assert write(Batch((("a", 1.0),), (("b", (p,)),), 5.0)) == BatchResult((True,), (None,))
-    assert calls == [("heartbeats", [("a", 1.0)]), ("reports", ([("b", (p,))], 5.0))]
-    calls.clear()
-    assert write(Batch((), (), 6.0)) == BatchResult((), ())
-    assert calls == []
+    with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        write = store_writer(store)
+        p = point()
+        result = write(Batch((("a", 1.0),), (("a", (p,)), ("b", (p,))), 5.0))
+        assert result == BatchResult((True,), (1, None))
+        assert write(Batch((), (), 6.0)) == BatchResult((), ())
+        assert store.latest_metrics("a")[p.type] is not None

@@ -16,7 +16,9 @@ errors leave as :class:`~transport.manager.StoreError` (``NotFoundError``,
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ._agents import AgentsMixin
 from ._engine import create_engine, migrate
@@ -24,6 +26,9 @@ from ._metrics import STANDARD_TYPES, MetricsMixin
 from ._nodes import UNKNOWN, NodesMixin
 from ._updates import PENDING, UpdatesMixin
 from ._users import UsersMixin
+
+if TYPE_CHECKING:
+    from transport import MetricPoint
 
 __all__ = ["PENDING", "STANDARD_TYPES", "UNKNOWN", "Store"]
 
@@ -58,6 +63,38 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin):
             engine.dispose()
             raise
         return store
+
+    def ingest(
+        self,
+        heartbeats: Sequence[tuple[str, float]],
+        reports: Sequence[tuple[str, Sequence[MetricPoint]]],
+        *,
+        now: float,
+    ) -> tuple[list[bool], list[int | None]]:
+        """Heartbeats, then metric reports, in one transaction (the gRPC ingest's batch).
+
+        A node a heartbeat of the batch creates is known to the reports of the same batch.
+
+        Args:
+            heartbeats: As for :meth:`heartbeats`.
+            reports: As for :meth:`report_metrics_batch`.
+            now: The time of the batch.
+
+        Returns:
+            What :meth:`heartbeats` and :meth:`report_metrics_batch` return for them.
+
+        Raises:
+            StoreError: The database failed (nothing of the batch is stored).
+        """
+        latest: dict[str, float] = {}
+        for node_id, seen in heartbeats:
+            latest[node_id] = max(seen, latest.get(node_id, seen))
+        if not latest and not reports:
+            return [], []
+        with self._write() as conn:
+            created = self._heartbeats(conn, latest) if latest else set()
+            inserted = self._reports(conn, reports, now) if reports else []
+        return [node_id in created for node_id, _ in heartbeats], inserted
 
     def close(self) -> None:
         """Close every pooled connection (the store cannot be used after)."""

@@ -179,17 +179,23 @@ class MetricsMixin(StoreBase):
         if not items:
             return []
         with self._write() as conn:
-            known = self._known_nodes(conn, (node_id for node_id, _ in items))
-            owner: dict[_Key, tuple[int, MetricPoint]] = {}
-            for index, (node_id, points) in enumerate(items):
-                if node_id in known:
-                    for point in points:
-                        owner.setdefault((node_id, point.type, point.timestamp), (index, point))
-            counts: list[int | None] = [0 if n in known else None for n, _ in items]
-            if owner:
-                for key in self._insert_metrics(conn, owner, now):
-                    index = owner[key][0]
-                    counts[index] = (counts[index] or 0) + 1
+            return self._reports(conn, items, now)
+
+    def _reports(
+        self, conn: sa.Connection, items: Sequence[tuple[str, Sequence[MetricPoint]]], now: float
+    ) -> list[int | None]:
+        """Store reports in ``conn``'s transaction (see :meth:`report_metrics_batch`)."""
+        known = self._known_nodes(conn, (node_id for node_id, _ in items))
+        owner: dict[_Key, tuple[int, MetricPoint]] = {}
+        for index, (node_id, points) in enumerate(items):
+            if node_id in known:
+                for point in points:
+                    owner.setdefault((node_id, point.type, point.timestamp), (index, point))
+        counts: list[int | None] = [0 if n in known else None for n, _ in items]
+        if owner:
+            for key in self._insert_metrics(conn, owner, now):
+                index = owner[key][0]
+                counts[index] = (counts[index] or 0) + 1
         return counts
 
     def _insert_metrics(
