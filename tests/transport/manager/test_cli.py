@@ -299,3 +299,32 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["create-user", "alice", "--role", "root"])
     assert "invalid choice: 'root'" in capsys.readouterr().err
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 7, 8, 9}
+
+
+@pytest.mark.parametrize("server", ["grpc", "server"])
+def test_run_on_a_busy_port_exits_5(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    server: str,
+) -> None:
+    import logging
+    import socket
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "manager.yaml"
+        ports = {"server": 0, "grpc": 0, server: port}
+        config.write_text(
+            "".join(f"{name}: {{host: 127.0.0.1, port: {p}}}\n" for name, p in ports.items())
+        )
+        try:
+            assert main(["run", "--config", str(config)]) == 5
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    assert f"cannot listen on '127.0.0.1:{port}'" in capsys.readouterr().err

@@ -169,7 +169,8 @@ def manager_command(config: Path, *argv: str) -> list[str]:
     return [sys.executable, "-m", "transport.manager", *argv, "--config", str(config)]
 
 
-async def test_the_manager_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+async def test_the_manager_process(tmp_path: Path, stop: signal.Signals) -> None:
     config = tmp_path / "manager.yaml"
     config.write_text(yaml.safe_dump(document(tmp_path)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -214,14 +215,45 @@ async def test_the_manager_process(tmp_path: Path) -> None:
                     )
                     assert [n["node_id"] for n in nodes.json()["data"]["list"]] == ["node-e2e"]
             finally:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(stop)
                 code = await process.wait()
             await process.stdout.aclose()
         finally:
             stderr.close()
     log = (tmp_path / "stderr.log").read_text()
     assert code == 0, log
-    assert "received SIGTERM; stopping" in log
+    assert f"received {stop.name}; stopping" in log
     assert "Manager stopped" in log
     assert refused(http)
     assert refused(grpc)
+
+
+def test_the_log_file_rotates_compresses_and_ages(tmp_path: Path) -> None:
+    import gzip
+    import logging
+
+    from transport.manager._run import setup_logging
+
+    log = {"output_path": str(tmp_path / "logs" / "manager.log"), "max_size": 1}
+    config = config_of(tmp_path, log={**log, "max_backups": 2, "max_age": 1, "compress": True})
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging(config)
+    try:
+        logger = logging.getLogger("hostvisor.manager.test")
+        line = "x" * 1000
+        for _ in range(1100):  # a little more than 1 MiB: one rotation
+            logger.info(line)
+        first = tmp_path / "logs" / "manager.log.1.gz"
+        assert gzip.decompress(first.read_bytes()).count(b"x" * 1000) > 900
+        os.utime(first, (0, 0))  # older than max_age
+        for _ in range(1100):
+            logger.info(line)
+        # The second rotation moved the first backup to .2.gz, then aged it out.
+        names = sorted(os.listdir(tmp_path / "logs"))
+        assert names == ["manager.log", "manager.log.1.gz"]
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], level = saved
+        root.setLevel(level)
