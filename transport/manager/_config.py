@@ -97,20 +97,9 @@ from ._errors import ManagerConfigError
 if TYPE_CHECKING:
     from transport import ClientTls, ServerTls
 
-__all__ = [
+__all__ = [  # and the records of ._config_spec, which it re-exports
     "DATA_DIR_ENV",
-    "AuthSpec",
-    "DaemonClientSpec",
-    "DaemonClientTls",
-    "DatabaseSpec",
-    "GrpcSpec",
-    "GrpcTls",
-    "JwtSpec",
-    "LogSpec",
     "ManagerConfig",
-    "MetricsSpec",
-    "NodeSpec",
-    "ServerSpec",
     "check_files",
     "client_tls",
     "default_config",

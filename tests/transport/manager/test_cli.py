@@ -309,14 +309,12 @@ def test_run_on_a_busy_port_exits_5(
     server: str,
 ) -> None:
     import logging
-    import socket
+
+    from tests.transport.manager.test_run import busy_port
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         config = tmp_path / "manager.yaml"
         ports = {"server": 0, "grpc": 0, server: port}
         config.write_text(

@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -107,11 +107,17 @@ async def test_every_part_starts_serves_and_stops(tmp_path: Path) -> None:
     assert secret.stat().st_mode & 0o777 == 0o600
 
 
-async def test_a_busy_grpc_port_fails_the_start(tmp_path: Path) -> None:
+@contextmanager
+def busy_port() -> Iterator[int]:
+    """A port of 127.0.0.1 another socket listens on."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
+        yield busy.getsockname()[1]
+
+
+async def test_a_busy_grpc_port_fails_the_start(tmp_path: Path) -> None:
+    with busy_port() as port:
         config = config_of(tmp_path, grpc={"host": "127.0.0.1", "port": port})
         with pytest.RaisesGroup(ListenError, allow_unwrapped=True, flatten_subgroups=True):
             async with manager(config):
@@ -119,10 +125,7 @@ async def test_a_busy_grpc_port_fails_the_start(tmp_path: Path) -> None:
 
 
 async def test_a_busy_http_port_fails_the_start(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         config = config_of(tmp_path, server={"host": "127.0.0.1", "port": port})
         with pytest.RaisesGroup(
             pytest.RaisesExc(ListenError, match="cannot listen on '127.0.0.1:.*' \\(HTTP\\)"),
