@@ -212,8 +212,9 @@ class ServerSpec:
         host: Where it listens.
         port: Its port (0: any free port).
         mode: The original's gin mode (release, debug, test); debug logs at debug level.
-        read_timeout_s: How long a client may take to send a request.
-        write_timeout_s: Accepted for the original's files (the server streams nothing).
+        read_timeout_s: Accepted for the original's files; the HTTP server keeps its own
+            timeouts (hypercorn's).
+        write_timeout_s: Likewise.
     """
 
     host: str = "0.0.0.0"
@@ -276,9 +277,10 @@ class DatabaseSpec:
         driver: ``sqlite`` or ``postgres``.
         url: The SQLAlchemy URL (``sqlite:////abs/manager.db``,
             ``postgresql+psycopg://...``), made from ``database.dsn``.
-        max_idle_conns: Connections kept open in the pool (PostgreSQL).
-        max_open_conns: The most connections open at once (PostgreSQL).
-        conn_max_lifetime_s: Connections older than this are replaced (0: never).
+        max_idle_conns: Connections kept open in the pool (accepted; the store keeps
+            half of ``max_open_conns``).
+        max_open_conns: The most connections open at once.
+        conn_max_lifetime_s: Accepted (the store checks a connection before each use).
         log_level: silent, error, warn or info (info logs every statement).
     """
 
