@@ -277,10 +277,9 @@ class DatabaseSpec:
         driver: ``sqlite`` or ``postgres``.
         url: The SQLAlchemy URL (``sqlite:////abs/manager.db``,
             ``postgresql+psycopg://...``), made from ``database.dsn``.
-        max_idle_conns: Connections kept open in the pool (accepted; the store keeps
-            half of ``max_open_conns``).
+        max_idle_conns: Connections kept open in the pool (at least 1).
         max_open_conns: The most connections open at once.
-        conn_max_lifetime_s: Accepted (the store checks a connection before each use).
+        conn_max_lifetime_s: Connections older than this are replaced when next used.
         log_level: silent, error, warn or info (info logs every statement).
     """
 

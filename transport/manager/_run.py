@@ -118,9 +118,16 @@ def open_store(config: ManagerConfig) -> Store:
     if config.database.driver == "sqlite":  # the file's directory: data_dir by default
         path = config.database.url.removeprefix("sqlite:///").partition("?")[0]
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    # The pool keeps pool_size connections and opens as many more under load.
-    pool_size = max(1, config.database.max_open_conns // 2)
-    return Store.open(config.database.url, pool_size=pool_size)
+    # The original's pool settings: idle connections kept, the most open at once, and
+    # their lifetime.
+    database = config.database
+    pool_size = max(1, database.max_idle_conns)
+    return Store.open(
+        database.url,
+        pool_size=pool_size,
+        max_overflow=max(0, database.max_open_conns - pool_size),
+        recycle_s=database.conn_max_lifetime_s or None,
+    )
 
 
 def auth_settings(config: ManagerConfig) -> AuthSettings:

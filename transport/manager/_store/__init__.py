@@ -37,14 +37,24 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin):
     """The Manager's database (see the module's documentation)."""
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True, pool_size: int = 10) -> Store:
+    def open(
+        cls,
+        url: str,
+        *,
+        migrate: bool = True,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        recycle_s: float | None = None,
+    ) -> Store:
         """Connect to a database, migrating it to the newest schema first.
 
         Args:
             url: ``sqlite:///path/to/manager.db`` or ``postgresql+psycopg://user@host/db``.
             migrate: Run the migrations (and, on PostgreSQL, create the metric partitions
                 of the coming days).
-            pool_size: Connections kept open (as many more may open under load).
+            pool_size: Connections kept open.
+            max_overflow: How many more may open under load; None: ``pool_size``.
+            recycle_s: Replace connections older than this; None: never.
 
         Returns:
             The store; :meth:`close` it.
@@ -52,7 +62,9 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin):
         Raises:
             StoreError: The database cannot be reached, or a migration failed.
         """
-        engine = create_engine(url, pool_size=pool_size)
+        engine = create_engine(
+            url, pool_size=pool_size, max_overflow=max_overflow, recycle_s=recycle_s
+        )
         try:
             if migrate:
                 _migrate(engine)

@@ -80,14 +80,24 @@ _KNOWN_NODES = sa.select(nodes.c.node_id).where(
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    recycle_s: float | None = None,
+) -> sa.Engine:
     """An engine for ``url`` with this store's connection settings.
 
     Args:
         url: ``sqlite:///path/to/db.sqlite3`` (a file; in-memory databases are refused, each
             connection would see its own), or ``postgresql+psycopg://...``
             (``postgresql://`` means psycopg 3 too).
-        pool_size: Connections kept open; as many again may be opened under load.
+        pool_size: Connections kept open (the original's ``max_idle_conns``).
+        max_overflow: How many more may be opened under load (the original's
+            ``max_open_conns`` less ``pool_size``); None: as many as ``pool_size``.
+        recycle_s: Connections older than this are replaced when next taken from the
+            pool (the original's ``conn_max_lifetime``); None: never.
 
     Returns:
         The engine (no connection made yet).
@@ -100,14 +110,18 @@ def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
     except sa.exc.ArgumentError as exc:
         raise StoreError(f"invalid database URL: {exc}") from exc
     backend = parsed.get_backend_name()
+    pooling: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size if max_overflow is None else max_overflow,
+        "pool_recycle": -1 if recycle_s is None else max(1, round(recycle_s)),
+    }
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise StoreError("SQLite needs a database file (sqlite:///path/to/file)")
         engine = sa.create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-            pool_size=pool_size,
-            max_overflow=pool_size,
+            **pooling,
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -117,9 +131,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
             raise StoreError(f"PostgreSQL is used through psycopg 3, not {parsed.drivername}")
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg"),
-            pool_size=pool_size,
-            max_overflow=pool_size,
             pool_pre_ping=True,
+            **pooling,
         )
     raise StoreError(f"unsupported database {backend!r} (use sqlite or postgresql)")
 
