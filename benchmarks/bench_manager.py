@@ -450,6 +450,17 @@ def report(runs: list[Run], nodes: int) -> None:
             print("\n".join(r.stderr_tail))
 
 
+def _code_version() -> str:
+    """git HEAD, ``+dirty`` when ``transport/`` has uncommitted or untracked changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "transport"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return head + ("+dirty" if status else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -466,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.nodes, args.compression, args.duration, args.settle = 200, 10.0, 20.0, 2.0
     args.sim_procs = args.sim_procs or max(1, math.ceil(args.nodes / 5000))
+    print(f"code {_code_version()}", flush=True)
     runs = []
     for database in args.databases.split(","):
         print(f"running {database} with {args.nodes} nodes ...", flush=True)
@@ -478,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "arguments": vars(args) | {"output": str(args.output)},
                 "runs": [asdict(r) for r in runs],
                 "anchors": {str(k): v for k, v in ANCHORS.items()},
+                "code": _code_version(),
                 "python": sys.version,
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
