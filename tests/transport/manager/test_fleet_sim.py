@@ -21,6 +21,7 @@ import psutil
 import trio
 from hypothesis import given, strategies as st
 
+from tests.transport.manager.service_helpers import serving, sqlite_store
 from transport import (
     CallContext,
     DaemonService,
@@ -35,6 +36,7 @@ from transport import (
     unary_route,
 )
 from transport.daemon._metric_keys import ORIGINAL_KEYS
+from transport.manager._model import NodeStatus
 
 ROOT = Path(__file__).resolve().parents[3]
 SIMULATOR = ROOT / "benchmarks" / "fleet_sim.py"
@@ -167,6 +169,28 @@ async def test_fleet_sends_the_plan_and_records_latencies() -> None:
     assert table["steady"]["calls"] == sum(len(result.latency[m]) for m in fleet_sim.METHODS[1:])
     assert table["steady"]["p50"] <= table["steady"]["p99"] <= table["steady"]["max"]
     assert len(result.lag) == table["steady"]["calls"]  # none failed
+
+
+async def test_the_managers_service_takes_the_fleet(tmp_path: Path) -> None:
+    """The Manager's real gRPC service over SQLite: every call succeeds and is stored."""
+    with sqlite_store(tmp_path) as store:
+        async with open_grpc_loop(), serving(store) as manager:
+            run = config(manager.address, nodes=10, duration_s=1.0)
+            result = await trio.to_thread.run_sync(fleet_sim.simulate, run)
+            stats = manager.ingest.statistics()
+        expected = fleet_sim.plan(run)
+        assert (result.ok, result.failures, result.register_requests) == (expected, {}, 0)
+        assert stats.refused == {}
+        assert (stats.registrations, stats.heartbeats, stats.metric_rows) == (
+            10,
+            expected["Heartbeat"],
+            4 * expected["ReportMetrics"],
+        )
+        for index in range(10):
+            name = fleet_sim.node_id(run, index)
+            assert store.get_node(name).status is NodeStatus.ONLINE
+            assert len(store.list_agents(name)) == run.agents
+            assert all(row is not None for row in store.latest_metrics(name).values())
 
 
 async def test_failures_and_register_requests_are_counted() -> None:
