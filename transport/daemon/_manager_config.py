@@ -429,7 +429,7 @@ class TlsFiles:
 _PEM_LABELS = {"cert_file": "CERTIFICATE", "key_file": "PRIVATE KEY", "ca_file": "CERTIFICATE"}
 
 
-def _read_pem(path: str, label: str) -> tuple[bytes | None, str | None]:
+def read_pem(path: str, label: str) -> tuple[bytes | None, str | None]:
     """The file's bytes, or why it is not a readable PEM file holding a ``label``."""
     try:
         with open(path, "rb") as file:
@@ -452,7 +452,7 @@ def _read_files(tls: ManagerTls) -> tuple[dict[str, bytes], list[ConfigIssue]]:
         path = getattr(tls, key)
         if path is None:
             continue
-        data, problem = _read_pem(path, label)
+        data, problem = read_pem(path, label)
         if problem is not None:
             problems.append(ConfigIssue(f"manager.tls.{key}", problem))
         elif data is not None:

@@ -261,15 +261,11 @@ def _audit(store: Store, action: str, user: User, **detail: str) -> None:
 
 
 def _create_user(config: ManagerConfig, args: argparse.Namespace) -> int:
-    from ._http._users import _USERNAME
+    from ._http._users import USERNAME_RULE, valid_username
 
     name: str = args.name
-    if not _USERNAME.match(name):
-        raise _Refused(
-            "a user name has 3 to 50 letters, digits, '.', '_', '@' or '-', starting with a"
-            f" letter or digit; got {name!r}",
-            EXIT_INPUT,
-        )
+    if not valid_username(name):
+        raise _Refused(f"a user name has {USERNAME_RULE}; got {name!r}", EXIT_INPUT)
     email = args.email.strip()
     if email and (email.count("@") != 1 or email.startswith("@") or email.endswith("@")):
         raise _Refused(f"not an e-mail address: {email!r}", EXIT_INPUT)

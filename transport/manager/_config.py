@@ -64,7 +64,7 @@ from supervisor.schema import (
     write_block,
 )
 from transport.daemon._config import _load_yaml
-from transport.daemon._manager_config import _read_pem
+from transport.daemon._manager_config import read_pem
 
 from ._config_spec import (
     AUTH,
@@ -531,7 +531,7 @@ def _read_pems(where: str, block: object) -> tuple[dict[str, bytes], list[tuple[
     for key, label in _PEM.items():
         path = getattr(block, key)
         if path is not None:
-            data, problem = _read_pem(path, label)
+            data, problem = read_pem(path, label)
             if problem is not None:
                 problems.append((f"{where}.{key}", problem))
             elif data is not None:

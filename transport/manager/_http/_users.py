@@ -50,7 +50,7 @@ from transport.manager._http._envelope import (
 from transport.manager._http._json import audit_json, rfc3339, token_json, user_json
 from transport.manager._model import Role, User, UserStatus
 
-__all__ = ["MIN_PASSWORD", "LoginThrottle", "user_routes"]
+__all__ = ["MIN_PASSWORD", "USERNAME_RULE", "LoginThrottle", "user_routes", "valid_username"]
 
 MIN_PASSWORD = 8
 """The fewest characters a new password may have (the original allows 6)."""
@@ -60,14 +60,21 @@ _ROLES = tuple(str(role) for role in Role)
 _MAX_TOKEN_DAYS = 3650
 
 
+USERNAME_RULE = (
+    "3 to 50 characters: letters, digits, '.', '_', '@', '-' (starting with a letter or digit)"
+)
+"""What a user name may be, in words (for error messages)."""
+
+
+def valid_username(name: str) -> bool:
+    """Whether ``name`` follows :data:`USERNAME_RULE`."""
+    return _USERNAME.match(name) is not None
+
+
 def _username(fields: Fields) -> str:
     name = fields.text("username", max_len=50)
-    if not _USERNAME.match(name):
-        raise ApiError(
-            ErrorCode.INVALID_PARAMS,
-            "username: 3 to 50 characters: letters, digits, '.', '_', '@', '-' "
-            "(starting with a letter or digit)",
-        )
+    if not valid_username(name):
+        raise ApiError(ErrorCode.INVALID_PARAMS, f"username: {USERNAME_RULE}")
     return name
 
 
