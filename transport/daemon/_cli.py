@@ -58,6 +58,7 @@ Exit codes (:data:`EXIT_CODES`):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -293,6 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(config)
     # A SIGUSR1 (from `update`) outside Trio's handler must not kill the daemon.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    _one_malloc_arena()
     daemon = Daemon(config, settings, path, work_dir)
     refused: list[BaseException] = []
     invalid: list[BaseException] = []
@@ -316,6 +318,22 @@ def _run(args: argparse.Namespace) -> int:
 
         reexec_daemon(settings)  # returns only if the exec failed
     return code
+
+
+def _one_malloc_arena() -> None:
+    """Have every thread allocate from glibc's main arena (``mallopt(M_ARENA_MAX, 1)``).
+
+    Each thread that allocates gets an arena of its own otherwise: the spawning threads'
+    keep about 0.9 MiB resident at 300 agents. The threads mostly wait in system calls or
+    for the GIL, so one arena costs them nothing. Call before any thread starts.
+    """
+    import ctypes  # the daemon loads it anyway (return_free_memory)
+
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def _update(args: argparse.Namespace) -> int:
