@@ -85,20 +85,6 @@ ANCHORS: dict[int, dict[str, tuple[float, float]]] = {
 """The original Manager's figures (range between its runs), by fleet size."""
 
 
-class DurablePostgres(PostgresServer):
-    """The test suite's throwaway server, with the durability settings a production
-    server keeps (the tests switch them off for speed)."""
-
-    def _command(self, *args: str) -> None:
-        durable = tuple(
-            arg.replace("fsync=off", "fsync=on")
-            .replace("synchronous_commit=off", "synchronous_commit=on")
-            .replace("full_page_writes=off", "full_page_writes=on")
-            for arg in args
-        )
-        super()._command(*durable)
-
-
 @dataclass
 class Run:
     """One database's run."""
@@ -289,7 +275,7 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
             bindir = find_bindir()
             if bindir is None:
                 raise RuntimeError("PostgreSQL's initdb/pg_ctl not found: install postgresql")
-            server = DurablePostgres(bindir)
+            server = PostgresServer(bindir, durable=True)
             server.start()
             dsn = server.url(server.create_database())
         config, grpc_port, _ = manager_config(root, dsn)

@@ -70,10 +70,13 @@ class PostgresServer:
 
     Args:
         bindir: Where initdb and pg_ctl are.
+        durable: Keep PostgreSQL's durability settings (fsync, synchronous commit, full
+            page writes) on, as a production server runs; the tests switch them off.
     """
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.user = _run_as()
         self.root = Path(tempfile.mkdtemp(prefix="hv-pg-", dir="/tmp"))
         self.data = self.root / "data"
@@ -128,9 +131,11 @@ class PostgresServer:
             (
                 "-c listen_addresses=''",
                 f"-c unix_socket_directories={self.socket_dir}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *(
+                    ()
+                    if self.durable
+                    else ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+                ),
                 "-c max_connections=300",
             )
         )
