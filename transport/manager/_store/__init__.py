@@ -8,9 +8,10 @@ must happen once across several Managers is an ``UPDATE .. RETURNING`` or an adv
 lock. :meth:`Store.open` runs the Alembic migrations (``migrations/``) under a lock and,
 on PostgreSQL, creates the metric partitions of the next days. The methods are grouped by
 subject in mixins: nodes (``_nodes``), agents (``_agents``), metrics (``_metrics``,
-``_partitions``), users, tokens and audit (``_users``), updates (``_updates``). Database
-errors leave as :class:`~transport.manager.StoreError` (``NotFoundError``,
-``ConflictError``) with the driver's error as ``__cause__``.
+``_partitions``), users, tokens and audit (``_users``), updates (``_updates``), the
+console's dashboard (``_dashboard``). Database errors leave as
+:class:`~transport.manager.StoreError` (``NotFoundError``, ``ConflictError``) with the
+driver's error as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._agents import AgentsMixin
+from ._dashboard import DashboardMixin
 from ._engine import create_engine, migrate
 from ._metrics import STANDARD_TYPES, MetricsMixin
 from ._nodes import UNKNOWN, NodesMixin
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["PENDING", "STANDARD_TYPES", "UNKNOWN", "Store"]
 
 
-class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin):
+class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, DashboardMixin):
     """The Manager's database (see the module's documentation)."""
 
     @classmethod

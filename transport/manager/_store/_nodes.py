@@ -33,7 +33,7 @@ from ._schema import metrics, nodes
 if TYPE_CHECKING:
     from transport import NodeRegistration
 
-__all__ = ["UNKNOWN", "NodesMixin", "node_from_row"]
+__all__ = ["UNKNOWN", "NodesMixin", "node_from_row", "online_clause", "search_clause"]
 
 UNKNOWN = "unknown"
 """hostname, ip, os and arch of a node created from a heartbeat (as the original)."""
@@ -205,6 +205,7 @@ class NodesMixin(StoreBase):
         page_size: int,
         status: NodeStatus | None = None,
         online_since: float | None = None,
+        search: str = "",
     ) -> Page[Node]:
         """One page of the nodes, by id.
 
@@ -215,6 +216,7 @@ class NodesMixin(StoreBase):
             online_since: When given, a node counts as online only if it is stored online
                 and was last seen at or after this time (so that a list filtered by
                 status agrees with the status shown, before the offline job has run).
+            search: Only nodes it names (see :func:`search_clause`); empty: all.
 
         Returns:
             The page with the total count.
@@ -227,6 +229,8 @@ class NodesMixin(StoreBase):
         if status is not None:
             online = _online(online_since)
             query = query.where(online if status is NodeStatus.ONLINE else sa.not_(online))
+        if search.strip():
+            query = query.where(search_clause(search))
         return self._page(query, node_from_row, page=page, page_size=page_size)
 
     def node_counts(self, *, online_since: float | None = None) -> dict[str, int]:
@@ -329,6 +333,39 @@ def _unknown_node(node_id: str, now: float) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def search_clause(search: str) -> sa.ColumnElement[bool]:
+    """The nodes a console search names.
+
+    ``key=value`` names the nodes with that label (the value compared case-insensitively);
+    anything else is a case-insensitive substring of the hostname, node id or IP, or the
+    exact key of a label. LIKE's wildcards in ``search`` are literal.
+
+    Args:
+        search: The search text (trimmed here).
+
+    Returns:
+        The ``WHERE`` clause.
+    """
+    text = search.strip()
+    key, equals, value = text.partition("=")
+    if equals and key.strip():
+        label = nodes.c.labels[key.strip()].as_string()
+        return sa.func.lower(label) == value.strip().lower()
+    needle = text.lower()
+    return sa.or_(
+        *(sa.func.lower(column).contains(needle, autoescape=True) for column in _SEARCHED),
+        nodes.c.labels[text].as_string().is_not(None),
+    )
+
+
+_SEARCHED = (nodes.c.hostname, nodes.c.node_id, nodes.c.ip)
+
+
+def online_clause(since: float | None) -> sa.ColumnElement[bool]:
+    """Whether a node counts as online (see :meth:`NodesMixin.list_nodes`)."""
+    return _online(since)
 
 
 def _online(since: float | None) -> sa.ColumnElement[bool]:
