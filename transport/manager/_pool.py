@@ -5,7 +5,9 @@ Theory of operation
 :class:`DaemonPool` keeps at most one channel per daemon target (``ip:port``, see
 :func:`~transport.manager._pool_policy.target_of`) and makes every call the Manager makes to
 a daemon: ListAgents, OperateAgent, GetAgentMetrics, PushUpdate (``proto.DaemonService``)
-and GetAgentLogs, GetUpdateResult (``hostvisor.v1.HostvisorService``).
+and GetAgentLogs, GetUpdateResult, ListAgentDetails and the stream FollowAgentLogs
+(``hostvisor.v1.HostvisorService``; records in :mod:`._pool_streams`). A followed log holds
+its channel in use for as long as it is read (it is never closed as idle or by the cap).
 
 **Ownership.** :meth:`DaemonPool.run` owns every channel: it runs a nursery, and each
 channel is opened by a task of that nursery (the first call to a target starts it and
@@ -94,6 +96,14 @@ from ._pool_policy import (
     target_of,
     update_status,
 )
+from ._pool_streams import (
+    KEEPALIVE_TIMEOUT_S,
+    AgentDetailRecord,
+    LogStream,
+    PoolStatistics,
+    agent_detail_record,
+    channel_options,
+)
 
 if TYPE_CHECKING:
     from transport import UnaryMethod
@@ -102,6 +112,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALL_TIMEOUT_S",
+    "DEFAULT_FOLLOW_LINES",
     "KEEPALIVE_TIMEOUT_S",
     "OPERATE_TIMEOUT_S",
     "DaemonAnswerError",
@@ -121,39 +132,12 @@ CALL_TIMEOUT_S = 30.0
 """A call's deadline (every method but OperateAgent)."""
 OPERATE_TIMEOUT_S = 90.0
 """OperateAgent's deadline: longer than a graceful stop."""
-KEEPALIVE_TIMEOUT_S = 10.0
-"""How long a keepalive ping may go unanswered before the connection counts as dead."""
-MAX_MESSAGE_BYTES = 16 << 20
-"""The largest response accepted (1000 log lines of a chatty agent fit many times)."""
+DEFAULT_FOLLOW_LINES = 100
+"""FollowAgentLogs' history when the caller asks for none in particular."""
 
 
 class DaemonAnswerError(ManagerError):
     """A daemon answered with a message that breaks the contract (an invalid field)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    """Counts since the pool was made.
-
-    Attributes:
-        open_channels: Channels open now (including evicted ones still finishing calls).
-        opened: Channels opened.
-        calls: Calls made (or tried: a call to a node without an address counts).
-        failures: Calls that raised, for any reason.
-        unreachable: Calls that raised :class:`~transport.manager.DaemonUnreachableError`.
-        evictions: Channels taken out after ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``.
-        lru_closes: Channels closed to stay within ``max_channels``.
-        idle_closes: Channels closed after ``idle_s`` unused.
-    """
-
-    open_channels: int
-    opened: int
-    calls: int
-    failures: int
-    unreachable: int
-    evictions: int
-    lru_closes: int
-    idle_closes: int
 
 
 @dataclass(eq=False)
@@ -176,26 +160,6 @@ class _Entry:
     """The cancel scopes of the calls on the channel now."""
     drained: trio.Event = field(default_factory=trio.Event)
     """Set when the last of ``calls`` ended."""
-
-
-def _options(keepalive_s: float | None) -> tuple[tuple[str, int | str], ...]:
-    options: list[tuple[str, int | str]] = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        # A channel of its own subchannels: by default grpc shares them between channels to
-        # one target, and a new channel after an eviction would inherit the old one's
-        # failure and reconnect backoff instead of dialling afresh.
-        ("grpc.use_local_subchannel_pool", 1),
-        # Reconnect promptly after a daemon restart (evicted channels dial afresh anyway).
-        ("grpc.initial_reconnect_backoff_ms", 1_000),
-        ("grpc.max_reconnect_backoff_ms", 10_000),
-    ]
-    if keepalive_s is not None:
-        options += [
-            ("grpc.keepalive_time_ms", round(keepalive_s * 1000)),
-            ("grpc.keepalive_timeout_ms", round(KEEPALIVE_TIMEOUT_S * 1000)),
-            ("grpc.keepalive_permit_without_calls", 0),
-        ]
-    return tuple(options)
 
 
 class DaemonPool:
@@ -247,7 +211,7 @@ class DaemonPool:
         self._timeout_s = timeout_s
         self._operate_timeout_s = operate_timeout_s
         self._default_port = default_port
-        self._options = tuple({**dict(_options(keepalive_s)), **dict(options)}.items())
+        self._options = tuple({**dict(channel_options(keepalive_s)), **dict(options)}.items())
         self._nursery: trio.Nursery | None = None
         self._state = "new"  # new -> running -> stopping -> stopped
         self._entries: dict[str, _Entry] = {}  # the pool's channels by target, LRU first
@@ -433,7 +397,77 @@ class DaemonPool:
         reply = await self._call(node, HostvisorService.GetUpdateResult, request, self._timeout_s)
         return update_status(reply.response)
 
+    async def agent_details(self, node: Node) -> list[AgentDetailRecord]:
+        """The node's agents with health and errors (ListAgentDetails of ``hostvisor.v1``).
+
+        Raises:
+            DaemonUnreachableError, RemoteError, DaemonAnswerError, ManagerError: As
+                :meth:`list_agents` (an original daemon answers ``UNIMPLEMENTED``).
+        """
+        request = hostvisor_pb2.ListAgentDetailsRequest()
+        method = HostvisorService.ListAgentDetails
+        reply = await self._call(node, method, request, self._timeout_s)
+        return _converted(node, "ListAgentDetails", agent_detail_record, reply.response.agents)
+
+    @asynccontextmanager
+    async def follow_logs(
+        self, node: Node, agent_id: str, tail_lines: int = DEFAULT_FOLLOW_LINES
+    ) -> AsyncIterator[LogStream]:
+        """Follow an agent's log (FollowAgentLogs of ``hostvisor.v1``) for the block.
+
+        ``async with pool.follow_logs(node, "web") as stream: async for chunk in stream``:
+        the first chunk is the last ``tail_lines`` lines (0 to 1000), then each new line as
+        it is written. Leaving the block cancels the call (the daemon's handler ends).
+
+        Raises:
+            DaemonUnreachableError: The node has no address, or (while reading) the daemon
+                went away.
+            RemoteError: While reading: the daemon's refusal (``NOT_FOUND``,
+                ``INVALID_ARGUMENT``, ``UNIMPLEMENTED`` from an original daemon, ...).
+            ManagerError: The pool is not running, or stopped during the stream.
+        """
+        request = hostvisor_pb2.FollowAgentLogsRequest(agent_id=agent_id, tail_lines=tail_lines)
+        target = self._target(node)
+        async with self._using(target) as entry:
+            assert entry.channel is not None
+            where = f"node {node.node_id} ({entry.target})"
+            with trio.CancelScope() as scope:
+                entry.calls.add(scope)
+                try:
+                    method = HostvisorService.FollowAgentLogs
+                    async with entry.channel.stream(method, request) as responses:
+                        yield LogStream(
+                            responses, where, lambda exc: self._failure(entry, where, exc)
+                        )
+                finally:
+                    entry.calls.discard(scope)
+                    if not entry.calls:
+                        entry.drained.set()
+            if scope.cancelled_caught:
+                raise ManagerError(f"{where}: the daemon pool stopped during the stream")
+
     # -- machinery ------------------------------------------------------------------------
+
+    def _target(self, node: Node) -> str:
+        """The node's daemon target; a call is counted (and failed when there is none)."""
+        self._counts["calls"] += 1
+        try:
+            return target_of(node.ip, node.grpc_port, default_port=self._default_port)
+        except ValueError as exc:
+            self._failed(unreachable=True)
+            raise DaemonUnreachableError(f"node {node.node_id}: {exc}") from None
+
+    def _failure(self, entry: _Entry, where: str, exc: RemoteError) -> Exception:
+        """The error a failed call raises: ``exc`` itself, or (evicting the channel)
+        :class:`DaemonUnreachableError` for ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED``."""
+        if disposition(exc.status) is Disposition.PASS:
+            self._failed(unreachable=False)
+            return exc
+        self._evict(entry)
+        self._failed(unreachable=True)
+        return DaemonUnreachableError(
+            f"{where}: the daemon is unreachable ({exc.status.name}: {exc.details})"
+        )
 
     async def _call(
         self,
@@ -445,17 +479,12 @@ class DaemonPool:
         metadata: Metadata = (),
     ) -> Reply[Resp]:
         """One call on the node's channel, its errors translated (see the module)."""
-        self._counts["calls"] += 1
-        try:
-            target = target_of(node.ip, node.grpc_port, default_port=self._default_port)
-        except ValueError as exc:
-            self._failed(unreachable=True)
-            raise DaemonUnreachableError(f"node {node.node_id}: {exc}") from None
+        target = self._target(node)
         try:
             async with self._using(target) as entry:
                 return await self._call_on(entry, node, method, request, timeout_s, metadata)
-        except DaemonUnreachableError:
-            raise
+        except (DaemonUnreachableError, RemoteError):
+            raise  # counted by _failure
         except Exception:
             self._failed(unreachable=False)
             raise
@@ -479,13 +508,10 @@ class DaemonPool:
                     method, request, timeout_s=timeout_s, metadata=metadata
                 )
             except RemoteError as exc:
-                if disposition(exc.status) is Disposition.PASS:
+                error = self._failure(entry, where, exc)
+                if error is exc:
                     raise
-                self._evict(entry)
-                self._failed(unreachable=True)
-                raise DaemonUnreachableError(
-                    f"{where}: the daemon is unreachable ({exc.status.name}: {exc.details})"
-                ) from exc
+                raise error from exc
             except TransportError as exc:
                 raise ManagerError(f"{where}: {exc}") from exc
             finally:
