@@ -244,7 +244,7 @@ def _reading_alert(reading: Reading, thresholds: Thresholds) -> Alert | None:
     )
 
 
-def _sort_key(alert: Alert) -> tuple[int, int, float, str, str]:
+def _sort_key(alert: Alert) -> tuple[int, int, float, str, str, str, float]:
     value = alert.value if alert.value is not None else 0.0
     return (
         0 if alert.severity is Severity.CRITICAL else 1,
@@ -252,6 +252,8 @@ def _sort_key(alert: Alert) -> tuple[int, int, float, str, str]:
         -value,
         alert.node_id,
         alert.agent_id or "",
+        alert.hostname,
+        alert.since if alert.since is not None else -math.inf,
     )
 
 

@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 A request proves who it is with ``Authorization: Bearer <credential>``, where the
 credential is either a JWT from ``POST /auth/login`` (what the console sends) or an API
-token (``hvt_`` + 43 random characters; what scripts send). :func:`principal` turns the
-request into a :class:`Principal` or raises the original's codes: 1002 no credential, 1007
-invalid, 1008 expired, 2008 user disabled, 1003 role too low.
+token (``hvt_`` + 43 random characters; what scripts send). The console's Server-Sent
+Events routes alone also take it as ``?access_token=`` (EventSource cannot send headers),
+checked the same way; the HTTP server keeps no access log, so it is not written down.
+:func:`principal` turns the request into a :class:`Principal` or raises the original's
+codes: 1002 no credential, 1007 invalid, 1008 expired, 2008 user disabled, 1003 role too
+low.
 
 The stored user is read on EVERY request, so nothing the token says about the user is
 trusted beyond its id: a role change applies at the next request, disabling a user stops
@@ -475,11 +478,14 @@ class Authenticator:
 
     # requests
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: Request, *, query_token: bool = False) -> Principal:
         """Who made ``request``, as the store knows them now.
 
         Args:
             request: The request.
+            query_token: Accept the credential from the ``access_token`` query parameter
+                when there is no Authorization header (the console's Server-Sent Events:
+                EventSource cannot send headers). Checked exactly as the header.
 
         Returns:
             The principal.
@@ -487,7 +493,11 @@ class Authenticator:
         Raises:
             ApiError: 1002, 1007, 1008 or 2008.
         """
-        credential = parse_bearer(request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        from_query = request.query_params.get("access_token") if query_token else None
+        if header is None and from_query is not None:
+            header = f"Bearer {from_query}"
+        credential = parse_bearer(header)
         now = self.clock()
         if credential.startswith(TOKEN_PREFIX):
             return await self._by_token(credential, now)
@@ -520,12 +530,15 @@ class Authenticator:
             await self.run(self.store.touch_token, token.id, now=now)
         return Principal(user, "token", token.id)
 
-    async def principal(self, request: Request, minimum: Role) -> Principal:
+    async def principal(
+        self, request: Request, minimum: Role, *, query_token: bool = False
+    ) -> Principal:
         """Who made ``request``, refused unless their role includes ``minimum``.
 
         Args:
             request: The request.
             minimum: The least role allowed.
+            query_token: As for :meth:`authenticate`.
 
         Returns:
             The principal.
@@ -533,7 +546,7 @@ class Authenticator:
         Raises:
             ApiError: 1002, 1007, 1008, 2008, or 1003.
         """
-        who = await self.authenticate(request)
+        who = await self.authenticate(request, query_token=query_token)
         check_role(who.user, minimum)
         return who
 
@@ -612,12 +625,14 @@ def authenticator(request: Request) -> Authenticator:
     return auth
 
 
-async def principal(request: Request, minimum: Role) -> Principal:
+async def principal(request: Request, minimum: Role, *, query_token: bool = False) -> Principal:
     """Who made ``request``, refused unless their role includes ``minimum``.
 
     Args:
         request: The request.
         minimum: The least role allowed (``Role.VIEWER`` for any signed-in user).
+        query_token: Also accept ``?access_token=`` (Server-Sent Events routes only; see
+            :meth:`Authenticator.authenticate`).
 
     Returns:
         The principal (the user as stored now).
@@ -626,7 +641,7 @@ async def principal(request: Request, minimum: Role) -> Principal:
         ApiError: 1002 no credential, 1007 invalid, 1008 expired, 2008 disabled, 1003
             role too low.
     """
-    return await authenticator(request).principal(request, minimum)
+    return await authenticator(request).principal(request, minimum, query_token=query_token)
 
 
 @dataclasses.dataclass(slots=True)

@@ -23,7 +23,10 @@ that a Manager that was stopped for a while never shows a stale ``online``.
 
 After an operation succeeds, the node's agents are refreshed from its daemon (ListAgents)
 so that the console, which reads the agent list right after, sees the new state; a failed
-refresh only costs freshness (the daemon's own sync comes within 30 s).
+refresh only costs freshness (the daemon's own sync comes within 30 s). A refresh (after
+an operation or a REST sync) publishes the node's agents to the console's event hub
+(``agents``), and a deletion publishes ``node`` ``deleted``. ``GET /nodes`` takes ``q``, a
+search by hostname, node id, IP or label (``key=value`` or a key), done in SQL.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from transport.manager._http._json import agent_json, node_json, resource_point_
 from transport.manager._model import Node, NodeStatus, Role
 
 if TYPE_CHECKING:
+    from transport.manager._events import EventHub
     from transport.manager._pool import DaemonPool
     from transport.manager._store import Store
 
@@ -188,12 +192,14 @@ class Fleet:
         pool: The daemon client pool.
         offline_after_s: A node is shown offline after this long without a heartbeat.
         clock: Unix seconds now.
+        events: The console's event hub (agents refreshed, nodes deleted), or None.
     """
 
     store: Store
     pool: DaemonPool
     offline_after_s: float = 180.0
     clock: Callable[[], float] = time.time
+    events: EventHub | None = None
 
     async def db(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call in a worker thread.
@@ -252,9 +258,14 @@ class Fleet:
         with daemon_call(node, "ListAgents"):
             infos = await self.pool.list_agents(node)
         try:
-            return await self.db(self.store.replace_agents, node.node_id, infos, now=self.clock())
+            count = await self.db(self.store.replace_agents, node.node_id, infos, now=self.clock())
+            if self.events is not None and self.events.subscribers:
+                self.events.agents(
+                    node.node_id, await self.db(self.store.list_agents, node.node_id)
+                )
         except NotFoundError:  # deleted meanwhile
             raise node_not_found(node.node_id) from None
+        return count
 
 
 # --------------------------------------------------------------------------- routes
@@ -268,12 +279,16 @@ class _NodeRoutes:
         await principal(request, Role.VIEWER)
         page, size = paging(request)
         status = query_str(request, "status", choices=[s.value for s in NodeStatus])
+        search = query_str(request, "q")
+        if len(search) > 200:
+            raise ApiError(ErrorCode.INVALID_PARAMS, "q: at most 200 characters")
         found = await self.fleet.db(
             self.fleet.store.list_nodes,
             page=page,
             page_size=size,
             status=NodeStatus(status) if status else None,
             online_since=self.fleet.online_since(),
+            search=search,
         )
         return page_ok(found, lambda node: node_json(self.fleet.shown(node)))
 
@@ -300,6 +315,8 @@ class _NodeRoutes:
                 await self.fleet.db(self.fleet.store.delete_node, node.id)
             except NotFoundError:  # deleted meanwhile
                 raise node_not_found(node.id) from None
+        if self.fleet.events is not None:
+            self.fleet.events.node_status(node.node_id, "deleted")
         return ok({"message": f"node {node.node_id} deleted"})
 
     async def list_agents(self, request: Request) -> JSONResponse:
