@@ -5,7 +5,8 @@ Theory of operation
 :func:`build_app` is the composition root of the HTTP side: one Starlette application with
 ``GET /health`` (not enveloped, as the original), ``GET /metrics`` (Prometheus text), the
 account routes (:mod:`._users`) and the fleet's (:mod:`._nodes`, :mod:`._metrics_api`,
-:mod:`._updates`), the envelope's error handlers and catch-all middleware, and the
+:mod:`._updates`), the console's API (:mod:`._console`: dashboard, agent details, event
+streams), the envelope's error handlers and catch-all middleware, and the
 :class:`~._auth.Authenticator` installed for every route to find. It holds no task: the
 store is synchronous (called in worker threads) and the pool's own task is run by the
 caller.
@@ -32,7 +33,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from transport.manager._alerts import Thresholds
+from transport.manager._events import EventHub
 from transport.manager._http._auth import Authenticator, AuthSettings, install
+from transport.manager._http._console import KEEPALIVE_S, Console, console_api_routes
 from transport.manager._http._envelope import exception_handlers, middleware
 from transport.manager._http._json import rfc3339
 from transport.manager._http._metrics_api import metrics_routes
@@ -60,6 +64,9 @@ def build_app(
     ingest_stats: Reader | None = None,
     offline_after_s: float = 180.0,
     clock: Callable[[], float] = time.time,
+    events: EventHub | None = None,
+    thresholds: Thresholds | None = None,
+    keepalive_s: float = KEEPALIVE_S,
 ) -> Starlette:
     """The Manager's REST API.
 
@@ -71,12 +78,18 @@ def build_app(
             ending in ``_total`` is a counter), or None.
         offline_after_s: A node is shown offline after this long without a heartbeat.
         clock: Unix seconds now.
+        events: The event hub the console's event stream reads and the routes publish to
+            (the gRPC service and the jobs publish to the same one); None: a new one.
+        thresholds: The dashboard's alert thresholds (``alerts`` of manager.yaml).
+        keepalive_s: The console's event streams write a comment after this long idle.
 
     Returns:
         The Starlette application (ASGI).
     """
     authenticator = Authenticator(store, auth, clock=clock)
-    fleet = Fleet(store, pool, offline_after_s=offline_after_s, clock=clock)
+    hub = events if events is not None else EventHub()
+    fleet = Fleet(store, pool, offline_after_s=offline_after_s, clock=clock, events=hub)
+    console = Console(fleet, hub, thresholds or Thresholds(), keepalive_s=keepalive_s)
     collector = FleetCollector(
         lambda: store.node_counts(online_since=fleet.online_since()),
         agents=store.agent_counts,
@@ -91,6 +104,7 @@ def build_app(
         Route("/health", health, methods=["GET"]),
         prometheus_route(collector),
         *user_routes(authenticator),
+        *console_api_routes(console),
         *node_routes(fleet),
         *metrics_routes(fleet),
         *update_routes(fleet),
