@@ -6,8 +6,9 @@ Theory of operation
 ``GET /health`` (not enveloped, as the original), ``GET /metrics`` (Prometheus text), the
 account routes (:mod:`._users`) and the fleet's (:mod:`._nodes`, :mod:`._metrics_api`,
 :mod:`._updates`), the console's API (:mod:`._console`: dashboard, agent details, event
-streams), the envelope's error handlers and catch-all middleware, and the
-:class:`~._auth.Authenticator` installed for every route to find. It holds no task: the
+streams) and its pages (``/`` and ``/console/``, :mod:`transport.manager._web`), the
+envelope's error handlers and catch-all middleware, and the :class:`~._auth.Authenticator`
+installed for every route to find. It holds no task: the
 store is synchronous (called in worker threads) and the pool's own task is run by the
 caller.
 
