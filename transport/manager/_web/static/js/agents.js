@@ -13,6 +13,7 @@ import { logViewer } from './logs.js';
 import { events } from './sse.js';
 
 const AGENT_WINDOW_S = 3600;
+const OPERATIONS = [['start', 'Start', 'agent-start-'], ['stop', 'Stop', 'agent-stop-'], ['restart', 'Restart', 'agent-restart-']];
 
 function healthBadge(health) {
   return badge(health || 'unknown');
@@ -33,8 +34,8 @@ class AgentRow {
     this.version = h('td');
     const buttons = [];
     if (can('operator')) {
-      for (const op of ['start', 'stop', 'restart']) {
-        const b = h('button', { type: 'button', class: `btn btn-small${op === 'stop' ? ' btn-danger' : ''}`, testid: `agent-${op}-${id}` }, op[0].toUpperCase() + op.slice(1));
+      for (const [op, label, testid] of OPERATIONS) {
+        const b = h('button', { type: 'button', class: `btn btn-small${op === 'stop' ? ' btn-danger' : ''}`, testid: `${testid}${id}` }, label);
         b.addEventListener('click', () => this.operate(op, buttons));
         buttons.push(b);
       }
@@ -59,9 +60,12 @@ class AgentRow {
     if (agent.status !== undefined) setBadge(this.status, agent.status);
     if (agent.pid !== undefined) this.pid.textContent = agent.pid ? String(agent.pid) : '–';
     if (agent.version !== undefined) this.version.textContent = agent.version || '–';
-    if ('uptime_s' in agent) this.uptime.textContent = agent.status === 'running' ? duration(agent.uptime_s) : '–';
+    if ('uptime_s' in agent) this.uptime.textContent = agent.uptime_s === null ? '–' : duration(agent.uptime_s);
     if ('restart_count' in agent) this.restarts.textContent = agent.restart_count ?? '–';
-    if ('health' in agent || !this.health.childElementCount) replace(this.health, healthBadge(agent.health));
+    if ('health' in agent || !this.health.childElementCount) {
+      replace(this.health, healthBadge(agent.health));
+      if (agent.health_summary) this.health.title = agent.health_summary;
+    }
     if ('last_error' in agent) {
       this.error.textContent = agent.last_error || '';
       this.error.title = agent.last_error || '';
@@ -189,7 +193,7 @@ export function agentsSection(nodeId) {
         data = { live: false, agents: (await api(path)).agents }; // an older Manager
       }
       if (destroyed) return;
-      note.textContent = data.live ? 'live from the daemon' : 'daemon unreachable: last reported state';
+      note.textContent = data.live ? 'live from the daemon' : `last reported state (daemon: ${data.error || 'unreachable'})`;
       show(data.agents || []);
     } catch (e) {
       if (destroyed) return;

@@ -1,6 +1,7 @@
 // The log viewer of one agent: follows new lines over SSE
-// (GET .../logs/follow?lines=200&access_token=..., `line` events {line}, an `error` event
-// when the daemon cannot be read), can stop following, and downloads the last 1,000 lines
+// (GET .../logs/follow?lines=200&access_token=...: `line` events {line}, `dropped` {count}
+// when the daemon skipped lines for a slow reader, `error` {code, message} or `end` when the
+// stream is over), can stop following, and downloads the last 1,000 lines
 // (GET .../logs?lines=1000) as a text file made in the browser.
 
 import { api } from './api.js';
@@ -66,6 +67,13 @@ export function logViewer(nodeId, agentId, onClose) {
     status.textContent = 'connecting…';
     live = stream(`${base}/follow`, { lines: TAIL }, {
       line: (data) => add(typeof data === 'object' && data !== null ? String(data.line ?? '') : String(data)),
+      dropped: (data) => add(`(${data && data.count} lines skipped: the reader was too slow)`, true),
+      end: () => {
+        add('(the daemon ended the stream)', true);
+        stop();
+        follow.checked = false;
+        status.textContent = 'ended';
+      },
       error: (data) => {
         if (data === undefined || data === null) return; // the connection's own error, not the server's
         add(`log stream: ${data.message || data.error || JSON.stringify(data)}`, true);
@@ -74,7 +82,12 @@ export function logViewer(nodeId, agentId, onClose) {
         status.textContent = 'stopped';
       },
     }, {
-      onOpen: () => { opened = true; status.textContent = 'following'; },
+      onOpen: () => {
+        // A reconnection sends the tail again: start over rather than repeat lines.
+        if (opened) view.replaceChildren();
+        opened = true;
+        status.textContent = 'following';
+      },
       onDown: () => {
         status.textContent = 'reconnecting…';
         if (!opened) { opened = true; loadOnce(); }

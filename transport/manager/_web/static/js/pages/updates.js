@@ -52,7 +52,7 @@ function pushForm(onPushed) {
   };
   const component = field('component', 'Component', { required: true, placeholder: 'daemon', value: 'daemon' });
   const version = field('version', 'Version', { required: true, placeholder: '1.2.3' });
-  const url = field('download_url', 'Download URL', { required: true, placeholder: 'https://updates.example/…' });
+  const url = field('download_url', 'Download URL', { required: true, placeholder: 'where the daemons download the artifact' });
   const hash = field('hash', 'SHA-256', { placeholder: 'hex digest' });
   const signature = field('signature', 'Signature', { textarea: true, rows: 3, placeholder: 'base64' });
   const picker = nodePicker();
