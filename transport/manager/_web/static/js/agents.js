@@ -45,7 +45,7 @@ class AgentRow {
     const chart = h('button', { type: 'button', class: 'btn btn-small', testid: `agent-chart-${id}`, 'aria-expanded': 'false' }, 'Chart');
     chart.addEventListener('click', () => this.toggleChart(chart));
     this.tr = h('tr', { testid: `agent-row-${id}`, 'data-agent': id },
-      h('td', {}, h('strong', {}, id)),
+      h('td', { class: 'nowrap' }, h('strong', {}, id)),
       h('td', {}, agent.type || '–'),
       this.version,
       h('td', {}, this.status),
@@ -107,6 +107,9 @@ class AgentRow {
         const data = await api(`/nodes/${encodeURIComponent(this.nodeId)}/agents/${encodeURIComponent(this.id)}/metrics`, { query: { duration: AGENT_WINDOW_S } });
         const points = [...(data.data_points || [])].sort((a, b) => a.timestamp - b.timestamp);
         const xs = points.map((p) => p.timestamp);
+        const now = Date.now() / 1000;
+        cpu.window(now - AGENT_WINDOW_S, now);
+        mem.window(now - AGENT_WINDOW_S, now);
         cpu.set(xs, points.map((p) => p.cpu ?? null));
         mem.set(xs, points.map((p) => p.memory_rss ?? null));
       } catch (e) {

@@ -20,12 +20,14 @@ export const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#
  * @param {HTMLElement} container the element to draw in (its width is followed)
  * @param {{series: Array<{label: string}>, unit: 'percent'|'bytes'|'rate'|'number',
  *   height?: number, empty?: string}} options
- * @returns {{set: (xs: number[], ...ys: Array<Array<number|null>>) => void,
+ * @returns {{window: (start: number, end: number) => void,
+ *   set: (xs: number[], ...ys: Array<Array<number|null>>) => void,
  *   message: (text: string, error?: boolean) => void, destroy: () => void}}
  */
 export function timeChart(container, { series, unit = 'number', height = 200, empty = 'No data in this range.' }) {
   const fmt = FORMATS[unit] || FORMATS.number;
   let plot = null;
+  let xWindow = null; // [start, end] unix seconds: the x axis spans the asked range
   const width = () => Math.max(container.clientWidth || 0, 280);
 
   const build = (data) => {
@@ -33,7 +35,7 @@ export function timeChart(container, { series, unit = 'number', height = 200, em
       width: width(),
       height,
       scales: {
-        x: { time: true },
+        x: { time: true, range: (u, min, max) => xWindow || [min, max > min ? max : min + 60] },
         y: unit === 'percent'
           ? { range: (u, min, max) => [0, Math.max(100, max || 0)] }
           : { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
@@ -64,6 +66,10 @@ export function timeChart(container, { series, unit = 'number', height = 200, em
   observer.observe(container);
 
   return {
+    /** Fix the x axis to [start, end] (unix seconds), whatever the data covers. */
+    window(start, end) {
+      xWindow = [start, end];
+    },
     set(xs, ...ys) {
       if (!xs.length) {
         this.message(empty);

@@ -33,6 +33,12 @@ function alertList(alerts) {
       a.since ? h('span', { class: 'muted' }, `since ${ago(a.since)}`) : null)));
 }
 
+function alertsTitle(data) {
+  const shown = (data.alerts || []).length;
+  const total = data.alerts_total ?? shown;
+  return total > shown ? `Alerts (${shown} of ${total})` : `Alerts (${total})`;
+}
+
 function render(view, data) {
   const agents = data.agents || {};
   const states = [...AGENT_STATES, ...Object.keys(agents).filter((s) => !AGENT_STATES.includes(s))];
@@ -45,11 +51,10 @@ function render(view, data) {
     h('h2', {}, 'Agents'),
     h('div', { class: 'grid grid-cards' },
       states.map((s) => card(s, agents[s] || 0, `dash-agents-${s}`, (agents[s] || 0) ? STATE_TONE[s] || '' : ''))),
-    h('div', { class: 'grid grid-2' },
-      h('section', { class: 'panel' }, h('h2', {}, 'Alerts'), alertList(data.alerts)),
-      h('div', {},
-        h('section', { class: 'panel' }, h('h2', {}, 'Top CPU'), topList(data.top_cpu, 'dash-top-cpu')),
-        h('section', { class: 'panel' }, h('h2', {}, 'Top memory'), topList(data.top_memory, 'dash-top-memory')))));
+    h('div', { class: 'grid grid-3' },
+      h('section', { class: 'panel' }, h('h2', {}, alertsTitle(data)), alertList(data.alerts)),
+      h('section', { class: 'panel' }, h('h2', {}, 'Top CPU'), topList(data.top_cpu, 'dash-top-cpu')),
+      h('section', { class: 'panel' }, h('h2', {}, 'Top memory'), topList(data.top_memory, 'dash-top-memory'))));
 }
 
 export function dashboardPage(root) {

@@ -121,6 +121,7 @@ export function nodePage(root, { params }) {
         if (mine !== serial) return;
         const list = Array.isArray(rows) ? rows : rows.list || [];
         const xs = list.map((row) => Date.parse(row.timestamp) / 1000);
+        chart.window(start, end);
         chart.set(xs, ...spec.series.map((s) => list.map((row) => valueOf(row, s))));
       } catch (e) {
         if (e.name !== 'AbortError' && mine === serial) chart.message(`Cannot load: ${e.message}`, true);
