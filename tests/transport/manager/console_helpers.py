@@ -3,8 +3,8 @@
 ``async with console(tmp_path, sock_dir, agents=[...]) as w:`` is
 :func:`tests.transport.manager.fleet_helpers.fleet` with the app built around an
 :class:`~transport.manager._events.EventHub` (``w.events``, whose ``run`` task is
-running) and a short keep-alive. ``SseReader`` reads a ``text/event-stream`` response
-event by event.
+running) and a short keep-alive. :func:`open_sse` opens a ``text/event-stream`` response
+on a connection of its own (closing it is the browser leaving) and reads it event by event.
 """
 
 from __future__ import annotations
@@ -33,7 +33,15 @@ from transport.manager._model import Role
 from transport.manager._pool import DaemonPool
 from transport.manager._store import Store
 
-__all__ = ["JWT_SECRET", "ConsoleWorld", "SseReader", "console", "make_users"]
+__all__ = [
+    "JWT_SECRET",
+    "ConsoleWorld",
+    "SseReader",
+    "SseResponse",
+    "console",
+    "make_users",
+    "open_sse",
+]
 
 JWT_SECRET = "console-tests-secret"
 
@@ -125,22 +133,37 @@ async def console(
 
 
 class SseReader:
-    """Reads Server-Sent Events from a streaming httpx response.
+    """Reads Server-Sent Events from a byte stream (see :func:`open_sse`).
 
     Args:
-        response: The response (``client.stream(...)``), status already checked.
+        stream: The connection, positioned after the response's headers.
+        buffered: Body bytes already read with the headers.
     """
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._bytes = response.aiter_bytes()
-        self._buffer = b""
+    def __init__(self, stream: trio.abc.ReceiveStream, buffered: bytes = b"") -> None:
+        self._stream = stream
+        self._buffer = buffered
 
     async def block(self) -> str:
-        """The next block (the text up to a blank line), comments included."""
+        """The next block (the text up to a blank line), comments included.
+
+        Raises:
+            EOFError: The server ended the stream.
+        """
         while b"\n\n" not in self._buffer:
-            self._buffer += await self._bytes.__anext__()
+            data = await self._stream.receive_some()
+            if not data:
+                raise EOFError("the stream ended")
+            self._buffer += data
         block, _, self._buffer = self._buffer.partition(b"\n\n")
         return block.decode()
+
+    async def rest(self) -> bytes:
+        """Everything up to the end of the stream."""
+        while data := await self._stream.receive_some():
+            self._buffer += data
+        rest, self._buffer = self._buffer, b""
+        return rest
 
     async def event(self) -> tuple[str, Any]:
         """The next event (comments and ``retry:`` skipped): its name and JSON data."""
@@ -158,3 +181,47 @@ class SseReader:
             event, data = await self.event()
             if event == name and (predicate is None or predicate(data)):
                 return data
+
+
+@dataclass
+class SseResponse:
+    """A response's status and headers (names in lower case), and its body's reader."""
+
+    status: int
+    headers: dict[str, str]
+    reader: SseReader
+
+
+@asynccontextmanager
+async def open_sse(base_url: str, target: str) -> AsyncIterator[SseResponse]:
+    """``GET target`` over a connection of its own (HTTP/1.0: the body ends with the
+    connection), closed after the block as a browser leaving would.
+
+    Args:
+        base_url: ``http://host:port``.
+        target: The path and query.
+
+    Yields:
+        The response.
+    """
+    url = httpx.URL(base_url)
+    host, port = url.host, url.port or 80
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        request = (
+            f"GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = await stream.receive_some()
+            if not data:
+                raise EOFError("no response")
+            head += data
+        head, _, body = head.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines)
+        }
+        yield SseResponse(int(status_line.split()[1]), headers, SseReader(stream, body))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -175,7 +175,7 @@ def stored_detail_json(agent: Agent) -> dict[str, Any]:
     }
 
 
-class EventStream(Response):
+class EventStream(StreamingResponse):
     """A ``text/event-stream`` response written by a producer until it returns or the
     client disconnects (see the module).
 
@@ -189,6 +189,7 @@ class EventStream(Response):
 
     def __init__(self, produce: Callable[[Write], Awaitable[None]], *, keepalive_s: float) -> None:
         super().__init__(
+            iter(()),  # unused: __call__ writes the body (and no Content-Length is sent)
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             media_type=self.media_type,
         )
