@@ -18,6 +18,7 @@ file, and adds ours beside them::
     metrics: {retention_days: 30, cleanup_schedule: "0 2 * * *"}
     node: {offline_duration_minutes: 3, offline_check_schedule: "@every 30s"}
     auth: {allow_register: false}     # ours
+    alerts: {cpu_percent: 90, memory_percent: 90, disk_percent: 90}   # ours: the console's
     daemon_client: {port: 9091, max_channels: 256, timeout: 30s, operate_timeout: 90s,
                     tls: {cert_file: ..., key_file: ..., ca_file: ..., server_name: ...}}
     redis: ...                         # accepted and ignored, with a warning
@@ -67,6 +68,7 @@ from transport.daemon._config import _load_yaml
 from transport.daemon._manager_config import read_pem
 
 from ._config_spec import (
+    ALERTS,
     AUTH,
     DAEMON_CLIENT,
     DAEMON_CLIENT_TLS,
@@ -79,6 +81,7 @@ from ._config_spec import (
     NODE,
     SERVER,
     TOP,
+    AlertsSpec,
     AuthSpec,
     DaemonClientSpec,
     DaemonClientTls,
@@ -170,6 +173,7 @@ def parse_config(
         ("node", NODE, NodeSpec),
         ("auth", AUTH, AuthSpec),
         ("daemon_client", DAEMON_CLIENT, DaemonClientSpec),
+        ("alerts", ALERTS, AlertsSpec),
     )
     for name, table, cls in specs:
         attrs = _attrs(layer.get(name, {}), table)

@@ -30,10 +30,12 @@ from supervisor.schema import (
 from transport.daemon._config import HOST
 from transport.daemon._manager_config import POSITIVE_DURATION, TLS as CLIENT_TLS, ManagerTls
 
+from ._alerts import Thresholds
 from ._jobs import Schedule, parse_schedule
 
 __all__ = [
     "TOP",
+    "AlertsSpec",
     "AuthSpec",
     "DaemonClientSpec",
     "DaemonClientTls",
@@ -78,6 +80,12 @@ def _integer(minimum: int) -> Kind:
 def _positive_number(value: object, base: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
         raise Invalid(f"must be a number > 0, got {show(value)}")
+    return float(value)
+
+
+def _percent(value: object, base: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 100:
+        raise Invalid(f"must be a percentage > 0 and <= 100, got {show(value)}")
     return float(value)
 
 
@@ -172,6 +180,11 @@ NODE: Mapping[str, Field | Block] = {
     "offline_check_schedule": Field("offline_check_schedule", SCHEDULE),
 }
 AUTH: Mapping[str, Field | Block] = {"allow_register": Field("allow_register", BOOLEAN)}
+ALERTS: Mapping[str, Field | Block] = {
+    "cpu_percent": Field("cpu_percent", Kind(_percent)),
+    "memory_percent": Field("memory_percent", Kind(_percent)),
+    "disk_percent": Field("disk_percent", Kind(_percent)),
+}
 DAEMON_CLIENT_TLS: Mapping[str, Field | Block] = CLIENT_TLS
 DAEMON_CLIENT: Mapping[str, Field | Block] = {
     "port": Field("port", Kind(_remote_port)),
@@ -191,6 +204,7 @@ TOP: Mapping[str, Field | Block] = {
     "node": Block("node", NODE),
     "auth": Block("auth", AUTH),
     "daemon_client": Block("daemon_client", DAEMON_CLIENT),
+    "alerts": Block("alerts", ALERTS),
 }
 """The whole file's table (``redis`` is handled apart: accepted and ignored)."""
 
@@ -369,6 +383,12 @@ class AuthSpec:
     allow_register: bool = False
 
 
+AlertsSpec = Thresholds
+"""``alerts``: the console dashboard's thresholds (``cpu_percent``, ``memory_percent``,
+``disk_percent``, each > 0 and <= 100, default 90): a reading warns from its threshold and
+is critical from ``max(threshold + 5, 95)`` (at most 100); see
+:mod:`transport.manager._alerts`."""
+
 DaemonClientTls = ManagerTls
 """``daemon_client.tls``: how the Manager connects to daemons (TLS when any file is set):
 ``cert_file`` and ``key_file`` (the Manager's client certificate), ``ca_file`` (the CA of the
@@ -411,6 +431,7 @@ class ManagerConfig:
         node: Offline detection.
         auth: Registration.
         daemon_client: Connections to daemons.
+        alerts: The console dashboard's alert thresholds.
         warnings: Non-fatal remarks (ignored sections, plaintext gRPC, ...).
         source: The file it was loaded from, if any.
     """
@@ -425,6 +446,7 @@ class ManagerConfig:
     node: NodeSpec = field(default_factory=NodeSpec)
     auth: AuthSpec = field(default_factory=AuthSpec)
     daemon_client: DaemonClientSpec = field(default_factory=DaemonClientSpec)
+    alerts: AlertsSpec = field(default_factory=AlertsSpec)
     warnings: tuple[str, ...] = field(default=(), compare=False)
     source: str | None = field(default=None, compare=False)
 

@@ -11,6 +11,7 @@ import pytest
 from transport.manager import ManagerConfigError
 from transport.manager._config import (
     DATA_DIR_ENV,
+    AlertsSpec,
     AuthSpec,
     DaemonClientSpec,
     DaemonClientTls,
@@ -104,6 +105,7 @@ def test_no_document_is_every_default(tmp_path: Path, monkeypatch: pytest.Monkey
         node=NodeSpec(3.0, parse_schedule("@every 30s")),
         auth=AuthSpec(allow_register=False),
         daemon_client=DaemonClientSpec(9091, 256, 30.0, 90.0, DaemonClientTls()),
+        alerts=AlertsSpec(90.0, 90.0, 90.0),
     )
     assert config == parse_config({})
     assert config.jwt_secret_path == f"{data}/jwt.secret"
@@ -410,3 +412,20 @@ def test_relative_paths_resolve_against_the_base_directory() -> None:
     assert config.log.output_path == "/etc/hv/logs/m.log"
     assert config.grpc.tls.ca_file == "/etc/ca.pem"
     assert os.path.isabs(config.data_dir)
+
+
+def test_alert_thresholds() -> None:
+    """``alerts``: percentages > 0 and <= 100, each error at its path, unknown keys named."""
+    config = parse_config({"alerts": {"cpu_percent": 75, "disk_percent": 99.5}})
+    assert config.alerts == AlertsSpec(cpu_percent=75.0, memory_percent=90.0, disk_percent=99.5)
+    with pytest.raises(ManagerConfigError) as caught:
+        parse_config(
+            {"alerts": {"cpu_percent": 0, "memory_percent": 100.5, "disk_percent": True, "x": 1}}
+        )
+    paths = [path for path, _ in caught.value.issues]
+    assert paths == [
+        "alerts.cpu_percent",
+        "alerts.memory_percent",
+        "alerts.disk_percent",
+        "alerts.x",
+    ]

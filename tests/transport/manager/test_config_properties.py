@@ -111,6 +111,13 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
             ),
             "tls": client_tls,
         },
+        "alerts": draw(
+            section(
+                cpu_percent=st.integers(1, 100) | st.floats(0.5, 100),
+                memory_percent=st.integers(1, 100),
+                disk_percent=st.floats(0.01, 100),
+            )
+        ),
     }
 
 
