@@ -5,7 +5,8 @@ Two jobs, each on a :class:`Schedule`:
 * **Offline detection** (``node.offline_check_schedule``, default every 30 s): nodes whose
   last heartbeat is older than ``node.offline_duration_minutes`` are marked offline with
   :meth:`Store.mark_offline`, a single ``UPDATE ... RETURNING``: when several Managers
-  share one PostgreSQL database, each node is reported offline by exactly one of them.
+  share one PostgreSQL database, each node is reported offline by exactly one of them
+  (and published to that Manager's console event hub).
 * **Retention** (``metrics.cleanup_schedule``, default ``0 2 * * *``: daily at 02:00
   local time; also once at start-up, so that a Manager that is never up at 02:00 still
   purges): metrics older than ``metrics.retention_days`` and agents gone for as long are
@@ -46,6 +47,8 @@ from supervisor import parse_duration
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+    from ._events import EventHub
 
 __all__ = ["Jobs", "JobStore", "Schedule", "parse_schedule"]
 
@@ -264,6 +267,8 @@ class Jobs:
         wall_clock: Unix seconds now (tests pass a clock that follows Trio's).
         tz: The time zone of cron schedules; None: the local one.
         run_sync: Runs a blocking job round (default: in a worker thread).
+        events: The console's event hub: each node marked offline is published to it
+            (``node`` offline), or None.
     """
 
     def __init__(
@@ -277,6 +282,7 @@ class Jobs:
         wall_clock: Callable[[], float] = time.time,
         tz: tzinfo | None = None,
         run_sync: Callable[[Callable[[float], object], float], Awaitable[object]] | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self._store = store
         self._offline_after_s = offline_after_s
@@ -286,6 +292,7 @@ class Jobs:
         self._clock = wall_clock
         self._tz = tz
         self._run_sync = run_sync or trio.to_thread.run_sync
+        self._events = events
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run both jobs until cancelled.
@@ -327,6 +334,8 @@ class Jobs:
         gone = self._store.mark_offline(cutoff=now - self._offline_after_s, now=now)
         if gone:
             logger.info("%d node(s) offline: %s", len(gone), ", ".join(sorted(gone)))
+            if self._events is not None:  # the hub takes it from this worker thread
+                self._events.nodes_offline(gone)
         return gone
 
     def purge(self, now: float) -> tuple[int, int] | None:

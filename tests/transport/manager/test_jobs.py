@@ -15,6 +15,7 @@ import trio
 from hypothesis import given, strategies as st
 
 from transport import MetricPoint, NodeRegistration
+from transport.manager._events import EventHub
 from transport.manager._jobs import Jobs, Schedule, parse_schedule
 from transport.manager._model import NodeStatus
 from transport.manager._store import Store
@@ -292,13 +293,14 @@ def test_retention_is_skipped_without_the_lock() -> None:
 # --------------------------------------------------------------------------- real stores
 
 
-def real_jobs(store: Store) -> Jobs:
+def real_jobs(store: Store, events: EventHub | None = None) -> Jobs:
     return Jobs(
         store,
         offline_after_s=180.0,
         offline_schedule=parse_schedule("@every 30s"),
         retention_s=86400.0,
         cleanup_schedule=parse_schedule("@daily"),
+        events=events,
     )
 
 
@@ -310,6 +312,21 @@ def test_offline_detection_on_a_real_store(store: Store) -> None:
     assert job.check_offline(MIDNIGHT) == []  # once only
     assert store.get_node("quiet").status is NodeStatus.OFFLINE
     assert store.get_node("alive").status is NodeStatus.ONLINE
+
+
+async def test_offline_nodes_reach_the_console_events(store: Store) -> None:
+    """A round in a worker thread publishes each node it marked offline (once)."""
+    store.register_node(NodeRegistration("quiet"), now=MIDNIGHT - 181, grpc_port=None)
+    hub = EventHub()
+    job = real_jobs(store, hub)
+    with hub.subscribe() as events:
+        assert await trio.to_thread.run_sync(job.check_offline, MIDNIGHT) == ["quiet"]
+        assert await trio.to_thread.run_sync(job.check_offline, MIDNIGHT) == []
+        with trio.fail_after(30):
+            event = await events.receive()
+        assert event is not None and event.name == "node"
+        assert event.data == {"node_id": "quiet", "status": "offline"}
+        assert await events.receive(timeout_s=0) is None
 
 
 def test_retention_on_a_real_store(store: Store) -> None:
