@@ -215,12 +215,14 @@ export function agentsSection(nodeId) {
     refresh();
   });
 
+  const offReopen = events.on('reopen', refresh);
   load();
   return {
     el,
     destroy() {
       destroyed = true;
       off();
+      offReopen();
       refresh.cancel();
       if (viewer) viewer.close();
       for (const row of rows.values()) row.closeChart();

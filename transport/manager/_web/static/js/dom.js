@@ -47,7 +47,7 @@ export function byTestId(root, id) {
 const STATUS_CLASS = {
   online: 'ok', running: 'ok', healthy: 'ok', succeeded: 'ok', success: 'ok', accepted: 'info',
   installed: 'ok', done: 'ok', ok: 'ok', active: 'ok', enabled: 'ok',
-  offline: 'bad', failed: 'bad', unhealthy: 'bad', refused: 'bad', error: 'bad',
+  offline: 'bad', deleted: 'bad', failed: 'bad', unhealthy: 'bad', refused: 'bad', error: 'bad',
   unreachable: 'bad', critical: 'bad', disabled: 'bad', gone: 'bad', failure: 'bad',
   restarting: 'warn', starting: 'warn', stopping: 'warn', pending: 'warn', running_update: 'warn',
   warning: 'warn', degraded: 'warn',

@@ -4,7 +4,8 @@
 // refuses because the session ended stops (the next API call sends the user to login).
 //
 // `events` is one shared stream of /api/v1/events for every page: pages subscribe to the
-// event names they need (`agents`, `node`, `update`) and unsubscribe in their cleanup.
+// event names they need (`agents`, `node`, `update`, and `reopen` after a break in the
+// stream) and unsubscribe in their cleanup.
 
 import { BASE, token } from './api.js';
 
@@ -61,19 +62,28 @@ const EVENT_NAMES = ['agents', 'node', 'update'];
 
 class EventHub {
   constructor() {
-    this.listeners = new Map(EVENT_NAMES.map((name) => [name, new Set()]));
+    // `reopen`: the stream came back after a break (events may have been missed, e.g. the
+    // Manager dropped a lagging subscriber): pages reload their data.
+    this.listeners = new Map([...EVENT_NAMES, 'reopen'].map((name) => [name, new Set()]));
     this.connection = null;
   }
 
-  /** Listen to an event of /api/v1/events; returns the unsubscribe function. */
+  emit(name, data) {
+    for (const fn of this.listeners.get(name)) fn(data);
+  }
+
+  /** Listen to an event of /api/v1/events (or `reopen`); returns the unsubscribe function. */
   on(name, fn) {
     this.listeners.get(name).add(fn);
     if (!this.connection) {
       const handlers = {};
-      for (const event of EVENT_NAMES) {
-        handlers[event] = (data) => { for (const f of this.listeners.get(event)) f(data); };
-      }
-      this.connection = stream('/events', {}, handlers);
+      for (const event of EVENT_NAMES) handlers[event] = (data) => this.emit(event, data);
+      let opened = false;
+      const onOpen = () => {
+        if (opened) this.emit('reopen');
+        opened = true;
+      };
+      this.connection = stream('/events', {}, handlers, { onOpen });
     }
     return () => this.listeners.get(name).delete(fn);
   }

@@ -77,6 +77,7 @@ export function dashboardPage(root) {
   const refresh = throttle(load, 2000);
   const offNode = events.on('node', refresh);
   const offAgents = events.on('agents', refresh);
+  const offReopen = events.on('reopen', refresh);
   const timer = setInterval(load, 30000);
   return () => {
     controller.abort();
@@ -84,5 +85,6 @@ export function dashboardPage(root) {
     clearInterval(timer);
     offNode();
     offAgents();
+    offReopen();
   };
 }

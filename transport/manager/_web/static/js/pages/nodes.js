@@ -86,9 +86,11 @@ export function nodesPage(root, { query }) {
     if (tr && event.status) setBadge(tr.querySelector('[data-role="status"]'), event.status);
   });
 
+  const offReopen = events.on('reopen', () => load());
   load();
   return () => {
     off();
+    offReopen();
     if (controller) controller.abort();
   };
 }

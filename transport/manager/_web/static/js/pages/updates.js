@@ -118,7 +118,9 @@ export function updatesPage(root) {
   load();
   const refresh = throttle(load, 2000);
   const off = events.on('update', refresh);
-  return () => { off(); refresh.cancel(); };
+  // The daemons' results arrive when a job is read: the list is read again every 15 s.
+  const timer = setInterval(load, 15000);
+  return () => { off(); refresh.cancel(); clearInterval(timer); };
 }
 
 export function updatePage(root, { params }) {
