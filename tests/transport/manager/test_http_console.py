@@ -187,3 +187,38 @@ async def test_nodes_search(tmp_path: Path, sock_dir: Path) -> None:
             await w.client.get("/api/v1/nodes", params={"q": "x" * 201}, headers=viewer), 1001
         )
         assert message.startswith("q:")
+
+
+def test_dashboard_and_search_on_both_databases(store: Store) -> None:
+    """The JSON extraction, thresholds, top lists, candidates and label search behave the
+    same on SQLite and PostgreSQL."""
+    now = time.time()
+    for node_id, labels, cpu in (("a", {"env": "Prod"}, 97.5), ("b", {}, 50.0), ("c", {}, 91)):
+        register(store, node_id, now=now, labels=labels)
+        point = MetricPoint("cpu", int(now), {"usage_percent": cpu, "other": 1.0})
+        store.report_metrics(node_id, [point], now=now)
+    register(store, "gone", now=now - 3600)
+    store.report_metrics("gone", [MetricPoint("cpu", int(now), {"usage_percent": 99})], now=now)
+    failed = AgentStateRecord(agent_id="x", status=AgentStatus.FAILED, pid=0)
+    store.sync_agent_states("b", [failed], now=now)
+    data = store.dashboard(Thresholds(), online_since=now - 60, limit=10)
+    assert data.nodes == {"total": 4, "online": 3, "offline": 1}
+    assert [(t.node_id, t.value) for t in data.top_cpu] == [("a", 97.5), ("c", 91.0), ("b", 50.0)]
+    assert data.top_memory == []
+    assert [(r.node_id, r.kind.value, r.value) for r in data.readings] == [
+        ("a", "cpu", 97.5),
+        ("c", "cpu", 91.0),
+    ]
+    assert [(o.node_id, o.last_seen) for o in data.offline] == [("gone", now - 3600)]
+    assert [(f.node_id, f.agent_id) for f in data.failed] == [("b", "x")]
+    assert data.candidates == 4 and data.agents["failed"] == 1
+    short = store.dashboard(Thresholds(), online_since=now - 60, top=1, limit=1)
+    assert len(short.top_cpu) == len(short.readings) == 1 and short.candidates == 4
+
+    def search(text: str) -> list[str]:
+        return [n.node_id for n in store.list_nodes(page=1, page_size=10, search=text).items]
+
+    assert search("env=PROD") == ["a"]
+    assert search("env") == ["a"]
+    assert search("HOST-") == ["a", "b", "c", "gone"]
+    assert search('we"ird=1') == [] and search("it's") == []
