@@ -339,6 +339,9 @@ class EventHub:
     ) -> None:
         """Publish the agents of changed nodes until cancelled (see the module).
 
+        When cancelled (the Manager stops) it ends every subscription, so that the open
+        event streams end and the HTTP server's graceful stop need not wait for them.
+
         Args:
             load_agents: Reads a node's stored agents (``Store.list_agents``; blocking, run
                 in a worker thread).
@@ -346,6 +349,14 @@ class EventHub:
         """
         self._here()
         task_status.started()
+        try:
+            await self._publish_changes(load_agents)
+        finally:
+            for queue in list(self._queues):
+                queue.close()
+            self._queues.clear()
+
+    async def _publish_changes(self, load_agents: Callable[[str], Sequence[Agent]]) -> None:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()

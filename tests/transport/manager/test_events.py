@@ -105,6 +105,8 @@ async def test_changed_agents_are_loaded_and_published_by_run() -> None:
             event = await sub.receive()
             assert event is not None and event.name == "agents"
             nursery.cancel_scope.cancel()
+        with pytest.raises(trio.EndOfChannel):  # run stopped: the subscriptions end
+            await sub.receive()
     assert loads == ["n1", "n1"]
 
 
