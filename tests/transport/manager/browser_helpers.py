@@ -26,6 +26,7 @@ file, a selector), never on a duration.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -388,19 +389,26 @@ def open_browser(profile: Path) -> Iterator[Any]:
 
     executable = browser_or_skip()
     profile.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=executable,
-            headless=True,
-            args=list(CHROMIUM_FLAGS),
-            viewport={"width": 1400, "height": 900},
-        )
-        context.set_default_timeout(SAFETY_S * 1000 / 3)
-        try:
-            yield context
-        finally:
-            context.close()
+    # Playwright's synchronous API runs a plain asyncio loop of its own; importing
+    # transport installs trio_asyncio's loop policy, whose loops cannot serve it.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(profile),
+                executable_path=executable,
+                headless=True,
+                args=list(CHROMIUM_FLAGS),
+                viewport={"width": 1400, "height": 900},
+            )
+            context.set_default_timeout(SAFETY_S * 1000 / 3)
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
+        asyncio.set_event_loop_policy(policy)
     wait_for(lambda: not processes_using(str(profile)), "Chromium to exit")
 
 

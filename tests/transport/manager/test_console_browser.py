@@ -44,6 +44,7 @@ from .browser_helpers import (
     SAFETY_S,
     ManagerProcess,
     Node,
+    artifacts_dir,
     echo_agent,
     open_browser,
     processes_using,
@@ -134,7 +135,11 @@ def all_running(world: World, node_id: str, names: set[str]) -> bool:
         statuses = world.agent_statuses(node_id)
     except AssertionError:  # the node is not registered yet
         return False
-    return names <= {name for name, status in statuses.items() if status == "running"}
+    if not names <= {name for name, status in statuses.items() if status == "running"}:
+        return False
+    with open_store(parse_config(world.manager.document)) as store:
+        latest = store.latest_metrics(node_id)  # the dashboard's top lists need them
+    return latest.get("cpu") is not None and latest.get("memory") is not None
 
 
 # --------------------------------------------------------------------------- page helpers
@@ -145,11 +150,24 @@ def number(value: int) -> re.Pattern[str]:
     return re.compile(rf"(?<![\d.]){value}(?![\d.])")
 
 
+def node_link(node_id: str) -> str:
+    """A link to a node's page (a CSS selector)."""
+    return f'a[href="#/nodes/{node_id}"]'
+
+
 def open_page(browser: BrowserContext) -> Page:
     """A new tab (its own sessionStorage: logged out) accepting every confirm dialog."""
     page = browser.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
+    page.on("console", lambda message: note_console(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: note_console(f"page error: {error}"))
     return page
+
+
+def note_console(text: str) -> None:
+    """Keep what the pages said on their console beside the screenshots (for diagnosis)."""
+    with (artifacts_dir() / "browser-console.log").open("a") as log:
+        log.write(text + "\n")
 
 
 def log_in(world: World, page: Page, username: str) -> Page:
@@ -210,16 +228,22 @@ def test_the_dashboard_shows_the_databases_numbers(world: World, page: Page) -> 
     expect(page.get_by_test_id("dash-agents-running")).to_have_text(number(agents["running"]))
     for hook in ("dash-alerts", "dash-top-cpu", "dash-top-memory"):
         expect(page.get_by_test_id(hook)).to_be_attached()
-    # Both online nodes report CPU usage: both are in the top list.
-    expect(page.get_by_test_id("dash-top-cpu")).to_contain_text(NODE_A)
+    # Both online nodes report CPU usage: both are in the top lists, linked to their pages.
+    for hook in ("dash-top-cpu", "dash-top-memory"):
+        for node_id in (NODE_A, NODE_B):
+            expect(page.get_by_test_id(hook).locator(node_link(node_id))).to_be_visible()
 
 
 def test_the_node_page_lists_the_agents(world: World, page: Page) -> None:
     page.get_by_test_id("nav-nodes").click()
     expect(page.get_by_test_id(f"node-row-{NODE_A}")).to_be_visible()
     expect(page.get_by_test_id(f"node-row-{NODE_B}")).to_be_visible()
-    page.get_by_test_id(f"node-row-{NODE_A}").click()
-    expect(page.get_by_test_id("node-facts")).to_be_visible()
+    page.get_by_test_id("nodes-search").fill(NODE_B)  # a search narrows the list
+    expect(page.get_by_test_id(f"node-row-{NODE_A}")).to_have_count(0)
+    expect(page.get_by_test_id(f"node-row-{NODE_B}")).to_be_visible()
+    page.get_by_test_id("nodes-search").fill("")
+    page.get_by_test_id(f"node-row-{NODE_A}").locator(node_link(NODE_A)).first.click()
+    expect(page.get_by_test_id("node-facts")).to_contain_text(NODE_A)
     pids = world.node_a.pids()
     for agent_id in ("worker", "echo"):
         expect(page.get_by_test_id(f"agent-row-{agent_id}")).to_be_visible()
@@ -327,12 +351,12 @@ def test_every_page_has_a_screenshot(world: World, browser: BrowserContext) -> N
         screenshot(page, "01-login")
         log_in(world, page, "admin")
         expect(page.get_by_test_id("dash-nodes-total")).to_have_text(number(2))
-        expect(page.get_by_test_id("dash-top-cpu")).to_contain_text(NODE_B)
+        expect(page.get_by_test_id("dash-top-cpu").locator(node_link(NODE_B))).to_be_visible()
         screenshot(page, "02-dashboard")
         page.get_by_test_id("nav-nodes").click()
         expect(page.get_by_test_id(f"node-row-{NODE_B}")).to_be_visible()
         screenshot(page, "03-nodes")
-        page.get_by_test_id(f"node-row-{NODE_A}").click()
+        page.get_by_test_id(f"node-row-{NODE_A}").locator(node_link(NODE_A)).first.click()
         expect(page.get_by_test_id("agent-status-echo")).to_contain_text("running")
         expect(page.get_by_test_id("node-chart-cpu")).to_be_visible()
         screenshot(page, "04-node")
