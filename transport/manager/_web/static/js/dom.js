@@ -57,14 +57,19 @@ const STATUS_CLASS = {
 /** A coloured badge for a status word. */
 export function badge(text, attrs = {}) {
   const word = String(text ?? 'unknown');
-  const tone = STATUS_CLASS[word.toLowerCase()] || 'idle';
-  return h('span', { ...attrs, class: `badge ${tone}` }, word);
+  return h('span', { ...attrs, class: `badge ${tone(word)}` }, word);
+}
+
+/** A status word's colour: its own, or that of its first part ("error:5004" -> error). */
+function tone(word) {
+  const key = word.toLowerCase();
+  return STATUS_CLASS[key] || STATUS_CLASS[key.split(/[:\s]/)[0]] || 'idle';
 }
 
 /** Set a badge element's text and colour in place. */
 export function setBadge(el, text) {
   const word = String(text ?? 'unknown');
-  el.className = `badge ${STATUS_CLASS[word.toLowerCase()] || 'idle'}`;
+  el.className = `badge ${tone(word)}`;
   el.textContent = word;
 }
 

@@ -7,7 +7,7 @@
 // event names they need (`agents`, `node`, `update`, and `reopen` after a break in the
 // stream) and unsubscribe in their cleanup.
 
-import { BASE, token } from './api.js';
+import { BASE, api, token } from './api.js';
 
 /**
  * Open a stream that reconnects.
@@ -83,7 +83,10 @@ class EventHub {
         if (opened) this.emit('reopen');
         opened = true;
       };
-      this.connection = stream('/events', {}, handlers, { onOpen });
+      // A refused stream may mean the session ended: an API call finds out (and a 401
+      // sends the user to the login page with "session expired").
+      const onDown = () => { api('/auth/profile').catch(() => {}); };
+      this.connection = stream('/events', {}, handlers, { onOpen, onDown });
     }
     return () => this.listeners.get(name).delete(fn);
   }

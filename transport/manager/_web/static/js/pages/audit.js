@@ -28,7 +28,7 @@ export function auditPage(root) {
         query: { page, page_size: 50, actor: actor.value.trim(), action: action.value.trim() }, signal: controller.signal,
       });
       replace(t.body, data.list.length ? data.list.map((e) => h('tr', { 'data-id': e.id },
-        h('td', { title: e.created_at }, when(e.created_at)),
+        h('td', { title: e.created_at, class: 'nowrap' }, when(e.created_at)),
         h('td', {}, e.actor || '–'),
         h('td', { class: 'mono' }, e.action),
         h('td', { class: 'mono' }, e.target || ''),
