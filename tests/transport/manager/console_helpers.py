@@ -9,10 +9,11 @@ on a connection of its own (closing it is the browser leaving) and reads it even
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,55 +22,27 @@ import httpx
 import trio
 
 from supervisor import AgentSpec
-from tests.transport.daemon.grpc_helpers import Served, serving
-from tests.transport.manager.fleet_helpers import World, register
-from tests.transport.manager.http_helpers import serve_app
-from transport import open_grpc_loop
+from tests.transport.manager.fleet_helpers import JWT_SECRET, World, fleet
 from transport.manager._alerts import Thresholds
 from transport.manager._events import EventHub
-from transport.manager._http._app import build_app
 from transport.manager._http._auth import Authenticator, AuthSettings
 from transport.manager._model import Role
-from transport.manager._pool import DaemonPool
-from transport.manager._store import Store
 
-__all__ = [
-    "JWT_SECRET",
-    "ConsoleWorld",
-    "SseReader",
-    "SseResponse",
-    "console",
-    "make_users",
-    "open_sse",
-]
-
-JWT_SECRET = "console-tests-secret"
+__all__ = ["ConsoleWorld", "SseReader", "SseResponse", "console", "open_sse"]
 
 
 @dataclass
 class ConsoleWorld(World):
-    """The fleet world plus the event hub and the authenticator (to issue JWTs)."""
+    """The fleet world plus the event hub and an authenticator (to issue JWTs)."""
 
     events: EventHub | None = None
     authenticator: Authenticator | None = None
 
     def jwt(self, role: Role) -> str:
-        """A JWT of the user named after ``role``."""
+        """A JWT of the user named after ``role`` (blocking: call it in a thread)."""
         assert self.authenticator is not None
         user, stored = self.store.credentials(role.value)
         return self.authenticator.issue_jwt(user, stored, now=time.time())
-
-
-def make_users(store: Store) -> dict[Role, str]:
-    """A user per role (named after it) with an API token; the tokens."""
-    tokens: dict[Role, str] = {}
-    now = time.time()
-    for role in Role:
-        user = store.create_user(role.value, "not-a-hash", role=role, now=now)
-        secret, digest, prefix = Authenticator.new_token_secret()
-        store.create_token(user.id, "tests", digest, prefix, expires_at=None, now=now)
-        tokens[role] = secret
-    return tokens
 
 
 @asynccontextmanager
@@ -82,7 +55,8 @@ async def console(
     keepalive_s: float = 15.0,
     queue_size: int = 256,
 ) -> AsyncIterator[ConsoleWorld]:
-    """The app over a fresh SQLite store, with a daemon of ``agents`` as node ``n1``.
+    """:func:`~tests.transport.manager.fleet_helpers.fleet` with the console's options: an
+    event hub (its ``run`` task running), thresholds, a keep-alive interval.
 
     Args:
         tmp: A directory for the database (and the daemon's files).
@@ -95,41 +69,17 @@ async def console(
     Yields:
         The world.
     """
-    store = Store.open(f"sqlite:///{tmp / 'manager.db'}")
-    try:
-        tokens = await trio.to_thread.run_sync(make_users, store)
-        async with AsyncExitStack() as stack:
-            served: Served | None = None
-            if agents is not None:
-                served = await stack.enter_async_context(serving(tmp / "daemon", sock_dir, agents))
-                port = int(served.addresses[0].rsplit(":", 1)[1])
-                await trio.to_thread.run_sync(
-                    lambda: register(store, "n1", grpc_port=port, hostname="daemon-host")
-                )
-            else:
-                await stack.enter_async_context(open_grpc_loop())
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            pool = DaemonPool(keepalive_s=None, idle_s=None, timeout_s=20.0)
-            await nursery.start(pool.run)
-            hub = EventHub(queue_size=queue_size)
-            await nursery.start(hub.run, store.list_agents)
-            settings = AuthSettings(jwt_secret=JWT_SECRET)
-            app = build_app(
-                store,
-                pool,
-                settings,
-                events=hub,
-                thresholds=thresholds,
-                keepalive_s=keepalive_s,
-            )
-            authenticator = Authenticator(store, settings)
-            async with serve_app(app) as client:
-                yield ConsoleWorld(
-                    store, pool, client, tokens, served, events=hub, authenticator=authenticator
-                )
-            nursery.cancel_scope.cancel()
-    finally:
-        store.close()
+    hub = EventHub(queue_size=queue_size)
+    options = {"events": hub, "thresholds": thresholds, "keepalive_s": keepalive_s}
+    async with (
+        fleet(tmp, sock_dir, agents=agents, app_options=options) as w,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(hub.run, w.store.list_agents)
+        authenticator = Authenticator(w.store, AuthSettings(jwt_secret=JWT_SECRET))
+        fields = {f.name: getattr(w, f.name) for f in dataclasses.fields(World)}
+        yield ConsoleWorld(**fields, events=hub, authenticator=authenticator)
+        nursery.cancel_scope.cancel()
 
 
 class SseReader:

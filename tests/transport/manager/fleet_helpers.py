@@ -32,7 +32,10 @@ from transport.manager._model import Node, Role
 from transport.manager._pool import DaemonPool
 from transport.manager._store import Store
 
-__all__ = ["World", "fleet", "register", "seed_metrics"]
+__all__ = ["JWT_SECRET", "World", "fleet", "register", "seed_metrics"]
+
+JWT_SECRET = "fleet-tests-secret"
+"""The app's ``jwt.secret``."""
 
 
 @dataclass
@@ -115,6 +118,7 @@ async def fleet(
     updates: UpdatePort | None = None,
     offline_after_s: float = 180.0,
     timeout_s: float = 20.0,
+    app_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[World]:
     """The app served over a fresh store (and a daemon of ``agents`` as node ``n1``).
 
@@ -125,6 +129,8 @@ async def fleet(
         updates: The daemon's update service (PushUpdate/GetUpdateResult), if any.
         offline_after_s: The app's offline threshold.
         timeout_s: The pool's call deadline.
+        app_options: More keyword arguments of ``build_app`` (``events``, ``thresholds``,
+            ``keepalive_s``, ...).
 
     Yields:
         The world.
@@ -151,9 +157,10 @@ async def fleet(
             app = build_app(
                 store,
                 pool,
-                AuthSettings(jwt_secret="fleet-tests-secret"),
+                AuthSettings(jwt_secret=JWT_SECRET),
                 ingest_stats=lambda: ingest,
                 offline_after_s=offline_after_s,
+                **(app_options or {}),
             )
             async with serve_app(app) as client:
                 yield World(store, pool, client, tokens, served, ingest)
