@@ -52,6 +52,7 @@ class AgentRow {
       this.pid, this.uptime, this.restarts, this.health, this.error,
       h('td', { class: 'actions' }, buttons, logs, chart));
     this.chartRow = null;
+    this.startedAt = null;
     this.update(agent);
   }
 
@@ -60,7 +61,9 @@ class AgentRow {
     if (agent.status !== undefined) setBadge(this.status, agent.status);
     if (agent.pid !== undefined) this.pid.textContent = agent.pid ? String(agent.pid) : '–';
     if (agent.version !== undefined) this.version.textContent = agent.version || '–';
-    if ('uptime_s' in agent) this.uptime.textContent = agent.uptime_s === null ? '–' : duration(agent.uptime_s);
+    if ('uptime_s' in agent) this.startedAt = agent.uptime_s === null ? null : Date.now() / 1000 - agent.uptime_s;
+    if (agent.pid !== undefined && !agent.pid) this.startedAt = null;
+    this.tick();
     if ('restart_count' in agent) this.restarts.textContent = agent.restart_count ?? '–';
     if ('health' in agent || !this.health.childElementCount) {
       replace(this.health, healthBadge(agent.health));
@@ -70,6 +73,11 @@ class AgentRow {
       this.error.textContent = agent.last_error || '';
       this.error.title = agent.last_error || '';
     }
+  }
+
+  /** Show the uptime as of now (it counts on between refreshes). */
+  tick() {
+    this.uptime.textContent = this.startedAt ? duration(Date.now() / 1000 - this.startedAt) : '–';
   }
 
   async operate(op, buttons) {
@@ -216,11 +224,13 @@ export function agentsSection(nodeId) {
   });
 
   const offReopen = events.on('reopen', refresh);
+  const ticker = setInterval(() => { for (const row of rows.values()) row.tick(); }, 1000);
   load();
   return {
     el,
     destroy() {
       destroyed = true;
+      clearInterval(ticker);
       off();
       offReopen();
       refresh.cancel();
