@@ -26,7 +26,7 @@ function row(node) {
 
 export function nodesPage(root, { query }) {
   const state = { q: query.q || '', status: query.status || '', page: Math.max(1, Number(query.page) || 1) };
-  const search = h('input', { type: 'search', testid: 'nodes-search', placeholder: 'Search hostname, id, IP or label (key=value)', value: state.q, size: 40, 'aria-label': 'Search nodes' });
+  const search = h('input', { type: 'search', testid: 'nodes-search', placeholder: 'Search hostname, id, IP or label (key=value)', value: state.q, size: 40, maxlength: 200, 'aria-label': 'Search nodes' });
   const status = h('select', { testid: 'nodes-status', 'aria-label': 'Status' },
     h('option', { value: '' }, 'All statuses'),
     h('option', { value: 'online' }, 'Online'),
