@@ -277,6 +277,24 @@ def test_stop_and_start_a_real_agent_without_a_reload(world: World, page: Page) 
     assert page.evaluate("() => window.__hostvisorMarker") == marker
 
 
+def test_the_node_page_follows_changes_made_elsewhere(world: World, page: Page) -> None:
+    """Another user stops and starts the agent through the API: the open page shows each
+    change as the Manager's event stream tells it, without a reload."""
+    open_node(page, world, NODE_A)
+    status = page.get_by_test_id("agent-status-worker")
+    expect(status).to_contain_text("running")
+    page.evaluate("() => { window.__hostvisorMarker = 'elsewhere'; }")
+    pid = world.node_a.pids()["worker"]
+    with world.manager.api(world.manager.token("admin")) as api:
+        for operation, shown in (("stop", "stopped"), ("start", "running")):
+            path = f"/api/v1/nodes/{NODE_A}/agents/worker/operate"
+            response = api.post(path, json={"operation": operation})
+            assert response.status_code == 200, response.text
+            expect(status).to_contain_text(shown)
+    assert not alive(pid)
+    assert page.evaluate("() => window.__hostvisorMarker") == "elsewhere"
+
+
 def test_the_log_viewer_shows_a_line_just_written(world: World, page: Page) -> None:
     open_node(page, world, NODE_A)
     page.get_by_test_id("agent-logs-echo").click()
