@@ -126,6 +126,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Headless Chromium with a fresh profile (closed, and checked gone, at the end)."""
+    (artifacts_dir() / "browser-console.log").unlink(missing_ok=True)  # this run's only
     with open_browser(tmp_path_factory.mktemp("chromium")) as context:
         yield context
 
