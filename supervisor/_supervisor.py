@@ -276,30 +276,29 @@ class Supervisor:
             await trio.sleep(STATE_WRITE_DELAY_S)
             self._dirty = trio.Event()
             try:
-                # Snapshot here, in the Trio thread; the processes' identities (a few /proc
-                # reads per agent) and the fsyncs are for a worker thread.
-                snapshot = self._snapshot()
-                await trio.to_thread.run_sync(_save, store, snapshot)
+                # Snapshot here, in the Trio thread; only the fsyncs go to a worker thread.
+                # (Reading the identities there too measured worse: that thread then holds
+                # the GIL long enough to delay restarts at 300 agents.)
+                records = self._records()
+                await trio.to_thread.run_sync(store.save, records)
             except Exception as exc:
                 logger.error("%s", exc)
 
     def _records(self) -> dict[str, AgentRecord]:
-        return _identified(self._snapshot())
-
-    def _snapshot(self) -> dict[str, tuple[AgentRecord, int]]:
-        """Every agent's record, and the pid whose identity it still needs (0: none)."""
         records = {}
         for agent_id, runner in self._runners.items():
             child = runner.child
-            record = AgentRecord(
+            # Read the identity afresh: the agent may have exec'd since it was spawned.
+            identity = identify(child.pid) if child is not None and not child.exited else None
+            records[agent_id] = AgentRecord(
                 desired=runner.desired,
+                process=identity,
                 run_id=child.run_id if child is not None else runner.last_run_id,
                 digest=runner.digest,
                 restart_count=runner.machine.restart_count,
                 enabled=runner.spec.enabled,
                 spawns=runner.spawns,
             )
-            records[agent_id] = (record, child.pid if child is not None and not child.exited else 0)
         return records
 
     # -- agents -----------------------------------------------------------------------
@@ -572,22 +571,6 @@ class Supervisor:
             orphans_reaped=self.reaper.reaped if self.reaper else 0,
             health=self.monitor.statistics() if self.monitor else None,
         )
-
-
-def _save(store: AgentStore, snapshot: dict[str, tuple[AgentRecord, int]]) -> None:
-    """Save a snapshot's records (in a worker thread)."""
-    store.save(_identified(snapshot))
-
-
-def _identified(snapshot: dict[str, tuple[AgentRecord, int]]) -> dict[str, AgentRecord]:
-    """The records of a snapshot, each with its process's identity read now.
-
-    Read afresh at every save: the agent may have exec'd since it was spawned.
-    """
-    return {
-        agent_id: replace(record, process=identify(pid)) if pid else record
-        for agent_id, (record, pid) in snapshot.items()
-    }
 
 
 @contextlib.asynccontextmanager

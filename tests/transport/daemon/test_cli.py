@@ -279,9 +279,10 @@ def test_sighup_applies_daemon_settings_it_can_and_names_the_others(
         wait_until(lambda: len(lines(starts / "a")) == 1, "the agent to start")
         pid = int(lines(starts / "a")[0])
         pids_to_clean.append(pid)
+        # The spawned PID is logged (the child may write its line before the daemon logs).
+        wait_until(lambda: f"pid {pid}" in daemon.text(), "the spawned PID in the log")
         text = daemon.text()
         assert f"work dir {work}" in text and f"configuration {config}" in text
-        assert f"pid {pid}" in text  # the spawned PID is logged
         document = yaml.safe_load(config.read_text())
         document["daemon"]["stop_agents_on_exit"] = True
         document["daemon"]["pid_file"] = str(tmp_path / "new.pid")
