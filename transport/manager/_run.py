@@ -13,6 +13,9 @@ away) raises out of it and the parts already started are cancelled:
 4. the HTTP server (the REST API, ``/health``, ``/metrics``),
 5. the jobs (offline detection, retention).
 
+One :class:`~._events.EventHub` (its task started before the gRPC server) is shared by
+the gRPC service, the REST routes and the jobs: the console's event stream reads it.
+
 It prints one line per listener and one for the database, on standard output, once each
 part is up (``gRPC listening on 0.0.0.0:9090``, ``HTTP listening on
 http://0.0.0.0:8080``), and then serves until cancelled. Cancelling stops the parts in
@@ -49,6 +52,7 @@ from ._config import ManagerConfig, client_tls, jwt_secret, server_tls
 from ._jobs import Jobs
 
 if TYPE_CHECKING:
+    from ._events import EventHub
     from ._http._auth import AuthSettings
     from ._ingest import Ingest
     from ._store import Store
@@ -178,14 +182,16 @@ def ingest_reader(ingest: Ingest) -> Callable[[], dict[str, float]]:
     return read
 
 
-def jobs_of(config: ManagerConfig, store: Store) -> Jobs:
-    """The offline detection and retention jobs of the configuration."""
+def jobs_of(config: ManagerConfig, store: Store, events: EventHub | None = None) -> Jobs:
+    """The offline detection and retention jobs of the configuration (nodes marked
+    offline are published to ``events``)."""
     return Jobs(
         store,
         offline_after_s=config.node.offline_duration_minutes * 60,
         offline_schedule=config.node.offline_check_schedule,
         retention_s=config.metrics.retention_days * 86400.0,
         cleanup_schedule=config.metrics.cleanup_schedule,
+        events=events,
     )
 
 
@@ -301,6 +307,7 @@ async def serve_manager(
     """
     from transport import Listener, ListenError, open_grpc_loop, serve_grpc
 
+    from ._events import EventHub
     from ._http._app import build_app, serve_http
     from ._ingest import Ingest, store_writer
     from ._pool import DaemonPool
@@ -322,11 +329,14 @@ async def serve_manager(
             limiter = trio.CapacityLimiter(min(32, config.database.max_open_conns))
             ingest = Ingest(store_writer(store), limiter=limiter)
             await nursery.start(ingest.run)
+            events = EventHub()
+            await nursery.start(events.run, store.list_agents)
             routes = manager_routes(
                 store,
                 ingest,
                 limiter=limiter,
                 bind_node_identity=config.grpc.tls.bind_node_identity,
+                events=events,
             )
             listener = Listener(config.grpc.address, grpc_tls)
             serve = partial(
@@ -348,6 +358,8 @@ async def serve_manager(
                 auth,
                 ingest_stats=ingest_reader(ingest),
                 offline_after_s=config.node.offline_duration_minutes * 60,
+                events=events,
+                thresholds=config.alerts,
             )
             serve_api = partial(serve_http, app, config.server.host, config.server.port)
             try:
@@ -357,7 +369,7 @@ async def serve_manager(
                 where = config.server.address
                 raise ListenError(f"cannot listen on {where!r} (HTTP): {problem}") from problem
             say(f"HTTP listening on {binds[0]}")
-            await nursery.start(jobs_of(config, store).run)
+            await nursery.start(jobs_of(config, store, events).run)
             logger.info("Manager started: gRPC %s, HTTP %s, %s", grpc_address, binds[0], database)
             task_status.started(Listening(grpc_address, binds[0], database))
     finally:

@@ -27,6 +27,12 @@ daemon ignores it). ReportMetrics and SyncAgentStates of an unknown node answer
 ``NOT_FOUND`` "node X is not registered" with the same metadata; our daemon registers and
 sends them again.
 
+**Console events.** With an :class:`~._events.EventHub`, a registration (or a heartbeat
+that created its node) publishes ``node`` online, any other heartbeat lets the hub say a
+node it reported offline is back, and each stored SyncAgentStates is handed to
+:meth:`~._events.EventHub.agents_reported`, which publishes the node's agents when their
+states changed. The hub never waits, so the console costs the ingest nothing.
+
 **Failures** map to statuses our daemon knows what to do with
 (:mod:`transport.daemon._retry`): the database failing, or the Manager shutting down,
 answers ``UNAVAILABLE`` (reconnect, keep the report); a full ingest queue
@@ -59,6 +65,7 @@ from transport import (
 from transport.daemon._retry import REGISTER_METADATA_KEY
 
 from ._errors import NotFoundError, StoreError
+from ._events import EventHub
 from ._ingest import Ingest, IngestError, OverloadedError, ShuttingDownError, StoreRunner
 from ._model import Node
 from ._validate import (
@@ -117,7 +124,9 @@ class _Service:
         bind_node_identity: bool,
         limits: Limits,
         wall: Callable[[], float],
+        events: EventHub | None = None,
     ) -> None:
+        self.events = events
         self.run = StoreRunner(store, limiter)
         self.ingest = ingest
         self.bind_node_identity = bind_node_identity
@@ -152,6 +161,15 @@ class _Service:
             self.ingest.count_refused(StatusCode.INTERNAL)
             raise  # the bridge logs it and answers INTERNAL
 
+    def seen(self, node_id: str, *, created: bool) -> None:
+        """Tell the console a heartbeat was stored (a node it created is online now)."""
+        if self.events is None:
+            return
+        if created:
+            self.events.node_status(node_id, "online")
+        else:
+            self.events.node_seen(node_id)
+
     # --- handlers ---------------------------------------------------------------------------
 
     async def register(
@@ -165,6 +183,8 @@ class _Service:
             now = self.wall()
             await self.run(lambda s: s.register_node(reg.node, now=now, grpc_port=reg.grpc_port))
             self.ingest.count_registration()
+            if self.events is not None:
+                self.events.node_status(reg.node.node_id, "online")
             logger.debug("node %s registered (%s)", reg.node.node_id, reg.node.ip or "no ip")
             return manager_pb2.RegisterNodeResponse(success=True, message="registered")
 
@@ -176,7 +196,9 @@ class _Service:
         async def call() -> manager_pb2.HeartbeatResponse:
             node_id = heartbeat_request(request, limits=self.limits)
             self.authorize(node_id, ctx)
-            if await self.ingest.heartbeat(node_id):
+            created = await self.ingest.heartbeat(node_id)
+            self.seen(node_id, created=created)
+            if created:
                 logger.info("node %s was unknown: created from its heartbeat", node_id)
                 ctx.trailing_metadata.append((REGISTER_METADATA_KEY, "1"))
                 message = f"node {node_id} was not registered: created; register again"
@@ -211,6 +233,8 @@ class _Service:
             except NotFoundError:
                 raise not_registered(node_id, ctx) from None
             self.ingest.count_agent_states(count)
+            if self.events is not None:
+                self.events.agents_reported(node_id, states)
             message = f"synced {len(states)} agents"
             return daemon_pb2.SyncAgentStatesResponse(success=True, message=message)
 
@@ -233,6 +257,7 @@ def manager_routes(
     bind_node_identity: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     wall: Callable[[], float] = time.time,
+    events: EventHub | None = None,
 ) -> list[Route]:
     """The routes of the Manager's gRPC server (see the module documentation).
 
@@ -246,12 +271,19 @@ def manager_routes(
             call is refused).
         limits: The request size limits.
         wall: The wall clock (unix seconds).
+        events: The console's event hub (see the module), or None.
 
     Returns:
         The routes, for :func:`~transport.serve_grpc`.
     """
     service = _Service(
-        store, ingest, limiter, bind_node_identity=bind_node_identity, limits=limits, wall=wall
+        store,
+        ingest,
+        limiter,
+        bind_node_identity=bind_node_identity,
+        limits=limits,
+        wall=wall,
+        events=events,
     )
     routes: list[Route] = [
         unary_route(ManagerService.RegisterNode, service.register),
