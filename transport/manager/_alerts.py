@@ -244,6 +244,14 @@ def _reading_alert(reading: Reading, thresholds: Thresholds) -> Alert | None:
     )
 
 
+def _critical(
+    kind: Kind, node_id: str, hostname: str, agent_id: str | None, what: str, since: float | None
+) -> Alert:
+    """A critical alert that has no reading (offline, agent_failed)."""
+    message = f"{_name(node_id, hostname)}: {what}"
+    return Alert(Severity.CRITICAL, kind, node_id, hostname, agent_id, None, None, message, since)
+
+
 def _sort_key(alert: Alert) -> tuple[int, int, float, str, str, str, float]:
     value = alert.value if alert.value is not None else 0.0
     return (
@@ -286,31 +294,15 @@ def alerts(
         if alert is not None:
             found.append(alert)
     for node in offline:
+        what = "offline"
         found.append(
-            Alert(
-                severity=Severity.CRITICAL,
-                kind=Kind.OFFLINE,
-                node_id=node.node_id,
-                hostname=node.hostname,
-                agent_id=None,
-                value=None,
-                threshold=None,
-                message=f"{_name(node.node_id, node.hostname)}: offline",
-                since=node.last_seen,
-            )
+            _critical(Kind.OFFLINE, node.node_id, node.hostname, None, what, node.last_seen)
         )
     for agent in failed:
+        what = f"agent {agent.agent_id} failed"
         found.append(
-            Alert(
-                severity=Severity.CRITICAL,
-                kind=Kind.AGENT_FAILED,
-                node_id=agent.node_id,
-                hostname=agent.hostname,
-                agent_id=agent.agent_id,
-                value=None,
-                threshold=None,
-                message=f"{_name(agent.node_id, agent.hostname)}: agent {agent.agent_id} failed",
-                since=agent.since,
+            _critical(
+                Kind.AGENT_FAILED, agent.node_id, agent.hostname, agent.agent_id, what, agent.since
             )
         )
     found.sort(key=_sort_key)
