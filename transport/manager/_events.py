@@ -272,6 +272,9 @@ class EventHub:
         self._soon(self._node_status, node_id, status)
 
     def _node_status(self, node_id: str, status: str) -> None:
+        if status == "deleted":
+            with self._lock:
+                self._seen.pop(node_id, None)
         if status == "offline":
             self._offline.add(node_id)
         else:

@@ -101,13 +101,18 @@ async def test_changed_agents_are_loaded_and_published_by_run() -> None:
                 ("a", "running", 10)
             ]
             assert not hub.agents_reported("n1", running)
+            hub.node_status("n1", "deleted")  # forgotten: its next report is news
+            assert (await sub.receive()) is not None
+            assert hub.agents_reported("n1", running)
+            event = await sub.receive()
+            assert event is not None and event.name == "agents"
             assert hub.agents_reported("n1", [_state("a", AgentStatus.STOPPED)])
             event = await sub.receive()
             assert event is not None and event.name == "agents"
             nursery.cancel_scope.cancel()
         with pytest.raises(trio.EndOfChannel):  # run stopped: the subscriptions end
             await sub.receive()
-    assert loads == ["n1", "n1"]
+    assert loads == ["n1", "n1", "n1"]
 
 
 async def test_no_listener_no_load() -> None:
