@@ -1,56 +1,72 @@
-"""Group commit of heartbeats and metric reports, and the gRPC service's counters. IO.
+"""Group commit of every write of the gRPC service, in a writer thread, and its counters. IO.
 
 Theory of operation
 -------------------
-A fleet's daemons send a heartbeat and a metric report every interval; one database
-transaction each would spend the Manager's time committing. :class:`Ingest` queues them
-instead and writes a whole batch at a time through a **writer**: a sync function that takes
-a :class:`Batch` and returns a :class:`BatchResult` (:func:`store_writer` makes one of the
-Store; tests pass their own). Its owner task, :meth:`Ingest.run`, takes what is queued (up
-to ``max_batch`` items, after waiting ``linger_s`` for more when fewer are queued), runs
-the writer in a worker thread (under a :class:`trio.CapacityLimiter` shared with the other
-Store calls), and hands each caller its own item's result. While one batch is written the
-next one fills, so under load batches grow by themselves and a commit serves many calls.
+A fleet's daemons register, send a heartbeat and a metric report every interval and their
+agents' states every half interval; one database transaction each would spend the
+Manager's time committing. :class:`Ingest` queues all four kinds of write instead and
+writes a whole batch in one transaction through a **writer**: a sync function that takes a
+:class:`Batch` and returns a :class:`BatchResult` (:func:`store_writer` makes one of the
+Store; tests pass their own).
 
-Each caller awaits the commit of its batch: an answer of ``success`` means the rows are
-stored. When the writer fails, every caller of that batch gets an :class:`IngestError`
-(``transient`` when the database failed, a :class:`~transport.manager.StoreError`, so that
-the daemon retries); nothing is half-acknowledged.
+The callers are the gRPC handlers, synchronous functions on the gRPC server's thread
+(:mod:`transport._grpc_thread`): ``submit_*`` queues an item and returns a
+``concurrent.futures.Future`` of its own result at once; the handler returns that future
+(mapped to a response) and the server answers when it completes. The writer runs in one
+**writer thread** owned by :meth:`Ingest.run`: it takes what is queued (up to
+``max_batch`` items, after waiting ``linger_s`` for more when fewer are queued), writes
+it, and completes each item's future. While one batch is written the next one fills, so
+under load batches grow by themselves and one commit serves many calls. Within a batch the
+registrations come first, then heartbeats, reports and syncs (a node registered, or created
+by a heartbeat, is known to the reports and syncs of the same batch).
 
-**Bounded.** The queue holds at most ``max_queued`` weight (a heartbeat weighs 1, a report
-1 plus its number of values): beyond, :meth:`Ingest.heartbeat` and :meth:`Ingest.report`
-raise :class:`OverloadedError` at once (the service answers ``RESOURCE_EXHAUSTED``; the
-daemon keeps the report and retries with backoff) instead of queueing without limit.
+An answer of ``success`` means the rows are committed. When the writer fails a batch of
+several items, each item is written again alone, so that one node's bad item fails only
+its own call (after three items in a row fail with a database error, the database is
+taken to be down and the rest fail with that error without more attempts). A failed item
+gets an :class:`IngestError` (``transient`` when the database failed, a
+:class:`~transport.manager.StoreError`, so that the daemon retries).
 
-**Cancellation.** A caller cancelled while its item waits (its client gave up) takes the
-item out of the next batch; one cancelled while its batch is written leaves it written
-(the daemon sends it again and the Store ignores the duplicate). When :meth:`Ingest.run`
-is cancelled, the batch being written finishes (a worker thread cannot be interrupted)
-and its callers get their results; queued and later callers get :class:`ShuttingDownError`.
+**Bounded.** The queue holds at most ``max_queued`` weight (an item weighs 1, plus the
+number of values of a report or the states of a sync): beyond, ``submit_*`` raises
+:class:`OverloadedError` at once (the service answers ``RESOURCE_EXHAUSTED``; the daemon
+keeps the report and retries with backoff) instead of queueing without limit.
+
+**Cancellation.** A caller whose call is cancelled (its client gave up) cancels its
+future: an item not yet taken is left out of its batch (``set_running_or_notify_cancel``);
+one taken is written (the daemon sends it again and the Store ignores the duplicate).
+When :meth:`Ingest.run` is cancelled, the batch being written finishes (a thread cannot
+be interrupted), queued and later items get :class:`ShuttingDownError`, and the thread is
+joined before ``run`` returns.
 
 **Counters.** :meth:`Ingest.statistics` is read by the Prometheus endpoint: batches and
 their sizes, rows written, and the service's calls by method and refusals by status (the
 service counts those through :meth:`Ingest.count_call` and :meth:`Ingest.count_refused`).
+They are updated from the writer thread and the gRPC thread under one lock.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import trio
 
-from transport._convert import MetricPoint
+from transport._convert import AgentStateRecord, MetricPoint, NodeRegistration
 
 from ._errors import ManagerError, StoreError
 
 if TYPE_CHECKING:
     from transport._errors import StatusCode
+
+    from ._model import Node
 
 __all__ = [
     "BATCH_BUCKETS",
@@ -66,6 +82,7 @@ __all__ = [
     "StoreRunner",
     "Writer",
     "store_writer",
+    "wait_future",
 ]
 
 logger = logging.getLogger("hostvisor.manager.ingest")
@@ -77,10 +94,12 @@ METHODS = ("RegisterNode", "Heartbeat", "ReportMetrics", "SyncAgentStates")
 """The methods the service counts calls of."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 """Upper bounds of the batch size histogram (a last bucket, +Inf, holds the rest)."""
+_FAILED_ALONE_MAX = 3
+"""Items that fail alone in a row with a database error before the rest are failed."""
 
 
 class IngestError(ManagerError):
-    """A batch could not be written; every caller of the batch gets one.
+    """An item could not be written.
 
     Attributes:
         transient: The database failed (a :class:`~transport.manager.StoreError`): trying
@@ -102,6 +121,11 @@ class ShuttingDownError(ManagerError):
 
 # --------------------------------------------------------------------------- the seam
 
+Registration = tuple[NodeRegistration, "int | None", float]
+"""A RegisterNode: the registration, the announced gRPC port, and when."""
+Sync = tuple[str, tuple[AgentStateRecord, ...], float]
+"""A full SyncAgentStates: the node, its agents' states, and when."""
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -111,11 +135,18 @@ class Batch:
         heartbeats: ``(node_id, when)`` per heartbeat, in arrival order (unix seconds).
         reports: ``(node_id, points)`` per metric report, in arrival order.
         now: When the batch was taken (unix seconds): the reports' ``created_at``.
+        registrations: ``(registration, grpc_port, when)`` per RegisterNode.
+        syncs: ``(node_id, states, when)`` per (full) SyncAgentStates, in arrival order.
     """
 
     heartbeats: tuple[tuple[str, float], ...]
     reports: tuple[tuple[str, tuple[MetricPoint, ...]], ...]
     now: float
+    registrations: tuple[Registration, ...] = ()
+    syncs: tuple[Sync, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.heartbeats) + len(self.reports) + len(self.registrations) + len(self.syncs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,33 +157,37 @@ class BatchResult:
         created: Per heartbeat: whether its node was unknown (and created from it).
         inserted: Per report: the rows inserted (duplicates are not), or None when the
             node is unknown (nothing is stored).
+        registered: Per registration: the node as stored.
+        synced: Per sync: the agents written, or None when the node is unknown.
     """
 
     created: tuple[bool, ...]
     inserted: tuple[int | None, ...]
+    registered: tuple[Node, ...] = ()
+    synced: tuple[int | None, ...] = ()
 
 
 Writer = Callable[[Batch], BatchResult]
-"""Writes a batch (in a worker thread); raises to fail every item of it."""
+"""Writes a batch (in the writer thread); raises to fail every item of it."""
 
 
 class IngestStore(Protocol):
     """The Store's part that :func:`store_writer` uses."""
 
-    def ingest(
+    def write_batch(
         self,
+        registrations: Sequence[Registration],
         heartbeats: Sequence[tuple[str, float]],
         reports: Sequence[tuple[str, Sequence[MetricPoint]]],
+        syncs: Sequence[Sync],
         *,
         now: float,
-    ) -> tuple[list[bool], list[int | None]]:
-        """Heartbeats then reports, in one transaction: per heartbeat whether its node was
-        created, per report the rows inserted or None (unknown node)."""
+    ) -> tuple[list[Node], list[bool], list[int | None], list[int | None]]:
+        """Registrations, heartbeats, reports and syncs in one transaction."""
 
 
 def store_writer(store: IngestStore) -> Writer:
-    """The writer of a Store: each batch in one transaction, heartbeats first (a node a
-    heartbeat creates is known to the reports of the same batch), then the reports.
+    """The writer of a Store: each batch in one transaction (``Store.write_batch``).
 
     Args:
         store: The Store.
@@ -162,8 +197,10 @@ def store_writer(store: IngestStore) -> Writer:
     """
 
     def write(batch: Batch) -> BatchResult:
-        created, inserted = store.ingest(batch.heartbeats, batch.reports, now=batch.now)
-        return BatchResult(tuple(created), tuple(inserted))
+        registered, created, inserted, synced = store.write_batch(
+            batch.registrations, batch.heartbeats, batch.reports, batch.syncs, now=batch.now
+        )
+        return BatchResult(tuple(created), tuple(inserted), tuple(registered), tuple(synced))
 
     return write
 
@@ -189,6 +226,31 @@ class StoreRunner(Generic[S]):
         return await trio.to_thread.run_sync(fn, self.store, limiter=self.limiter)
 
 
+async def wait_future(future: concurrent.futures.Future[T]) -> T:
+    """Wait in Trio for a future completed by another thread; cancelling the wait
+    cancels the future (an item not yet taken by the writer is left out).
+
+    Raises:
+        Exception: The future's exception.
+    """
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+
+    def wake(_: object) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:  # pragma: no cover - nobody waits any more
+            pass
+
+    future.add_done_callback(wake)
+    try:
+        await done.wait()
+    except trio.Cancelled:
+        future.cancel()
+        raise
+    return future.result()
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -211,7 +273,7 @@ class IngestStatistics:
         batch_sizes: The batch size histogram, cumulative: ``(upper bound, batches with
             at most that many items)``; the last bound is ``inf``.
         batch_failures: Batches the writer failed.
-        write_seconds: Time spent writing batches (Trio's clock).
+        write_seconds: Time spent writing batches.
         queued: Items waiting now.
         queued_weight: Their weight (see the module documentation).
     """
@@ -258,19 +320,17 @@ class _Counters:
 
 # --------------------------------------------------------------------------- the service
 
+_REGISTER, _HEARTBEAT, _REPORT, _SYNC = range(4)
+
 
 @dataclass(eq=False, slots=True)
 class _Pending:
-    """One queued item and, once written, its result."""
+    """One queued item and the future of its result."""
 
-    node_id: str
-    when: float
-    points: tuple[MetricPoint, ...] | None  # None: a heartbeat
+    kind: int
+    payload: Any  # per kind: Registration, (node_id, when), (node_id, points), Sync
     weight: int
-    done: trio.Event = field(default_factory=trio.Event)
-    abandoned: bool = False
-    result: bool | int | None = None
-    error: ManagerError | None = None
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 
 
 class Ingest:
@@ -278,7 +338,6 @@ class Ingest:
 
     Args:
         writer: Writes a batch (:func:`store_writer`).
-        limiter: Bounds the worker threads (share the Store's); None: a limiter of one.
         max_batch: The most items in one batch.
         linger_s: How long a batch may wait for more items while fewer than
             ``max_batch`` are queued (0: write at once).
@@ -293,7 +352,6 @@ class Ingest:
         self,
         writer: Writer,
         *,
-        limiter: trio.CapacityLimiter | None = None,
         max_batch: int = 512,
         linger_s: float = 0.002,
         max_queued: int = 500_000,
@@ -304,39 +362,56 @@ class Ingest:
         if not linger_s >= 0:
             raise ValueError(f"Ingest: linger_s must be >= 0; got {linger_s!r}")
         self._writer = writer
-        self._limiter = limiter or trio.CapacityLimiter(1)
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.max_queued = max_queued
         self._wall = wall
         self._queue: deque[_Pending] = deque()
         self._weight = 0
-        self._wake = trio.Event()
-        self._full = trio.Event()
+        self._ready = threading.Condition(threading.Lock())
         self._closed = False
         self._running = False
         self._counters = _Counters()
+        self._counting = threading.Lock()
 
-    # --- callers ----------------------------------------------------------------------------
+    # --- callers (any thread) ---------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str) -> bool:
+    def submit_registration(
+        self, reg: NodeRegistration, grpc_port: int | None
+    ) -> concurrent.futures.Future[Node]:
+        """Create or update a node in the next batch.
+
+        Args:
+            reg: The registration (validated).
+            grpc_port: The port the daemon announced, or None.
+
+        Returns:
+            The future of the node as stored.
+
+        Raises:
+            OverloadedError: The queue is full.
+            ShuttingDownError: The service stopped.
+        """
+        return self._submit(_Pending(_REGISTER, (reg, grpc_port, self._wall()), 1))
+
+    def submit_heartbeat(self, node_id: str) -> concurrent.futures.Future[bool]:
         """Mark the node online (created when unknown) in the next batch.
 
         Args:
             node_id: The node (validated).
 
         Returns:
-            Whether the node was unknown and has been created from this heartbeat.
+            The future of whether the node was unknown and has been created.
 
         Raises:
             OverloadedError: The queue is full.
-            IngestError: The batch could not be written.
             ShuttingDownError: The service stopped.
         """
-        result = await self._submit(_Pending(node_id, self._wall(), None, 1))
-        return bool(result)
+        return self._submit(_Pending(_HEARTBEAT, (node_id, self._wall()), 1))
 
-    async def report(self, node_id: str, points: Sequence[MetricPoint]) -> int | None:
+    def submit_report(
+        self, node_id: str, points: Sequence[MetricPoint]
+    ) -> concurrent.futures.Future[int | None]:
         """Store a node's metric points in the next batch.
 
         Args:
@@ -344,90 +419,128 @@ class Ingest:
             points: Its points (validated).
 
         Returns:
-            The rows inserted (duplicates are ignored), or None when the node is unknown.
+            The future of the rows inserted (duplicates are ignored), or of None when the
+            node is unknown.
 
         Raises:
             OverloadedError: The queue is full.
-            IngestError: The batch could not be written.
             ShuttingDownError: The service stopped.
         """
         frozen = tuple(points)
         weight = 1 + sum(len(p.values) for p in frozen)
-        result = await self._submit(_Pending(node_id, self._wall(), frozen, weight))
-        return None if result is None else int(result)
+        return self._submit(_Pending(_REPORT, (node_id, frozen), weight))
 
-    async def _submit(self, item: _Pending) -> bool | int | None:
-        if self._closed:
-            raise ShuttingDownError("the Manager is shutting down")
-        if self._weight + item.weight > self.max_queued:
-            raise OverloadedError(
-                f"the Manager is overloaded ({len(self._queue)} writes waiting); retry later"
-            )
-        self._queue.append(item)
-        self._weight += item.weight
-        self._wake.set()
-        if len(self._queue) >= self.max_batch:
-            self._full.set()
-        try:
-            await item.done.wait()
-        except trio.Cancelled:
-            item.abandoned = True  # still queued: left out of its batch
-            raise
-        if item.error is not None:
-            raise item.error
-        return item.result
+    def submit_sync(
+        self, node_id: str, states: Sequence[AgentStateRecord]
+    ) -> concurrent.futures.Future[int | None]:
+        """Apply a node's full agent list in the next batch.
+
+        Args:
+            node_id: The node (validated).
+            states: Its agents' states (validated).
+
+        Returns:
+            The future of the agents written, or of None when the node is unknown.
+
+        Raises:
+            OverloadedError: The queue is full.
+            ShuttingDownError: The service stopped.
+        """
+        frozen = tuple(states)
+        return self._submit(_Pending(_SYNC, (node_id, frozen, self._wall()), 1 + len(frozen)))
+
+    async def heartbeat(self, node_id: str) -> bool:
+        """:meth:`submit_heartbeat`, awaited in Trio.
+
+        Raises:
+            OverloadedError: The queue is full.
+            IngestError: The item could not be written.
+            ShuttingDownError: The service stopped.
+        """
+        created: bool = await wait_future(self.submit_heartbeat(node_id))
+        return created
+
+    async def report(self, node_id: str, points: Sequence[MetricPoint]) -> int | None:
+        """:meth:`submit_report`, awaited in Trio.
+
+        Raises:
+            OverloadedError: The queue is full.
+            IngestError: The item could not be written.
+            ShuttingDownError: The service stopped.
+        """
+        return await wait_future(self.submit_report(node_id, points))
+
+    def _submit(self, item: _Pending) -> concurrent.futures.Future[Any]:
+        with self._ready:
+            if self._closed:
+                raise ShuttingDownError("the Manager is shutting down")
+            if self._weight + item.weight > self.max_queued:
+                raise OverloadedError(
+                    f"the Manager is overloaded ({len(self._queue)} writes waiting); retry later"
+                )
+            self._queue.append(item)
+            self._weight += item.weight
+            if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
+                self._ready.notify()
+        return item.future
 
     # --- counters the service keeps here --------------------------------------------------
 
     def count_call(self, method: str) -> None:
         """Count a call of ``method`` (one of :data:`METHODS`)."""
-        self._counters.calls[method] = self._counters.calls.get(method, 0) + 1
+        with self._counting:
+            self._counters.calls[method] = self._counters.calls.get(method, 0) + 1
 
     def count_refused(self, status: StatusCode) -> None:
         """Count a call answered with a non-OK ``status``."""
-        refused = self._counters.refused
-        refused[status.name] = refused.get(status.name, 0) + 1
+        with self._counting:
+            refused = self._counters.refused
+            refused[status.name] = refused.get(status.name, 0) + 1
 
     def count_registration(self) -> None:
-        """Count a stored RegisterNode."""
-        self._counters.registrations += 1
+        """Count a stored RegisterNode (the writer counts its own; for other callers)."""
+        with self._counting:
+            self._counters.registrations += 1
 
     def count_agent_states(self, rows: int) -> None:
-        """Count the agent states a SyncAgentStates stored."""
-        self._counters.agent_states += rows
+        """Count agent states stored (the writer counts its own; for other callers)."""
+        with self._counting:
+            self._counters.agent_states += rows
 
     def statistics(self) -> IngestStatistics:
         """A frozen snapshot of the counters."""
-        c = self._counters
-        cumulative: list[tuple[float, int]] = []
-        total = 0
-        for bound, count in zip((*BATCH_BUCKETS, float("inf")), c.buckets, strict=True):
-            total += count
-            cumulative.append((float(bound), total))
-        return IngestStatistics(
-            calls=MappingProxyType(dict(c.calls)),
-            refused=MappingProxyType(dict(c.refused)),
-            registrations=c.registrations,
-            heartbeats=c.heartbeats,
-            nodes_created=c.nodes_created,
-            metric_rows=c.metric_rows,
-            metric_duplicates=c.metric_duplicates,
-            agent_states=c.agent_states,
-            batches=c.batches,
-            batch_items=c.batch_items,
-            batch_sizes=tuple(cumulative),
-            batch_failures=c.batch_failures,
-            write_seconds=c.write_seconds,
-            queued=len(self._queue),
-            queued_weight=self._weight,
-        )
+        with self._counting:
+            c = self._counters
+            cumulative: list[tuple[float, int]] = []
+            total = 0
+            for bound, count in zip((*BATCH_BUCKETS, float("inf")), c.buckets, strict=True):
+                total += count
+                cumulative.append((float(bound), total))
+            return IngestStatistics(
+                calls=MappingProxyType(dict(c.calls)),
+                refused=MappingProxyType(dict(c.refused)),
+                registrations=c.registrations,
+                heartbeats=c.heartbeats,
+                nodes_created=c.nodes_created,
+                metric_rows=c.metric_rows,
+                metric_duplicates=c.metric_duplicates,
+                agent_states=c.agent_states,
+                batches=c.batches,
+                batch_items=c.batch_items,
+                batch_sizes=tuple(cumulative),
+                batch_failures=c.batch_failures,
+                write_seconds=c.write_seconds,
+                queued=len(self._queue),
+                queued_weight=self._weight,
+            )
 
     # --- the owner task ---------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Write batches until cancelled; then refuse what waits and what comes.
+        """Run the writer thread until cancelled; then refuse what waits and what comes.
 
-        Start with ``await nursery.start(ingest.run)``, before the gRPC server.
+        Start with ``await nursery.start(ingest.run)``, before the gRPC server. Returns
+        (or raises ``Cancelled``) only once the writer thread has ended.
 
         Raises:
             RuntimeError: It runs already, or ran before.
@@ -435,85 +548,155 @@ class Ingest:
         if self._closed or self._running:
             raise RuntimeError("Ingest.run: it runs already, or ran before")
         self._running = True
-        task_status.started()
+
+        async def close_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._close()
+
         try:
-            while True:
-                await self._wait_for_items()
-                batch = self._take()
-                if batch:
-                    await self._write(batch)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close_when_cancelled)
+                task_status.started()
+                try:  # a Trio worker thread: waited for even when cancelled
+                    await trio.to_thread.run_sync(self._write_until_closed)
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
-            self._closed = True
+            self._close()
             self._fail_queued()
 
-    async def _wait_for_items(self) -> None:
-        while not self._queue:
-            self._wake = trio.Event()
-            await self._wake.wait()
-        if len(self._queue) < self.max_batch and self.linger_s > 0:
-            self._full = trio.Event()
-            with trio.move_on_after(self.linger_s):
-                await self._full.wait()
+    def _close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
-    def _take(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        while self._queue and len(batch) < self.max_batch:
-            item = self._queue.popleft()
-            self._weight -= item.weight
-            if not item.abandoned:
-                batch.append(item)
-        return batch
+    def _write_until_closed(self) -> None:
+        """The writer thread's loop."""
+        while True:
+            items = self._take()
+            if items is None:
+                return
+            if items:
+                self._write(items)
 
-    async def _write(self, items: list[_Pending]) -> None:
-        beats = [i for i in items if i.points is None]
-        reports = [i for i in items if i.points is not None]
-        batch = Batch(
-            heartbeats=tuple((i.node_id, i.when) for i in beats),
-            reports=tuple((i.node_id, i.points) for i in reports if i.points is not None),
-            now=self._wall(),
-        )
-        c = self._counters
-        c.batch(len(items))
-        started = trio.current_time()
-        try:
-            result = await trio.to_thread.run_sync(self._writer, batch, limiter=self._limiter)
-            if len(result.created) != len(beats) or len(result.inserted) != len(reports):
-                raise RuntimeError(f"the writer answered {result!r} for {len(items)} items")
-        except Exception as exc:
-            c.batch_failures += 1
-            transient = isinstance(exc, StoreError)
-            if transient:
-                logger.warning("a batch of %d writes failed: %s", len(items), exc)
-            else:
-                logger.error("a batch of %d writes failed", len(items), exc_info=exc)
-            for item in items:
-                item.error = IngestError(
-                    f"the Manager could not store it: {exc}", transient=transient
+    def _take(self) -> list[_Pending] | None:
+        """The next batch (items cancelled meanwhile left out); None once closed."""
+        ready = self._ready
+        with ready:
+            while not self._queue and not self._closed:
+                ready.wait()
+            if self._closed:
+                return None
+            if len(self._queue) < self.max_batch and self.linger_s > 0:
+                ready.wait_for(
+                    lambda: self._closed or len(self._queue) >= self.max_batch, self.linger_s
                 )
-                item.done.set()
+            batch: list[_Pending] = []
+            while self._queue and len(batch) < self.max_batch:
+                item = self._queue.popleft()
+                self._weight -= item.weight
+                batch.append(item)
+        return [item for item in batch if item.future.set_running_or_notify_cancel()]
+
+    def _write(self, items: list[_Pending]) -> None:
+        started = time.monotonic()
+        try:
+            results = self._write_batch(items)
+        except Exception as exc:
+            with self._counting:
+                self._counters.batch(len(items))
+                self._counters.batch_failures += 1
+                self._counters.write_seconds += time.monotonic() - started
+            self._log_failure(len(items), exc)
+            if len(items) == 1:
+                items[0].future.set_exception(_ingest_error(exc))
+            else:
+                self._write_alone(items)
             return
-        except BaseException:  # cancelled before the thread started: nothing was written
-            for item in items:
-                item.error = ShuttingDownError("the Manager is shutting down")
-                item.done.set()
-            raise
-        finally:
-            c.write_seconds += trio.current_time() - started
-        for item, created in zip(beats, result.created, strict=True):
+        with self._counting:
+            self._counters.batch(len(items))
+            self._counters.write_seconds += time.monotonic() - started
+            for item, result in zip(items, results, strict=True):
+                self._count(item, result)
+        for item, result in zip(items, results, strict=True):
+            item.future.set_result(result)
+
+    def _write_alone(self, items: list[_Pending]) -> None:
+        """Write each item of a failed batch in its own transaction (see the module
+        documentation); after too many database errors in a row, fail the rest."""
+        failed_in_a_row = 0
+        for index, item in enumerate(items):
+            try:
+                (result,) = self._write_batch([item])
+            except Exception as exc:
+                item.future.set_exception(_ingest_error(exc))
+                failed_in_a_row = failed_in_a_row + 1 if isinstance(exc, StoreError) else 0
+                if failed_in_a_row >= _FAILED_ALONE_MAX:
+                    for rest in items[index + 1 :]:
+                        rest.future.set_exception(_ingest_error(exc))
+                    return
+                continue
+            failed_in_a_row = 0
+            with self._counting:
+                self._count(item, result)
+            item.future.set_result(result)
+
+    def _write_batch(self, items: list[_Pending]) -> list[Any]:
+        """Write ``items`` in one batch; their results in ``items`` order."""
+        by_kind: list[list[_Pending]] = [[], [], [], []]
+        for item in items:
+            by_kind[item.kind].append(item)
+        registrations, beats, reports, syncs = by_kind
+        batch = Batch(
+            heartbeats=tuple(i.payload for i in beats),
+            reports=tuple(i.payload for i in reports),
+            now=self._wall(),
+            registrations=tuple(i.payload for i in registrations),
+            syncs=tuple(i.payload for i in syncs),
+        )
+        result = self._writer(batch)
+        answers = (result.registered, result.created, result.inserted, result.synced)
+        if any(len(a) != len(k) for a, k in zip(answers, by_kind, strict=True)):
+            raise RuntimeError(f"the writer answered {result!r} for {len(items)} items")
+        found: dict[int, Any] = {}
+        for kind_items, kind_answers in zip(by_kind, answers, strict=True):
+            for item, answer in zip(kind_items, kind_answers, strict=True):
+                found[id(item)] = answer
+        return [found[id(item)] for item in items]
+
+    def _count(self, item: _Pending, result: Any) -> None:
+        """Count a written item (under ``_counting``)."""
+        c = self._counters
+        if item.kind == _REGISTER:
+            c.registrations += 1
+        elif item.kind == _HEARTBEAT:
             c.heartbeats += 1
-            c.nodes_created += created
-            item.result = created
-            item.done.set()
-        for item, inserted in zip(reports, result.inserted, strict=True):
-            if inserted is not None and item.points is not None:
-                c.metric_rows += inserted
-                c.metric_duplicates += len(item.points) - inserted
-            item.result = inserted
-            item.done.set()
+            c.nodes_created += bool(result)
+        elif item.kind == _REPORT and result is not None:
+            c.metric_rows += result
+            c.metric_duplicates += len(item.payload[1]) - result
+        elif item.kind == _SYNC and result is not None:
+            c.agent_states += result
+
+    @staticmethod
+    def _log_failure(size: int, exc: Exception) -> None:
+        if isinstance(exc, StoreError):
+            logger.warning("a batch of %d writes failed: %s", size, exc)
+        else:
+            logger.error("a batch of %d writes failed", size, exc_info=exc)
 
     def _fail_queued(self) -> None:
-        while self._queue:
-            item = self._queue.popleft()
-            item.error = ShuttingDownError("the Manager is shutting down")
-            item.done.set()
-        self._weight = 0
+        with self._ready:
+            queued = list(self._queue)
+            self._queue.clear()
+            self._weight = 0
+        for item in queued:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(ShuttingDownError("the Manager is shutting down"))
+
+
+def _ingest_error(exc: Exception) -> IngestError:
+    transient = isinstance(exc, StoreError)
+    return IngestError(f"the Manager could not store it: {exc}", transient=transient)

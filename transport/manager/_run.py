@@ -6,9 +6,11 @@ it, in a worker thread) and, inside one grpc loop and one nursery, starts each p
 ``nursery.start``, so that a part that cannot start (a port in use, a database that went
 away) raises out of it and the parts already started are cancelled:
 
-1. the ingest service (group commit of heartbeats and metric reports),
+1. the ingest service (group commit of every gRPC write, in its writer thread),
 2. the gRPC server (``ManagerService`` and ``DaemonService.SyncAgentStates``), with the
-   server options below,
+   server options below, on an asyncio loop in its own thread
+   (:func:`transport._grpc_thread.serve_grpc_in_thread`: one Python call per request,
+   no Trio task, which is what lets one process carry a large fleet),
 3. the daemon client pool,
 4. the HTTP server (the REST API, ``/health``, ``/metrics``),
 5. the jobs (offline detection, retention).
@@ -305,7 +307,8 @@ async def serve_manager(
         StoreError: The database cannot be opened or migrated.
         ListenError: The gRPC or the HTTP address cannot be bound.
     """
-    from transport import Listener, ListenError, open_grpc_loop, serve_grpc
+    from transport import Listener, ListenError, open_grpc_loop
+    from transport._grpc_thread import serve_grpc_in_thread
 
     from ._events import EventHub
     from ._http._app import build_app, serve_http
@@ -326,21 +329,20 @@ async def serve_manager(
     try:
         loop = open_grpc_loop() if open_loop else contextlib.nullcontext()
         async with loop, trio.open_nursery() as nursery:
-            limiter = trio.CapacityLimiter(min(32, config.database.max_open_conns))
-            ingest = Ingest(store_writer(store), limiter=limiter)
+            ingest = Ingest(store_writer(store))
             await nursery.start(ingest.run)
             events = EventHub()
             await nursery.start(events.run, store.list_agents)
             routes = manager_routes(
-                store,
-                ingest,
-                limiter=limiter,
-                bind_node_identity=config.grpc.tls.bind_node_identity,
-                events=events,
+                ingest, bind_node_identity=config.grpc.tls.bind_node_identity, events=events
             )
             listener = Listener(config.grpc.address, grpc_tls)
             serve = partial(
-                serve_grpc, routes, [listener], options=GRPC_SERVER_OPTIONS, grace_s=GRPC_GRACE_S
+                serve_grpc_in_thread,
+                routes,
+                [listener],
+                options=GRPC_SERVER_OPTIONS,
+                grace_s=GRPC_GRACE_S,
             )
             (grpc_address,) = await nursery.start(serve)
             say(f"gRPC listening on {grpc_address}{' (TLS)' if grpc_tls else ''}")

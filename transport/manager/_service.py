@@ -13,11 +13,15 @@ as the original does. Each call goes through the same steps:
 2. **Authorize**: with ``bind_node_identity`` the request's ``node_id`` must be one of
    the names of the client's verified certificate (``CallContext.peer_identities``), or
    the call answers ``PERMISSION_DENIED``: a certificate is valid for its own node only.
-3. **Store**: RegisterNode (an upsert, with the port the daemon announced in the
-   ``hostvisor-grpc-port`` metadata) and SyncAgentStates (the whole list in one
-   transaction) run as Store calls in worker threads, under the limiter shared with the
-   ingest; Heartbeat and ReportMetrics go through the group commit (:mod:`._ingest`) and
-   are answered once their batch is committed.
+3. **Store**: every write goes through the group commit (:mod:`._ingest`): RegisterNode
+   (an upsert, with the port the daemon announced in the ``hostvisor-grpc-port``
+   metadata), Heartbeat, ReportMetrics and SyncAgentStates (the whole list, applied in
+   the batch's one transaction). The call is answered once its batch is committed.
+
+The handlers are synchronous functions served by :func:`transport._grpc_thread.
+serve_grpc_in_thread` on the gRPC server's own thread: steps 1 and 2 run there (they are
+cheap), and a handler returns the future of its answer, which the writer thread completes
+(:meth:`_Service.then` maps its result to the response, or its failure to a status).
 
 **Unknown nodes.** A heartbeat of an unknown node creates it (hostname and the like
 ``unknown``, as the original does, so that original daemons reappear after a Manager
@@ -31,7 +35,8 @@ sends them again.
 that created its node) publishes ``node`` online, any other heartbeat lets the hub say a
 node it reported offline is back, and each stored SyncAgentStates is handed to
 :meth:`~._events.EventHub.agents_reported`, which publishes the node's agents when their
-states changed. The hub never waits, so the console costs the ingest nothing.
+states changed. The hub never waits (it may be called from any thread), so the console
+costs the ingest nothing.
 
 **Failures** map to statuses our daemon knows what to do with
 (:mod:`transport.daemon._retry`): the database failing, or the Manager shutting down,
@@ -42,32 +47,26 @@ refusals are counted in :meth:`Ingest.statistics <._ingest.Ingest.statistics>`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
-
-import trio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from transport import (
-    AgentStateRecord,
     CallContext,
     DaemonService,
     ManagerService,
-    NodeRegistration,
-    Route,
     StatusCode,
     StatusError,
     daemon_pb2,
     manager_pb2,
-    unary_route,
 )
+from transport._grpc_thread import SyncRoute, sync_unary_route
 from transport.daemon._retry import REGISTER_METADATA_KEY
 
-from ._errors import NotFoundError, StoreError
+from ._errors import StoreError
 from ._events import EventHub
-from ._ingest import Ingest, IngestError, OverloadedError, ShuttingDownError, StoreRunner
-from ._model import Node
+from ._ingest import Ingest, IngestError, OverloadedError, ShuttingDownError
 from ._validate import (
     DEFAULT_LIMITS,
     GRPC_PORT_METADATA_KEY,
@@ -78,24 +77,13 @@ from ._validate import (
     states_request,
 )
 
-__all__ = ["ServiceStore", "manager_routes"]
+__all__ = ["manager_routes", "not_registered"]
 
 logger = logging.getLogger("hostvisor.manager.grpc")
 
 T = TypeVar("T")
-
-
-class ServiceStore(Protocol):
-    """The Store's part that the service calls directly (the rest goes through the
-    ingest's writer)."""
-
-    def register_node(self, reg: NodeRegistration, *, now: float, grpc_port: int | None) -> Node:
-        """Create or update a node (one upsert)."""
-
-    def sync_agent_states(
-        self, node_id: str, states: Sequence[AgentStateRecord], *, now: float, full: bool = True
-    ) -> int:
-        """Apply a full agent list in one transaction; NotFoundError for an unknown node."""
+R = TypeVar("R")
+Answer = concurrent.futures.Future
 
 
 def not_registered(node_id: str, ctx: CallContext) -> StatusError:
@@ -117,21 +105,16 @@ class _Service:
 
     def __init__(
         self,
-        store: ServiceStore,
         ingest: Ingest,
-        limiter: trio.CapacityLimiter,
         *,
         bind_node_identity: bool,
         limits: Limits,
-        wall: Callable[[], float],
         events: EventHub | None = None,
     ) -> None:
         self.events = events
-        self.run = StoreRunner(store, limiter)
         self.ingest = ingest
         self.bind_node_identity = bind_node_identity
         self.limits = limits
-        self.wall = wall
 
     def authorize(self, node_id: str, ctx: CallContext) -> None:
         """Refuse a node id that the client's certificate does not name (when bound)."""
@@ -143,23 +126,54 @@ class _Service:
             f"the client certificate is not valid for node {node_id} (it names {names})",
         )
 
-    async def answer(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a handler's body: count the call and turn failures into statuses."""
-        self.ingest.count_call(method)
-        try:
-            return await call()
-        except StatusError as exc:
+    def refusal(self, method: str, exc: Exception) -> Exception:
+        """Count a failed call; the exception to answer it with (a StatusError, or the
+        defect itself, which the bridge logs and answers INTERNAL)."""
+        if isinstance(exc, StatusError):
             self.ingest.count_refused(exc.status)
-            raise
-        except (StoreError, IngestError, OverloadedError, ShuttingDownError) as exc:
+            return exc
+        if isinstance(exc, StoreError | IngestError | OverloadedError | ShuttingDownError):
             status = _status_of(exc)
             self.ingest.count_refused(status)
             if isinstance(exc, StoreError):
                 logger.warning("%s: the database failed: %s", method, exc)
-            raise StatusError(status, str(exc)) from exc
-        except Exception:
-            self.ingest.count_refused(StatusCode.INTERNAL)
-            raise  # the bridge logs it and answers INTERNAL
+            error = StatusError(status, str(exc))
+            error.__cause__ = exc
+            return error
+        self.ingest.count_refused(StatusCode.INTERNAL)
+        return exc
+
+    def answer(self, method: str, call: Callable[[], Answer[T]]) -> Answer[T]:
+        """Run a handler's body: count the call and turn failures into statuses."""
+        self.ingest.count_call(method)
+        try:
+            return call()
+        except Exception as exc:
+            error = self.refusal(method, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def then(self, method: str, future: Answer[R], respond: Callable[[R], T]) -> Answer[T]:
+        """The future of ``respond(result)`` once ``future`` completes (in the writer
+        thread); its failures become statuses. Cancelling the answer (the client gave
+        up) cancels ``future``."""
+        answer: Answer[T] = concurrent.futures.Future()
+
+        def settle(done: Answer[R]) -> None:
+            if done.cancelled() or answer.done():
+                answer.cancel()
+                return
+            try:
+                response = respond(done.result())
+            except Exception as exc:
+                _settle(answer.set_exception, self.refusal(method, exc))
+            else:
+                _settle(answer.set_result, response)
+
+        answer.add_done_callback(lambda a: future.cancel() if a.cancelled() else None)
+        future.add_done_callback(settle)
+        return answer
 
     def seen(self, node_id: str, *, created: bool) -> None:
         """Tell the console a heartbeat was stored (a node it created is online now)."""
@@ -172,31 +186,36 @@ class _Service:
 
     # --- handlers ---------------------------------------------------------------------------
 
-    async def register(
+    def register(
         self, request: manager_pb2.RegisterNodeRequest, ctx: CallContext
-    ) -> manager_pb2.RegisterNodeResponse:
-        async def call() -> manager_pb2.RegisterNodeResponse:
+    ) -> Answer[manager_pb2.RegisterNodeResponse]:
+        def call() -> Answer[manager_pb2.RegisterNodeResponse]:
             reg = registration_request(
                 request, grpc_port=ctx.get(GRPC_PORT_METADATA_KEY), limits=self.limits
             )
             self.authorize(reg.node.node_id, ctx)
-            now = self.wall()
-            await self.run(lambda s: s.register_node(reg.node, now=now, grpc_port=reg.grpc_port))
-            self.ingest.count_registration()
+            stored = self.ingest.submit_registration(reg.node, reg.grpc_port)
+            return self.then("RegisterNode", stored, respond)
+
+        def respond(node: Any) -> manager_pb2.RegisterNodeResponse:
+            logger.debug("node %s registered (%s)", node.node_id, node.ip or "no ip")
             if self.events is not None:
-                self.events.node_status(reg.node.node_id, "online")
-            logger.debug("node %s registered (%s)", reg.node.node_id, reg.node.ip or "no ip")
+                self.events.node_status(node.node_id, "online")
             return manager_pb2.RegisterNodeResponse(success=True, message="registered")
 
-        return await self.answer("RegisterNode", call)
+        return self.answer("RegisterNode", call)
 
-    async def heartbeat(
+    def heartbeat(
         self, request: manager_pb2.HeartbeatRequest, ctx: CallContext
-    ) -> manager_pb2.HeartbeatResponse:
-        async def call() -> manager_pb2.HeartbeatResponse:
+    ) -> Answer[manager_pb2.HeartbeatResponse]:
+        def call() -> Answer[manager_pb2.HeartbeatResponse]:
             node_id = heartbeat_request(request, limits=self.limits)
             self.authorize(node_id, ctx)
-            created = await self.ingest.heartbeat(node_id)
+            return self.then(
+                "Heartbeat", self.ingest.submit_heartbeat(node_id), lambda c: respond(node_id, c)
+            )
+
+        def respond(node_id: str, created: bool) -> manager_pb2.HeartbeatResponse:
             self.seen(node_id, created=created)
             if created:
                 logger.info("node %s was unknown: created from its heartbeat", node_id)
@@ -205,40 +224,51 @@ class _Service:
                 return manager_pb2.HeartbeatResponse(success=True, message=message)
             return manager_pb2.HeartbeatResponse(success=True, message="ok")
 
-        return await self.answer("Heartbeat", call)
+        return self.answer("Heartbeat", call)
 
-    async def report(
+    def report(
         self, request: manager_pb2.ReportMetricsRequest, ctx: CallContext
-    ) -> manager_pb2.ReportMetricsResponse:
-        async def call() -> manager_pb2.ReportMetricsResponse:
+    ) -> Answer[manager_pb2.ReportMetricsResponse]:
+        def call() -> Answer[manager_pb2.ReportMetricsResponse]:
             node_id, points = metrics_request(request, limits=self.limits)
             self.authorize(node_id, ctx)
-            inserted = await self.ingest.report(node_id, points)
-            if inserted is None:
-                raise not_registered(node_id, ctx)
-            message = f"stored {inserted} of {len(points)} metrics"
-            return manager_pb2.ReportMetricsResponse(success=True, message=message)
 
-        return await self.answer("ReportMetrics", call)
+            def respond(inserted: int | None) -> manager_pb2.ReportMetricsResponse:
+                if inserted is None:
+                    raise not_registered(node_id, ctx)
+                message = f"stored {inserted} of {len(points)} metrics"
+                return manager_pb2.ReportMetricsResponse(success=True, message=message)
 
-    async def sync(
+            return self.then("ReportMetrics", self.ingest.submit_report(node_id, points), respond)
+
+        return self.answer("ReportMetrics", call)
+
+    def sync(
         self, request: daemon_pb2.SyncAgentStatesRequest, ctx: CallContext
-    ) -> daemon_pb2.SyncAgentStatesResponse:
-        async def call() -> daemon_pb2.SyncAgentStatesResponse:
+    ) -> Answer[daemon_pb2.SyncAgentStatesResponse]:
+        def call() -> Answer[daemon_pb2.SyncAgentStatesResponse]:
             node_id, states = states_request(request, limits=self.limits)
             self.authorize(node_id, ctx)
-            now = self.wall()
-            try:
-                count = await self.run(lambda s: s.sync_agent_states(node_id, states, now=now))
-            except NotFoundError:
-                raise not_registered(node_id, ctx) from None
-            self.ingest.count_agent_states(count)
-            if self.events is not None:
-                self.events.agents_reported(node_id, states)
-            message = f"synced {len(states)} agents"
-            return daemon_pb2.SyncAgentStatesResponse(success=True, message=message)
 
-        return await self.answer("SyncAgentStates", call)
+            def respond(count: int | None) -> daemon_pb2.SyncAgentStatesResponse:
+                if count is None:
+                    raise not_registered(node_id, ctx)
+                if self.events is not None:
+                    self.events.agents_reported(node_id, states)
+                message = f"synced {len(states)} agents"
+                return daemon_pb2.SyncAgentStatesResponse(success=True, message=message)
+
+            return self.then("SyncAgentStates", self.ingest.submit_sync(node_id, states), respond)
+
+        return self.answer("SyncAgentStates", call)
+
+
+def _settle(set_outcome: Callable[[Any], None], outcome: Any) -> None:
+    """Complete a future unless it was cancelled meanwhile (by the gRPC thread)."""
+    try:
+        set_outcome(outcome)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 def _status_of(exc: Exception) -> StatusCode:
@@ -250,45 +280,31 @@ def _status_of(exc: Exception) -> StatusCode:
 
 
 def manager_routes(
-    store: ServiceStore,
     ingest: Ingest,
     *,
-    limiter: trio.CapacityLimiter,
     bind_node_identity: bool = False,
     limits: Limits = DEFAULT_LIMITS,
-    wall: Callable[[], float] = time.time,
     events: EventHub | None = None,
-) -> list[Route]:
+) -> list[SyncRoute]:
     """The routes of the Manager's gRPC server (see the module documentation).
 
     Args:
-        store: The Store (its sync methods run in worker threads).
-        ingest: The group commit for heartbeats and metric reports; its :meth:`Ingest.run`
-            must be running while the routes are served.
-        limiter: Bounds the worker threads in the Store (share the ingest's).
+        ingest: The group commit every write goes through; its :meth:`Ingest.run` must be
+            running while the routes are served.
         bind_node_identity: Accept a node id only from a client whose verified certificate
             names it (needs a server with a client CA: without a client certificate every
             call is refused).
         limits: The request size limits.
-        wall: The wall clock (unix seconds).
         events: The console's event hub (see the module), or None.
 
     Returns:
-        The routes, for :func:`~transport.serve_grpc`.
+        The routes, for :func:`~transport._grpc_thread.serve_grpc_in_thread`.
     """
-    service = _Service(
-        store,
-        ingest,
-        limiter,
-        bind_node_identity=bind_node_identity,
-        limits=limits,
-        wall=wall,
-        events=events,
-    )
-    routes: list[Route] = [
-        unary_route(ManagerService.RegisterNode, service.register),
-        unary_route(ManagerService.Heartbeat, service.heartbeat),
-        unary_route(ManagerService.ReportMetrics, service.report),
-        unary_route(DaemonService.SyncAgentStates, service.sync),
+    service = _Service(ingest, bind_node_identity=bind_node_identity, limits=limits, events=events)
+    routes: list[SyncRoute] = [
+        sync_unary_route(ManagerService.RegisterNode, service.register),
+        sync_unary_route(ManagerService.Heartbeat, service.heartbeat),
+        sync_unary_route(ManagerService.ReportMetrics, service.report),
+        sync_unary_route(DaemonService.SyncAgentStates, service.sync),
     ]
     return routes

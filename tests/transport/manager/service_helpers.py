@@ -25,10 +25,10 @@ from transport import (
     UnaryMethod,
     open_channel,
     open_grpc_loop,
-    serve_grpc,
 )
+from transport._grpc_thread import serve_grpc_in_thread
 from transport.manager._ingest import Ingest, store_writer
-from transport.manager._service import ServiceStore, manager_routes
+from transport.manager._service import manager_routes
 from transport.manager._store import Store
 
 TRAFFIC = Path(__file__).with_name("data") / "original_daemon_traffic.json"
@@ -78,28 +78,22 @@ async def serving(
     tls: ServerTls | None = None,
     bind_node_identity: bool = False,
     ingest: Ingest | None = None,
-    service_store: ServiceStore | None = None,
 ) -> AsyncIterator[Serving]:
-    """Serve the Manager's routes on 127.0.0.1 for the block (inside an open grpc loop).
+    """Serve the Manager's routes on 127.0.0.1 for the block (in their own thread, as the
+    Manager does).
 
     Args:
         store: The store.
         tls: The server's TLS; None: plaintext.
         bind_node_identity: As for ``manager_routes``.
         ingest: The ingest (not yet running); None: one writing to ``store``.
-        service_store: What the routes call directly; None: ``store``.
     """
-    limiter = trio.CapacityLimiter(4)
-    ingest = ingest or Ingest(store_writer(store), limiter=limiter)
-    routes = manager_routes(
-        service_store or store,
-        ingest,
-        limiter=limiter,
-        bind_node_identity=bind_node_identity,
-    )
+    ingest = ingest or Ingest(store_writer(store))
+    routes = manager_routes(ingest, bind_node_identity=bind_node_identity)
+    listeners = [Listener("127.0.0.1:0", tls)]
     async with trio.open_nursery() as nursery:
         await nursery.start(ingest.run)
-        bound = await nursery.start(partial(serve_grpc, routes, [Listener("127.0.0.1:0", tls)]))
+        bound = await nursery.start(partial(serve_grpc_in_thread, routes, listeners))
         yield Serving(bound[0], store, ingest)
         nursery.cancel_scope.cancel()
 

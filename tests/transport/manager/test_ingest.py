@@ -12,6 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,14 @@ async def held_first_batch(writer: Writer, ingest: Ingest, nursery: trio.Nursery
     """Submit one heartbeat and wait until its batch is held in the writer."""
     nursery.start_soon(ingest.heartbeat, "first")
     await writer.entered.wait()
+
+
+async def beat_into(ingest: Ingest, outcomes: dict[str, object], node: str) -> None:
+    """A heartbeat; its result, or the ShuttingDownError it got, into ``outcomes``."""
+    try:
+        outcomes[node] = await ingest.heartbeat(node)
+    except ShuttingDownError as exc:
+        outcomes[node] = exc
 
 
 async def arrive(nursery: trio.Nursery, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
@@ -159,21 +168,25 @@ async def test_every_caller_gets_its_own_result(kinds: list[str], max_batch: int
     assert sorted(written) == sorted(f"{k}-{i}" for i, k in enumerate(kinds))
 
 
-async def test_a_full_batch_is_written_without_lingering(
-    mock_clock: trio.testing.MockClock,
-) -> None:
+async def test_a_full_batch_is_written_without_lingering() -> None:
     """With a long linger, a batch goes as soon as it holds max_batch items; a smaller
-    one goes when the linger has passed."""
+    one waits for more (and is refused when the service stops meanwhile)."""
     writer = Writer()
     ingest = Ingest(writer, linger_s=3600, max_batch=3)
-    async with running(ingest), trio.open_nursery() as calls:
-        for node in ("a", "b", "c", "d"):
-            calls.start_soon(ingest.heartbeat, node)
-        await writer.entered.wait()
-        await trio.testing.wait_all_tasks_blocked()
-        assert writer.sizes() == [3]
-        mock_clock.jump(3600)
-    assert writer.sizes() == [3, 1]
+    outcomes: dict[str, object] = {}
+    beat = partial(beat_into, ingest, outcomes)
+
+    with trio.fail_after(SAFETY_S):
+        async with trio.open_nursery() as calls, running(ingest) as service:
+            async with trio.open_nursery() as first:
+                for node in ("a", "b", "c"):
+                    first.start_soon(beat, node)
+            await arrive(calls, beat, "d")
+            assert writer.sizes() == [3]
+            service.cancel_scope.cancel()
+    assert writer.sizes() == [3]
+    assert [outcomes[n] for n in "abc"] == [False] * 3
+    assert isinstance(outcomes["d"], ShuttingDownError)
 
 
 @pytest.mark.parametrize(
@@ -201,13 +214,53 @@ async def test_a_failed_batch_fails_each_of_its_callers(
                     await arrive(calls, beat, node)
                 writer.fail = error  # the held batch fails, then the next one
                 writer.gate.set()
-            assert writer.sizes() == [1, 3]
+            assert writer.sizes() == [1, 3, 1, 1, 1]  # each item of a batch tried alone
             assert len(errors) == 4 and len({id(e) for e in errors}) == 4
             assert all(e.transient is transient and str(error) in str(e) for e in errors)
             assert ingest.statistics().batch_failures == 2
             writer.fail = None
             assert await ingest.heartbeat("new-after") is True  # the service goes on
     assert ("Traceback" in caplog.text) is not transient
+
+
+async def test_one_bad_item_fails_only_its_own_call() -> None:
+    """A batch that fails is written again item by item: only the bad item fails; after
+    three database errors in a row the rest fail without more attempts."""
+    written: list[list[str]] = []
+
+    def writer(batch: Batch) -> BatchResult:
+        nodes = [n for n, _ in batch.heartbeats]
+        written.append(nodes)
+        if "bad" in nodes:
+            raise KeyError("bad")
+        if any(n.startswith("down") for n in nodes):
+            raise StoreError("the database is down")
+        return BatchResult(tuple(False for _ in nodes), ())
+
+    for group in (("a", "bad", "b"), ("down1", "down2", "down3", "down4")):
+        ingest = Ingest(writer, linger_s=3600, max_batch=len(group))
+        written.clear()
+        outcomes: dict[str, object] = {}
+
+        async def beat(
+            node: str, ingest: Ingest = ingest, outcomes: dict[str, object] = outcomes
+        ) -> None:
+            try:
+                outcomes[node] = await ingest.heartbeat(node)
+            except IngestError as exc:
+                outcomes[node] = exc.transient
+
+        with trio.fail_after(SAFETY_S):
+            async with running(ingest), trio.open_nursery() as calls:
+                for node in group:
+                    calls.start_soon(beat, node)
+        assert sorted(written[0]) == sorted(group)
+        if group[0] == "a":
+            assert outcomes == {"a": False, "bad": False, "b": False}  # bad: a defect
+            assert written[1:] == [[n] for n in written[0]]
+        else:
+            assert outcomes == dict.fromkeys(group, True)
+            assert written[1:] == [[n] for n in written[0][:3]]  # the 4th not tried
 
 
 async def test_a_writer_answering_the_wrong_count_is_a_defect() -> None:
@@ -257,12 +310,7 @@ async def test_shutdown_finishes_the_batch_in_flight_and_refuses_the_rest() -> N
     writer = Writer(hold=True)
     ingest = Ingest(writer, linger_s=0)
     outcomes: dict[str, object] = {}
-
-    async def beat(node: str) -> None:
-        try:
-            outcomes[node] = await ingest.heartbeat(node)
-        except ShuttingDownError as exc:
-            outcomes[node] = exc
+    beat = partial(beat_into, ingest, outcomes)
 
     with trio.fail_after(SAFETY_S):
         async with trio.open_nursery() as calls, running(ingest) as service:

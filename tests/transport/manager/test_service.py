@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,9 @@ import trio
 from google.protobuf.message import Message
 
 from transport import (
-    AgentStateRecord,
     CallContext,
     DaemonService,
     ManagerService,
-    NodeRegistration,
     RemoteError,
     StatusCode,
     StatusError,
@@ -28,8 +25,8 @@ from transport import (
 )
 from transport.daemon._retry import REGISTER_METADATA_KEY
 from transport.manager import NotFoundError, StoreError
-from transport.manager._ingest import Batch, BatchResult, Ingest, store_writer
-from transport.manager._model import GONE, Node, NodeStatus
+from transport.manager._ingest import Batch, BatchResult, Ingest, store_writer, wait_future
+from transport.manager._model import GONE, NodeStatus
 from transport.manager._service import _Service
 from transport.manager._validate import DEFAULT_LIMITS, GRPC_PORT_METADATA_KEY
 
@@ -186,18 +183,6 @@ async def test_bad_requests_are_invalid_and_other_methods_unimplemented(tmp_path
         store.get_node("n2")
 
 
-class FailingStore:
-    """A store whose database is gone."""
-
-    def register_node(self, reg: NodeRegistration, *, now: float, grpc_port: int | None) -> Node:
-        raise StoreError("database is locked")
-
-    def sync_agent_states(
-        self, node_id: str, states: Sequence[AgentStateRecord], *, now: float, full: bool = True
-    ) -> int:
-        raise RuntimeError("a defect")
-
-
 async def test_failures_answer_statuses_the_daemon_retries(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -206,6 +191,10 @@ async def test_failures_answer_statuses_the_daemon_retries(
     gate, entered = threading.Event(), threading.Event()
 
     def held(batch: Batch) -> BatchResult:
+        if batch.registrations:
+            raise StoreError("database is locked")
+        if batch.syncs:
+            raise RuntimeError("a defect")
         entered.set()
         gate.wait(SAFETY_S)
         return BatchResult((False,) * len(batch.heartbeats), (None,) * len(batch.reports))
@@ -214,7 +203,7 @@ async def test_failures_answer_statuses_the_daemon_retries(
     with sqlite_store(tmp_path) as store, trio.fail_after(SAFETY_S):
         async with (
             open_grpc_loop(),
-            serving(store, ingest=ingest, service_store=FailingStore()) as manager,
+            serving(store, ingest=ingest) as manager,
             open_channel(manager.address) as channel,
             trio.open_nursery() as calls,
         ):
@@ -246,25 +235,16 @@ async def test_trailing_metadata_asks_for_a_registration(tmp_path: Path) -> None
     """The handlers themselves: the register metadata comes with a created node's
     heartbeat and with NOT_FOUND (a client sees no metadata of a failed call)."""
     with sqlite_store(tmp_path) as store:
-        limiter = trio.CapacityLimiter(2)
-        ingest = Ingest(store_writer(store), limiter=limiter, linger_s=0, wall=lambda: 5.0)
-        service = _Service(
-            store,
-            ingest,
-            limiter,
-            bind_node_identity=False,
-            limits=DEFAULT_LIMITS,
-            wall=lambda: 5.0,
-        )
+        ingest = Ingest(store_writer(store), linger_s=0, wall=lambda: 5.0)
+        service = _Service(ingest, bind_node_identity=False, limits=DEFAULT_LIMITS)
         async with trio.open_nursery() as nursery:
             await nursery.start(ingest.run)
             contexts = [CallContext(method="m") for _ in range(3)]
             with pytest.raises(StatusError, match="not registered"):
-                await service.report(cpu("n1", 1), contexts[0])
-            created = await service.heartbeat(
-                manager_pb2.HeartbeatRequest(node_id="n1"), contexts[1]
-            )
-            known = await service.heartbeat(manager_pb2.HeartbeatRequest(node_id="n1"), contexts[2])
+                await wait_future(service.report(cpu("n1", 1), contexts[0]))
+            beat = manager_pb2.HeartbeatRequest(node_id="n1")
+            created = await wait_future(service.heartbeat(beat, contexts[1]))
+            known = await wait_future(service.heartbeat(beat, contexts[2]))
             nursery.cancel_scope.cancel()
         node = store.get_node("n1")
     register_again = [(REGISTER_METADATA_KEY, "1")]

@@ -239,3 +239,22 @@ def test_manager_killed_in_the_middle_of_a_sync(store_url: str, store: Store, no
     # Nothing is left locked: the next sync goes through.
     assert store.sync_agent_states(node, [AgentStateRecord("a", STOPPED, 0)], now=2.0) == 1
     assert by_id(store.list_agents(node))["b"].status == GONE
+
+
+def test_a_batch_writes_all_four_kinds_in_one_transaction(store: Store) -> None:
+    """Store.write_batch (the gRPC ingest's batch): a node registered in the batch is known
+    to its heartbeats, reports and syncs; an unknown node's sync is None, not an error."""
+    from transport import MetricPoint
+
+    running = AgentStateRecord(agent_id="a1", status=AgentStatus.RUNNING, pid=7)
+    registered, created, inserted, synced = store.write_batch(
+        [(registration("n1"), 9091, 10.0)],
+        [("n1", 11.0), ("n2", 11.0)],
+        [("n1", [MetricPoint("cpu", 11, {"usage_percent": 5.0})])],
+        [("ghost", (running,), 12.0), ("n1", (running,), 12.0)],
+        now=13.0,
+    )
+    assert [(n.node_id, n.grpc_port) for n in registered] == [("n1", 9091)]
+    assert (created, inserted, synced) == ([False, True], [1], [None, 1])
+    assert [(a.agent_id, a.pid) for a in store.list_agents("n1")] == [("a1", 7)]
+    assert store.write_batch([], [], [], [], now=14.0) == ([], [], [], [])

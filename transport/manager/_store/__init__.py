@@ -19,18 +19,27 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
 
 from ._agents import AgentsMixin
 from ._dashboard import DashboardMixin
 from ._engine import create_engine, migrate
 from ._metrics import STANDARD_TYPES, MetricsMixin
-from ._nodes import UNKNOWN, NodesMixin
+from ._nodes import (
+    _ONLINE as ONLINE,
+    UNKNOWN,
+    NodesMixin,
+    _register as register_statement,
+    node_from_row,
+)
 from ._updates import PENDING, UpdatesMixin
 from ._users import UsersMixin
 
 if TYPE_CHECKING:
-    from transport import MetricPoint
+    from transport import AgentStateRecord, MetricPoint, NodeRegistration
+    from transport.manager._model import Node
 
 __all__ = ["PENDING", "STANDARD_TYPES", "UNKNOWN", "Store"]
 
@@ -100,15 +109,56 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
         Raises:
             StoreError: The database failed (nothing of the batch is stored).
         """
+        _, created, inserted, _ = self.write_batch((), heartbeats, reports, (), now=now)
+        return created, inserted
+
+    def write_batch(
+        self,
+        registrations: Sequence[tuple[NodeRegistration, int | None, float]],
+        heartbeats: Sequence[tuple[str, float]],
+        reports: Sequence[tuple[str, Sequence[MetricPoint]]],
+        syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]],
+        *,
+        now: float,
+    ) -> tuple[list[Node], list[bool], list[int | None], list[int | None]]:
+        """The gRPC ingest's batch in one transaction: registrations, then heartbeats,
+        metric reports and full agent syncs (each kind sees what the ones before wrote).
+
+        One node's item never fails another's: an unknown node is a per-item result
+        (None), not an error (the requests are validated before they get here).
+
+        Args:
+            registrations: ``(registration, grpc_port, when)`` as for :meth:`register_node`.
+            heartbeats: As for :meth:`heartbeats`.
+            reports: As for :meth:`report_metrics_batch`.
+            syncs: ``(node_id, states, when)`` as for :meth:`sync_agent_states` (full).
+            now: The time of the batch (the reports' ``created_at``).
+
+        Returns:
+            Per registration the node as stored; per heartbeat whether its node was
+            created; per report the rows inserted or None; per sync the agents written or
+            None (unknown node).
+
+        Raises:
+            StoreError: The database failed (nothing of the batch is stored).
+        """
         latest: dict[str, float] = {}
         for node_id, seen in heartbeats:
             latest[node_id] = max(seen, latest.get(node_id, seen))
-        if not latest and not reports:
-            return [], []
+        if not (registrations or latest or reports or syncs):
+            return [], [], [], []
         with self._write() as conn:
+            registered = [_register(conn, self._dialect, *item) for item in registrations]
             created = self._heartbeats(conn, latest) if latest else set()
             inserted = self._reports(conn, reports, now) if reports else []
-        return [node_id in created for node_id, _ in heartbeats], inserted
+            # Nodes locked in node-id order (stable: one node's syncs keep their order),
+            # as every other writer locks them.
+            order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])
+            synced: list[int | None] = [None] * len(syncs)
+            for i in order:
+                node_id, states, when = syncs[i]
+                synced[i] = self._sync(conn, node_id, states, now=when, full=True)
+        return registered, [node_id in created for node_id, _ in heartbeats], inserted, synced
 
     def close(self) -> None:
         """Close every pooled connection (the store cannot be used after)."""
@@ -127,3 +177,26 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
 
 
 _migrate = migrate
+
+
+def _register(
+    conn: sa.Connection, dialect: str, reg: NodeRegistration, grpc_port: int | None, now: float
+) -> Node:
+    """A RegisterNode in ``conn``'s transaction (as :meth:`Store.register_node`)."""
+    values: dict[str, Any] = {
+        "node_id": reg.node_id,
+        "hostname": reg.hostname,
+        "ip": reg.ip,
+        "os": reg.os,
+        "arch": reg.arch,
+        "labels": dict(reg.labels),
+        "daemon_version": reg.daemon_version,
+        "agent_version": reg.agent_version,
+        "status": ONLINE,
+        "grpc_port": grpc_port,
+        "last_seen_at": now,
+        "register_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return node_from_row(conn.execute(register_statement(dialect), values).one()._mapping)

@@ -157,11 +157,6 @@ def _postgres_sync() -> sa.Executable:
 class AgentsMixin(StoreBase):
     """The agent methods of :class:`~transport.manager._store.Store`."""
 
-    def _lock_node(self, conn: sa.Connection, node_id: str) -> None:
-        """Lock the node's row for this transaction; NotFoundError if there is none."""
-        if conn.scalar(_LOCK_NODE, {"node_id": node_id}) is None:
-            raise node_not_found(node_id)
-
     def sync_agent_states(
         self,
         node_id: str,
@@ -185,21 +180,38 @@ class AgentsMixin(StoreBase):
             NotFoundError: The node is not registered.
             StoreError: The database failed (nothing of the sync is applied).
         """
+        with self._write() as conn:
+            count = self._sync(conn, node_id, states, now=now, full=full)
+        if count is None:
+            raise node_not_found(node_id)
+        return count
+
+    def _sync(
+        self,
+        conn: sa.Connection,
+        node_id: str,
+        states: Sequence[AgentStateRecord],
+        *,
+        now: float,
+        full: bool,
+    ) -> int | None:
+        """Apply a sync in ``conn``'s transaction (see :meth:`sync_agent_states`); the
+        agents written, or None (nothing done) when the node is not registered."""
+        if conn.scalar(_LOCK_NODE, {"node_id": node_id}) is None:
+            return None
         latest = {state.agent_id: state for state in states}
         rows = [_state_row(node_id, latest[agent_id], now) for agent_id in sorted(latest)]
-        with self._write() as conn:
-            self._lock_node(conn, node_id)
-            if self._dialect == "postgresql":
-                params: dict[str, Any] = {
-                    f"b_{name}": [row[name] for row in rows] for name, _ in _ARRAYS
-                }
-                params.update(b_node=node_id, b_now=now, b_full=full)
-                conn.execute(_postgres_sync(), params)
-                return len(rows)
-            if rows:
-                conn.execute(_upsert_agents(self._dialect), rows)
-            if full:
-                self._mark_gone(conn, node_id, sorted(latest), now)
+        if self._dialect == "postgresql":
+            params: dict[str, Any] = {
+                f"b_{name}": [row[name] for row in rows] for name, _ in _ARRAYS
+            }
+            params.update(b_node=node_id, b_now=now, b_full=full)
+            conn.execute(_postgres_sync(), params)
+            return len(rows)
+        if rows:
+            conn.execute(_upsert_agents(self._dialect), rows)
+        if full:
+            self._mark_gone(conn, node_id, sorted(latest), now)
         return len(rows)
 
     def _mark_gone(
