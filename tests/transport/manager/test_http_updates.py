@@ -22,6 +22,7 @@ from tests.transport.daemon.update_world import (  # noqa: F401 (fixtures)
 from tests.transport.manager.fleet_helpers import fleet, register
 from tests.transport.manager.http_helpers import envelope, error_of, is_rfc3339
 from tests.updater.updater_testlib import agent_script
+from transport.manager._events import EventHub
 from transport.manager._http._envelope import ErrorCode
 from transport.manager._model import Role
 
@@ -105,13 +106,22 @@ async def test_refused_and_unreachable_targets(tmp_path: Path, sock_dir: Path) -
     (FAILED_PRECONDITION), a daemon that cannot be reached is `unreachable`; neither stops
     the other; GET /updates/:id leaves finished targets alone."""
     agents = [shell_agent("a1", "exec sleep 1000", tmp_path)]
-    async with fleet(tmp_path, sock_dir, agents=agents) as w:
+    hub = EventHub()
+    async with fleet(tmp_path, sock_dir, agents=agents, app_options={"events": hub}) as w:
         await w.db(register, w.store, "far", grpc_port=free_port())
         op = w.auth(Role.OPERATOR)
-        response = await w.client.post(
-            "/api/v1/updates", json=push_body(["n1", "far", "n1"]), headers=op
-        )
-        job = envelope(response, status=201, message="created")["update"]
+        with hub.subscribe() as events:
+            response = await w.client.post(
+                "/api/v1/updates", json=push_body(["n1", "far", "n1"]), headers=op
+            )
+            job = envelope(response, status=201, message="created")["update"]
+            # Each target's result reaches the console's open pages as an `update` event.
+            for _ in range(2):
+                event = await events.receive(timeout_s=10)
+                assert event is not None and (event.name, event.data) == (
+                    "update",
+                    {"id": job["id"]},
+                )
         states = {t["node_id"]: (t["state"], t["update_id"]) for t in job["targets"]}
         assert states == {"far": ("unreachable", ""), "n1": ("refused", "")}
         messages = {t["node_id"]: t["message"] for t in job["targets"]}

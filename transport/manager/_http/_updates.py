@@ -114,6 +114,12 @@ class _UpdateRoutes:
             message=message[:1000],
             now=self.fleet.clock(),
         )
+        self._changed(job.id)
+
+    def _changed(self, job_id: int) -> None:
+        """Tell the console's open pages that a target of ``job_id`` changed."""
+        if self.fleet.events is not None:
+            self.fleet.events.update(job_id)
 
     async def push(self, request: Request) -> JSONResponse:
         async with audited(request, Role.OPERATOR, "update.push") as act:
@@ -175,6 +181,7 @@ class _UpdateRoutes:
             message=message[:1000],
             now=self.fleet.clock(),
         )
+        self._changed(job.id)
 
     async def get_job(self, request: Request) -> JSONResponse:
         await principal(request, Role.VIEWER)
