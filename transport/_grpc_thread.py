@@ -161,7 +161,9 @@ class _ServerThread:
         self.thread = threading.Thread(target=self.main, name="grpc-server", daemon=True)
 
     def main(self) -> None:
-        loop = asyncio.new_event_loop()
+        # Not asyncio.new_event_loop(): trio-asyncio patches it to make its emulated loop
+        # (a Trio run in this thread), which would cost what this module saves.
+        loop = asyncio.SelectorEventLoop()
         try:
             loop.run_until_complete(self.serve(loop))
         except BaseException as exc:  # pragma: no cover - a defect of this module

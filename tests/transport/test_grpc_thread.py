@@ -6,6 +6,7 @@ the two loops run side by side in one process, as in the Manager.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import math
@@ -42,6 +43,8 @@ SAFETY_S = 20
 
 
 def list_agents(request: d.ListAgentsRequest, ctx: CallContext) -> d.ListAgentsResponse:
+    loop = asyncio.get_running_loop()  # a stock asyncio loop, not trio-asyncio's emulation
+    assert type(loop).__module__.startswith("asyncio"), type(loop)
     return d.ListAgentsResponse(agents=[d.AgentInfo(id="a1", status="running", pid=42)])
 
 
