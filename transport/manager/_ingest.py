@@ -593,6 +593,8 @@ class Ingest:
                 ready.wait_for(
                     lambda: self._closed or len(self._queue) >= self.max_batch, self.linger_s
                 )
+                if self._closed:
+                    return None
             batch: list[_Pending] = []
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()

@@ -319,6 +319,8 @@ async def test_shutdown_finishes_the_batch_in_flight_and_refuses_the_rest() -> N
             calls.start_soon(beat, "queued")
             await trio.testing.wait_all_tasks_blocked()
             service.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):  # the service closes before the gate opens
+                await trio.testing.wait_all_tasks_blocked()
             writer.gate.set()
     assert outcomes["new-in-flight"] is True
     assert isinstance(outcomes["queued"], ShuttingDownError)

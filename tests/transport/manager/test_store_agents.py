@@ -258,3 +258,12 @@ def test_a_batch_writes_all_four_kinds_in_one_transaction(store: Store) -> None:
     assert (created, inserted, synced) == ([False, True], [1], [None, 1])
     assert [(a.agent_id, a.pid) for a in store.list_agents("n1")] == [("a1", 7)]
     assert store.write_batch([], [], [], [], now=14.0) == ([], [], [], [])
+    # Two syncs of one node in a batch: the last list decides which agents are gone.
+    other = AgentStateRecord(agent_id="a2", status=AgentStatus.RUNNING, pid=8)
+    both, only_other = (running, other), (other,)
+    _, _, _, synced = store.write_batch(
+        [], [], [], [("n1", both, 15.0), ("n1", only_other, 16.0)], now=16.0
+    )
+    assert synced == [2, 1]
+    agents = {a.agent_id: (a.status, a.pid) for a in store.list_agents("n1")}
+    assert agents == {"a1": (GONE, 0), "a2": ("running", 8)}

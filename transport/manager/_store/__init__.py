@@ -151,13 +151,7 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
             registered = [_register(conn, self._dialect, *item) for item in registrations]
             created = self._heartbeats(conn, latest) if latest else set()
             inserted = self._reports(conn, reports, now) if reports else []
-            # Nodes locked in node-id order (stable: one node's syncs keep their order),
-            # as every other writer locks them.
-            order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])
-            synced: list[int | None] = [None] * len(syncs)
-            for i in order:
-                node_id, states, when = syncs[i]
-                synced[i] = self._sync(conn, node_id, states, now=when, full=True)
+            synced = self._sync_many(conn, syncs) if syncs else []
         return registered, [node_id in created for node_id, _ in heartbeats], inserted, synced
 
     def close(self) -> None:

@@ -68,6 +68,20 @@ _LOCK_NODE = (
     .where(nodes.c.node_id == sa.bindparam("node_id"))
     .with_for_update(key_share=True)
 )
+_LOCK_NODES = (
+    sa.select(nodes.c.node_id)
+    .where(nodes.c.node_id.in_(sa.bindparam("b_nodes", expanding=True)))
+    .order_by(nodes.c.node_id)
+    .with_for_update(key_share=True)
+)
+_ALIVE_OF_NODES = sa.select(agents.c.node_id, agents.c.agent_id).where(
+    agents.c.node_id.in_(sa.bindparam("b_nodes", expanding=True)), agents.c.status != GONE
+)
+_MARK_ONE_GONE = (
+    sa.update(agents)
+    .where(agents.c.node_id == sa.bindparam("b_node"), agents.c.agent_id == sa.bindparam("b_agent"))
+    .values(status=GONE, pid=0, updated_at=sa.bindparam("b_now"))
+)
 _ALIVE_WHERE = (agents.c.node_id == sa.bindparam("b_node"), agents.c.status != GONE)
 _ALIVE = sa.select(agents.c.agent_id).where(*_ALIVE_WHERE)
 _MARK_GONE = (
@@ -194,10 +208,12 @@ class AgentsMixin(StoreBase):
         *,
         now: float,
         full: bool,
+        locked: bool = False,
     ) -> int | None:
         """Apply a sync in ``conn``'s transaction (see :meth:`sync_agent_states`); the
-        agents written, or None (nothing done) when the node is not registered."""
-        if conn.scalar(_LOCK_NODE, {"node_id": node_id}) is None:
+        agents written, or None (nothing done) when the node is not registered.
+        ``locked``: the caller locked the node's row already (and knows it exists)."""
+        if not locked and conn.scalar(_LOCK_NODE, {"node_id": node_id}) is None:
             return None
         latest = {state.agent_id: state for state in states}
         rows = [_state_row(node_id, latest[agent_id], now) for agent_id in sorted(latest)]
@@ -213,6 +229,49 @@ class AgentsMixin(StoreBase):
         if full:
             self._mark_gone(conn, node_id, sorted(latest), now)
         return len(rows)
+
+    def _sync_many(
+        self, conn: sa.Connection, syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]]
+    ) -> list[int | None]:
+        """Apply full syncs in ``conn``'s transaction (the gRPC ingest's batch): per sync
+        the agents written, or None when its node is not registered.
+
+        Their nodes are locked in one query (in node-id order); on SQLite every reported
+        agent is upserted by one executemany and the agents missing from each node's last
+        list are found by one query, so a batch costs a few statements, not three per sync.
+        """
+        known: set[str] = set()
+        for part in chunks(sorted({node_id for node_id, _, _ in syncs})):
+            known.update(conn.scalars(_LOCK_NODES, {"b_nodes": part}))
+        order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])  # stable: per node in order
+        counts: list[int | None] = [None] * len(syncs)
+        if self._dialect == "postgresql":
+            for i in order:
+                node_id, states, when = syncs[i]
+                if node_id in known:
+                    counts[i] = self._sync(conn, node_id, states, now=when, full=True, locked=True)
+            return counts
+        rows: list[dict[str, Any]] = []
+        last: dict[str, tuple[set[str], float]] = {}
+        for i in order:
+            node_id, states, when = syncs[i]
+            if node_id not in known:
+                continue
+            latest = {state.agent_id: state for state in states}
+            rows += [_state_row(node_id, latest[agent_id], when) for agent_id in sorted(latest)]
+            counts[i] = len(latest)
+            last[node_id] = (set(latest), when)
+        if rows:
+            conn.execute(_upsert_agents(self._dialect), rows)
+        gone: list[dict[str, Any]] = []
+        for part in chunks(sorted(last)):
+            for node_id, agent_id in conn.execute(_ALIVE_OF_NODES, {"b_nodes": part}):
+                named, when = last[node_id]
+                if agent_id not in named:
+                    gone.append({"b_node": node_id, "b_agent": agent_id, "b_now": when})
+        if gone:
+            conn.execute(_MARK_ONE_GONE, gone)
+        return counts
 
     def _mark_gone(
         self, conn: sa.Connection, node_id: str, named: Sequence[str], now: float
