@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -79,7 +79,6 @@ __all__ = [
     "IngestStore",
     "OverloadedError",
     "ShuttingDownError",
-    "StoreRunner",
     "Writer",
     "store_writer",
     "wait_future",
@@ -88,7 +87,6 @@ __all__ = [
 logger = logging.getLogger("hostvisor.manager.ingest")
 
 T = TypeVar("T")
-S = TypeVar("S")
 
 METHODS = ("RegisterNode", "Heartbeat", "ReportMetrics", "SyncAgentStates")
 """The methods the service counts calls of."""
@@ -203,27 +201,6 @@ def store_writer(store: IngestStore) -> Writer:
         return BatchResult(tuple(created), tuple(inserted), tuple(registered), tuple(synced))
 
     return write
-
-
-class StoreRunner(Generic[S]):
-    """Runs sync Store calls in worker threads, at most ``limiter``'s total at once.
-
-    Args:
-        store: The Store (thread-safe).
-        limiter: Bounds the threads in the Store; share it with every Store user.
-    """
-
-    def __init__(self, store: S, limiter: trio.CapacityLimiter) -> None:
-        self.store = store
-        self.limiter = limiter
-
-    async def __call__(self, fn: Callable[[S], T]) -> T:
-        """``fn(store)`` in a worker thread (waited for even when cancelled).
-
-        Raises:
-            Exception: What ``fn`` raises.
-        """
-        return await trio.to_thread.run_sync(fn, self.store, limiter=self.limiter)
 
 
 async def wait_future(future: concurrent.futures.Future[T]) -> T:
@@ -590,17 +567,18 @@ class Ingest:
             if self._closed:
                 return None
             if len(self._queue) < self.max_batch and self.linger_s > 0:
-                ready.wait_for(
-                    lambda: self._closed or len(self._queue) >= self.max_batch, self.linger_s
-                )
-                if self._closed:
-                    return None
+                ready.wait_for(self._full_or_closed, self.linger_s)
+                if self._full_or_closed() and len(self._queue) < self.max_batch:
+                    return None  # closed while lingering
             batch: list[_Pending] = []
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()
                 self._weight -= item.weight
                 batch.append(item)
         return [item for item in batch if item.future.set_running_or_notify_cancel()]
+
+    def _full_or_closed(self) -> bool:
+        return self._closed or len(self._queue) >= self.max_batch
 
     def _write(self, items: list[_Pending]) -> None:
         started = time.monotonic()
