@@ -150,7 +150,8 @@ class LoginThrottle:
             while times and times[0] <= now - self.window_s:
                 times.popleft()
             if len(times) >= limit:
-                wait = max(wait, times[0] + self.window_s - now)
+                # min(): in floats, times[0] + window - now can exceed the window by an ulp.
+                wait = max(wait, min(self.window_s, times[0] + self.window_s - now))
         return wait
 
     def failed(self, name: str, address: str, *, now: float) -> None:
