@@ -19,21 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from ._agents import AgentsMixin
 from ._dashboard import DashboardMixin
 from ._engine import create_engine, migrate
 from ._metrics import STANDARD_TYPES, MetricsMixin
-from ._nodes import (
-    _ONLINE as ONLINE,
-    UNKNOWN,
-    NodesMixin,
-    _register as register_statement,
-    node_from_row,
-)
+from ._nodes import UNKNOWN, NodesMixin, register_in
 from ._updates import PENDING, UpdatesMixin
 from ._users import UsersMixin
 
@@ -148,7 +140,7 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
         if not (registrations or latest or reports or syncs):
             return [], [], [], []
         with self._write() as conn:
-            registered = [_register(conn, self._dialect, *item) for item in registrations]
+            registered = [register_in(conn, self._dialect, *item) for item in registrations]
             created = self._heartbeats(conn, latest) if latest else set()
             inserted = self._reports(conn, reports, now) if reports else []
             synced = self._sync_many(conn, syncs) if syncs else []
@@ -171,26 +163,3 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
 
 
 _migrate = migrate
-
-
-def _register(
-    conn: sa.Connection, dialect: str, reg: NodeRegistration, grpc_port: int | None, now: float
-) -> Node:
-    """A RegisterNode in ``conn``'s transaction (as :meth:`Store.register_node`)."""
-    values: dict[str, Any] = {
-        "node_id": reg.node_id,
-        "hostname": reg.hostname,
-        "ip": reg.ip,
-        "os": reg.os,
-        "arch": reg.arch,
-        "labels": dict(reg.labels),
-        "daemon_version": reg.daemon_version,
-        "agent_version": reg.agent_version,
-        "status": ONLINE,
-        "grpc_port": grpc_port,
-        "last_seen_at": now,
-        "register_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-    return node_from_row(conn.execute(register_statement(dialect), values).one()._mapping)

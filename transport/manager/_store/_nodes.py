@@ -67,24 +67,8 @@ class NodesMixin(StoreBase):
         Raises:
             StoreError: The database failed.
         """
-        values: dict[str, Any] = {
-            "node_id": reg.node_id,
-            "hostname": reg.hostname,
-            "ip": reg.ip,
-            "os": reg.os,
-            "arch": reg.arch,
-            "labels": dict(reg.labels),
-            "daemon_version": reg.daemon_version,
-            "agent_version": reg.agent_version,
-            "status": _ONLINE,
-            "grpc_port": grpc_port,
-            "last_seen_at": now,
-            "register_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
         with self._write() as conn:
-            return node_from_row(conn.execute(_register(self._dialect), values).one()._mapping)
+            return register_in(conn, self._dialect, reg, grpc_port, now)
 
     def heartbeat(self, node_id: str, *, now: float) -> bool:
         """Mark a known node online and seen ``now``.
@@ -374,3 +358,26 @@ def _online(since: float | None) -> sa.ColumnElement[bool]:
     if since is None:
         return stored
     return sa.and_(stored, nodes.c.last_seen_at.is_not(None), nodes.c.last_seen_at >= since)
+
+
+def register_in(
+    conn: sa.Connection, dialect: str, reg: NodeRegistration, grpc_port: int | None, now: float
+) -> Node:
+    """A RegisterNode in ``conn``'s transaction (see :meth:`NodesMixin.register_node`)."""
+    values: dict[str, Any] = {
+        "node_id": reg.node_id,
+        "hostname": reg.hostname,
+        "ip": reg.ip,
+        "os": reg.os,
+        "arch": reg.arch,
+        "labels": dict(reg.labels),
+        "daemon_version": reg.daemon_version,
+        "agent_version": reg.agent_version,
+        "status": _ONLINE,
+        "grpc_port": grpc_port,
+        "last_seen_at": now,
+        "register_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return node_from_row(conn.execute(_register(dialect), values).one()._mapping)
