@@ -47,8 +47,7 @@ def choose(
         spawned_from = found.binary_of(identity.pid) if found is not None else ""
         if spawned_from and spawned_from != current_binary:
             logger.warning(
-                "agent %s: pid %d was started from a %s that has changed since; "
-                "not adopting it",
+                "agent %s: pid %d was started from a %s that has changed since; not adopting it",
                 spec.id,
                 identity.pid,
                 spec.binary_path,

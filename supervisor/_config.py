@@ -332,5 +332,3 @@ def creatable_dir(path: str) -> str | None:
         if not os.access(ancestor, os.W_OK | os.X_OK):
             return f"cannot be created: {ancestor!r} is not writable"
         return None
-
-

@@ -39,7 +39,6 @@ from ._process import (
 __all__ = ["Found", "Markers", "find_agents", "stop_leftovers", "stop_processes"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class Markers:
     """The supervisor's markers in a process's environment ("" when absent).

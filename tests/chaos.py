@@ -56,10 +56,7 @@ class ChaosReport:
 
 
 def _agent_script(starts: Path, agent_id: str) -> str:
-    return (
-        f'echo "$$" >> {starts / agent_id}; '
-        "sleep 1000 & setsid sleep 1000 & exec sleep 1000"
-    )
+    return f'echo "$$" >> {starts / agent_id}; sleep 1000 & setsid sleep 1000 & exec sleep 1000'
 
 
 def write_config(root: Path, agents: int) -> Path:
@@ -240,9 +237,7 @@ class ChaosRun:
         daemon = self._daemon_pid()
         assert daemon is not None and self.daemon is not None
         zombies = [
-            p.pid
-            for p in psutil.Process(daemon).children()
-            if p.status() == psutil.STATUS_ZOMBIE
+            p.pid for p in psutil.Process(daemon).children() if p.status() == psutil.STATUS_ZOMBIE
         ]
         if zombies:
             self.report.problems.append(f"zombie children of the daemon: {zombies}")
@@ -269,8 +264,7 @@ class ChaosRun:
             self.report.spawns += spawns
             if spawns - 1 != record.get("restart_count"):
                 self.report.problems.append(
-                    f"{agent_id}: {spawns} spawns but restart_count "
-                    f"{record.get('restart_count')}"
+                    f"{agent_id}: {spawns} spawns but restart_count {record.get('restart_count')}"
                 )
 
     def _cleanup(self) -> None:

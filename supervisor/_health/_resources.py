@@ -23,7 +23,6 @@ from supervisor._proc import CLOCK_TICKS, PAGE_SIZE, count_fds, read_io, read_st
 __all__ = ["CLOCK_TICKS", "CpuMeter", "TreeUsage", "tree_usage"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class TreeUsage:
     """Resources of a process tree at one moment.

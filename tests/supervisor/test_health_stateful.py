@@ -337,7 +337,5 @@ class HealthEpisodes(RuleBasedStateMachine):
             assert deadline is None
 
 
-HealthEpisodes.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None
-)
+HealthEpisodes.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_health_episodes = HealthEpisodes.TestCase

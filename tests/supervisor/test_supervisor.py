@@ -239,16 +239,16 @@ async def test_reload_touches_only_what_changed(tmp_path: Path) -> None:
             for s in (same, changed, tuned, gone)
         }
         new = (
-                same,
-                shell_agent("changed", "echo v2; exec sleep 1000", tmp_path),
-                shell_agent(
-                    "tuned",
-                    LONG,
-                    tmp_path,
-                    stop_timeout_s=3.0,
-                    restart=RestartSpec(policy=RestartPolicy.ON_FAILURE),
-                ),
-                shell_agent("new", LONG, tmp_path),
+            same,
+            shell_agent("changed", "echo v2; exec sleep 1000", tmp_path),
+            shell_agent(
+                "tuned",
+                LONG,
+                tmp_path,
+                stop_timeout_s=3.0,
+                restart=RestartSpec(policy=RestartPolicy.ON_FAILURE),
+            ),
+            shell_agent("new", LONG, tmp_path),
         )
         plan = await sup.reload(new)
         assert plan.unchanged == ("same",)

@@ -409,9 +409,7 @@ def check_paths(config: DaemonConfig) -> list[ConfigIssue]:
     return _check_paths(config.daemon, zip(labels, config.agents, strict=True))
 
 
-def _check_paths(
-    daemon: DaemonSpec, agents: Iterable[tuple[str, AgentSpec]]
-) -> list[ConfigIssue]:
+def _check_paths(daemon: DaemonSpec, agents: Iterable[tuple[str, AgentSpec]]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     problem = creatable_dir(daemon.work_dir)
     if problem is not None:

@@ -69,6 +69,7 @@ async def assert_one_version(world: World) -> None:
     daemon = await start_daemon(world)
     # A request the crash left pending runs again now: wait for its answer first.
     spool = world.work / "updates"
+
     def answered() -> bool:
         names = [p.name for p in spool.glob("*.json")] if spool.is_dir() else ["?"]
         return all(name.endswith(".result.json") for name in names)

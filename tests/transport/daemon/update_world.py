@@ -239,5 +239,3 @@ async def world(http_server: FaultServer, signer: Signer, tmp_path: Path) -> Asy
                 await daemon.wait()
             for process in leftovers(tmp_path):
                 process.kill()
-
-
