@@ -256,6 +256,8 @@ def setup_logging(config: ManagerConfig) -> None:
         handlers=handlers,
         force=True,
     )
+    # Alembic announces each of its plugins at INFO on every start; its migrations stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 # --------------------------------------------------------------------------- serving

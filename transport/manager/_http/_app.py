@@ -22,6 +22,7 @@ the cancellation go on.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -152,6 +153,9 @@ async def serve_http(
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
+    # Hypercorn's own messages go through the logging setup of the program (by default
+    # hypercorn would also write each of them to standard error itself: twice).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = graceful_s
     stop = trio.Event()
     shield = trio.CancelScope(shield=True)
