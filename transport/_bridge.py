@@ -245,7 +245,10 @@ class _Shutdown:
             scope.cancel()
 
 
-def _context(method: str, context: Any) -> CallContext:
+def _context(
+    method: str, context: Any, clock: Callable[[], float] = trio.current_time
+) -> CallContext:
+    """The handler's view of grpc's call context; the deadline on ``clock``."""
     remaining = context.time_remaining()
     metadata = tuple(
         (str(k), v if isinstance(v, str) else repr(v))
@@ -255,7 +258,7 @@ def _context(method: str, context: Any) -> CallContext:
         method=method,
         peer=str(context.peer()),
         metadata=metadata,
-        deadline=math.inf if remaining is None else trio.current_time() + remaining,
+        deadline=math.inf if remaining is None else clock() + remaining,
         peer_identities=_peer_identities(context),
     )
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,8 +49,8 @@ from ._bridge import (
     Listener,
     _answer_error,
     _bound,
+    _context,
     _credentials,
-    _peer_identities,
 )
 from ._errors import ListenError
 from ._pb._methods import UnaryMethod
@@ -82,21 +81,6 @@ class SyncRoute:
         return f"/{self.service}/{self.name}"
 
 
-def _context(method: str, context: Any) -> CallContext:
-    remaining = context.time_remaining()
-    metadata = tuple(
-        (str(k), v if isinstance(v, str) else repr(v))
-        for k, v in (context.invocation_metadata() or ())
-    )
-    return CallContext(
-        method=method,
-        peer=str(context.peer()),
-        metadata=metadata,
-        deadline=math.inf if remaining is None else time.monotonic() + remaining,
-        peer_identities=_peer_identities(context),
-    )
-
-
 def sync_unary_route(
     method: UnaryMethod[Req, Resp], handler: SyncUnaryHandler[Req, Resp]
 ) -> SyncRoute:
@@ -115,7 +99,7 @@ def sync_unary_route(
     path = method.path
 
     async def on_call(request: Req, context: Any) -> Resp:
-        ctx = _context(path, context)
+        ctx = _context(path, context, time.monotonic)
         future: concurrent.futures.Future[Resp] | None = None
         try:
             result = handler(request, ctx)
