@@ -358,7 +358,7 @@ def test_limits_are_checked() -> None:
 
 
 def test_store_writer_writes_a_batch_through_the_store(tmp_path: Path) -> None:
-    """One batch, one Store.ingest: a node a heartbeat creates is known to its reports."""
+    """One batch, one Store.write_batch: a node a heartbeat creates is known to its reports."""
     from transport.manager._store import Store
 
     with Store.open(f"sqlite:///{tmp_path / 'm.db'}") as store:

@@ -226,27 +226,29 @@ def test_two_managers_ingest_overlapping_batches(store_url: str, store: Store) -
         assert latest is not None and latest.timestamp == T0 + 4 * 60
 
 
-def test_ingest_writes_heartbeats_and_reports_in_one_transaction(
+def test_a_batch_writes_heartbeats_and_reports_in_one_transaction(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A node a heartbeat of the batch creates is known to the batch's reports; a batch
     that fails stores nothing of either kind."""
     store.register_node(registration("known"), now=1.0, grpc_port=None)
-    created, inserted = store.ingest(
+    _, created, inserted, _ = store.write_batch(
+        (),
         [("new", 5.0), ("known", 6.0)],
         [("new", [cpu(T0, 1.0)]), ("known", [cpu(T0, 2.0)]), ("ghost", [cpu(T0, 3.0)])],
+        (),
         now=7.0,
     )
     assert created == [True, False]
     assert inserted == [1, 1, None]
     assert store.get_node("new").last_seen_at == 5.0
-    assert store.ingest([], [], now=8.0) == ([], [])
+    assert store.write_batch((), [], [], (), now=8.0)[1:3] == ([], [])
 
     def broken(*args: object) -> list[object]:
         raise RuntimeError("the disk is full")
 
     monkeypatch.setattr(store, "_insert_metrics", broken)
     with pytest.raises(RuntimeError, match="disk"):
-        store.ingest([("later", 9.0)], [("known", [cpu(T0 + 60, 1.0)])], now=9.0)
+        store.write_batch((), [("later", 9.0)], [("known", [cpu(T0 + 60, 1.0)])], (), now=9.0)
     with pytest.raises(NotFoundError):
         store.get_node("later")

@@ -79,31 +79,6 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
             raise
         return store
 
-    def ingest(
-        self,
-        heartbeats: Sequence[tuple[str, float]],
-        reports: Sequence[tuple[str, Sequence[MetricPoint]]],
-        *,
-        now: float,
-    ) -> tuple[list[bool], list[int | None]]:
-        """Heartbeats, then metric reports, in one transaction (the gRPC ingest's batch).
-
-        A node a heartbeat of the batch creates is known to the reports of the same batch.
-
-        Args:
-            heartbeats: As for :meth:`heartbeats`.
-            reports: As for :meth:`report_metrics_batch`.
-            now: The time of the batch.
-
-        Returns:
-            What :meth:`heartbeats` and :meth:`report_metrics_batch` return for them.
-
-        Raises:
-            StoreError: The database failed (nothing of the batch is stored).
-        """
-        _, created, inserted, _ = self.write_batch((), heartbeats, reports, (), now=now)
-        return created, inserted
-
     def write_batch(
         self,
         registrations: Sequence[tuple[NodeRegistration, int | None, float]],
