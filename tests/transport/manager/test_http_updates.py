@@ -5,14 +5,13 @@ updates (refused), to one that cannot be reached; validation, roles, paging, aud
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
 import trio
 import yaml
 
-from tests.supervisor.helpers import shell_agent, wait_until
+from tests.supervisor.helpers import free_port, shell_agent, wait_until
 from tests.transport.daemon.update_world import (  # noqa: F401 (fixtures)
     World as UpdateWorld,
     http_server,
@@ -28,14 +27,6 @@ from transport.manager._model import Role
 
 JOB_KEYS = {"id", "created_at", "actor", "component", "version", "download_url", "hash", "targets"}
 TARGET_KEYS = {"node_id", "state", "update_id", "message", "updated_at"}
-
-
-def free_port() -> int:
-    """A loopback port free now (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def push_body(node_ids: list[str], **changes: Any) -> dict[str, Any]:
