@@ -16,6 +16,8 @@ nothing imports it. Its parts:
   :func:`serve_grpc` with :func:`unary_route` / :func:`stream_route` handlers written as
   Trio coroutines, and :func:`open_channel` for calls. Errors from the other side arrive
   as :class:`RemoteError`; a handler answers a status by raising :class:`StatusError`.
+* Certificates for a test fleet: :func:`make_fleet_certificates` writes a CA and the
+  Manager's and nodes' certificates for mutual TLS (``hostvisor certs``).
 
 Every name but the errors is loaded on first use, so that importing ``transport`` (or the
 daemon program in ``transport.daemon``) costs nothing until messages are used (protobuf,
@@ -56,6 +58,13 @@ if TYPE_CHECKING:
         serve_grpc as serve_grpc,
         stream_route as stream_route,
         unary_route as unary_route,
+    )
+    from ._certs import (
+        CertificateError as CertificateError,
+        CertificateExistsError as CertificateExistsError,
+        FleetCertificates as FleetCertificates,
+        KeyPair as KeyPair,
+        make_fleet_certificates as make_fleet_certificates,
     )
     from ._convert import (
         DEFAULT_LOG_LINES as DEFAULT_LOG_LINES,
@@ -167,6 +176,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
             "state_change_to_message",
         )
     },
+    **{
+        name: ("._certs", name)
+        for name in (
+            "CertificateError",
+            "CertificateExistsError",
+            "FleetCertificates",
+            "KeyPair",
+            "make_fleet_certificates",
+        )
+    },
     "daemon_pb2": ("._pb.daemon_pb2", None),
     "manager_pb2": ("._pb.manager_pb2", None),
     "hostvisor_pb2": ("._pb.hostvisor.v1.hostvisor_pb2", None),
@@ -262,4 +281,10 @@ __all__ = [
     "MAX_LOG_LINES",
     "DEFAULT_METRICS_DURATION_S",
     "UPDATE_ID_METADATA_KEY",
+    # certificates for a test fleet (``hostvisor certs``)
+    "make_fleet_certificates",
+    "FleetCertificates",
+    "KeyPair",
+    "CertificateError",
+    "CertificateExistsError",
 ]

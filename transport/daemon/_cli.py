@@ -11,6 +11,7 @@ Commands::
     hostvisor logs AGENT [-n N] [-f]
     hostvisor metrics AGENT [--since 1h] [--json]
     hostvisor config [daemon|agent]
+    hostvisor certs DIR --manager-host HOST... [--node ID[=HOST,...]...] [--days N] [--force]
     hostvisor --version
 
 ``run`` supervises in the foreground (see :mod:`transport.daemon._run`): agents left
@@ -21,6 +22,9 @@ is true). With an ``update:`` block it also updates agents and itself (see
 :mod:`transport.daemon._updates`): it recovers an interrupted update before starting
 agents, confirms a self-update's trial once healthy, and runs the requests dropped into
 ``{work_dir}/updates/`` on SIGUSR1.
+
+``certs`` writes a CA and the certificates of a Manager and its nodes for mutual TLS, and
+prints which file goes in which configuration key (see :mod:`transport._certs`).
 
 ``update`` hands an update request (a JSON file with the fields of
 :class:`updater.UpdateRequest`) to the running daemon and prints its result as JSON.
@@ -36,8 +40,9 @@ Exit codes (:data:`EXIT_CODES`):
 0     success (configuration valid; daemon ended by SIGTERM/SIGINT; update installed;
       a control command did what it was asked)
 1     the update failed (the printed result says why), an agent's start, stop or restart
-      failed (its line says why), or an unexpected internal error
-2     bad command line
+      failed (its line says why), ``certs``: the directory holds a CA (see ``--force``)
+      or a file cannot be written; or an unexpected internal error
+2     bad command line (``certs``: an invalid host, node id or ``--days``)
 3     configuration invalid or unreadable (D1001/D1002), the ``update:`` block included;
       ``update`` with no ``update:`` block
 4     another daemon holds this work directory, or its state or update spool is unusable
@@ -100,7 +105,8 @@ EXIT_RESTART = 75
 #: Every exit code of the command line and its meaning.
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "update or agent operation failed (see the output), or internal error",
+    EXIT_ERROR: "update or agent operation failed (see the output), certs: a CA exists or"
+    " a file cannot be written, or internal error",
     EXIT_USAGE: "bad command line",
     EXIT_CONFIG: "configuration invalid or unreadable (or no update: block, for update)",
     EXIT_LOCKED: "work directory locked by another daemon, or state or spool unusable",
@@ -211,6 +217,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
     add_control_commands(commands)
+    certs = commands.add_parser(
+        "certs",
+        help="make a CA and certificates for a Manager and its nodes (mutual TLS)",
+        description="Write a CA, the Manager's server and client certificates and one"
+        " certificate per node into DIR, and print which file goes in which configuration"
+        " key.",
+    )
+    certs.add_argument("directory", metavar="DIR", help="where the files go")
+    certs.add_argument(
+        "--manager-host",
+        action="append",
+        required=True,
+        metavar="HOST",
+        help="a name or IP address daemons reach the Manager at (repeat for several)",
+    )
+    certs.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="ID[=HOST,...]",
+        help="a node id (daemon.id), with the names or addresses the Manager calls it at",
+    )
+    certs.add_argument("--days", type=int, default=365, metavar="N", help="validity in days (365)")
+    certs.add_argument(
+        "--force", action="store_true", help="replace a CA already in DIR (and every file)"
+    )
     return parser
 
 
@@ -374,6 +406,37 @@ def _update(args: argparse.Namespace) -> int:
     return EXIT_OK if result.get("success") is True else EXIT_ERROR
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from transport._certs import (
+        CertificateError,
+        CertificateExistsError,
+        make_fleet_certificates,
+        parse_node,
+    )
+
+    try:
+        nodes = [parse_node(text) for text in args.node]
+        fleet = make_fleet_certificates(
+            args.directory,
+            manager_hosts=args.manager_host,
+            node_ids=[node_id for node_id, _ in nodes],
+            node_hosts=dict(nodes),
+            days=args.days,
+            force=args.force,
+        )
+    except CertificateExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except CertificateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {args.directory}: cannot write the certificates: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(fleet.guide())
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -384,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _update(args)
         if args.command in CONTROL_COMMANDS:
             return run_control(args)
+        if args.command == "certs":
+            return _certs(args)
         return _run(args)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handler is installed
         return EXIT_OK
