@@ -6,7 +6,8 @@ Run with the project's interpreter from the repository root::
     .venv/bin/python benchmarks/bench_manager.py --nodes 10000 --duration 150
     .venv/bin/python benchmarks/bench_manager.py --quick     # 200 nodes, compression 10, 20 s
     options: --databases sqlite,postgres  --sim-procs N  --compression C  --settle S
-             --concurrency N  --keep (keep tmp dirs)  --output FILE
+             --concurrency N  --workers N (grpc.workers, default 2)  --keep (keep tmp dirs)
+             --output FILE
 
 For each database in turn, the real Manager runs as its own process
 (``python -m transport.manager run --config FILE``: gRPC and HTTP on 127.0.0.1, its data
@@ -40,6 +41,7 @@ Target (issue 13): 10,000 nodes with p99 under 100 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -71,6 +73,9 @@ MIB = 1024 * 1024
 TARGET_P99_MS = 100.0
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
+DEFAULT_WORKERS = 2
+"""The Manager's ``grpc.workers`` unless ``--workers`` says: one per core of this 2-core
+target machine (one process's Python runs on one core at a time)."""
 ANCHORS: dict[int, dict[str, tuple[float, float]]] = {
     10_000: {
         "failures": (0, 0),
@@ -104,6 +109,9 @@ class Run:
     sim_cores: float = math.nan
     other_cores: float = math.nan
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    db_bytes: tuple[float, float] = (math.nan, math.nan)
+    db_bytes_per_node_day: float = math.nan
+    workers: int = 1
     manager_exit: int | None = None
     errors: list[str] = field(default_factory=list)
     stderr_tail: list[str] = field(default_factory=list)
@@ -134,7 +142,8 @@ class Sampler:
     """Cumulative CPU seconds of process groups, RSS of the Manager, every second.
 
     A group's CPU is the sum over every process seen in it of its last reading, so a
-    process that ends keeps what it used; children are found anew at each sample.
+    process that ends keeps what it used; children are found anew at each sample. The
+    Manager's group holds its gRPC workers, and its RSS is theirs and its own summed.
     """
 
     def __init__(self, manager: int, postmaster: int | None, sims: Sequence[int]) -> None:
@@ -169,15 +178,15 @@ class Sampler:
             for pid in pids:
                 try:
                     root = psutil.Process(pid)
-                    family = [root] + (root.children(recursive=True) if name == "db" else [])
+                    family = [root] + (root.children(recursive=True) if name != "sim" else [])
                 except psutil.Error:
                     continue
                 for proc in family:
                     try:
                         times = proc.cpu_times()
                         seen[proc.pid] = float(times.user) + float(times.system)
-                        if proc.pid == self.manager:
-                            rss = int(proc.memory_info().rss)
+                        if name == "manager":
+                            rss += int(proc.memory_info().rss)
                     except psutil.Error:
                         pass
             totals[name] = sum(seen.values())
@@ -197,20 +206,63 @@ class Sampler:
 # --------------------------------------------------------------------------- the Manager
 
 
-def manager_config(root: Path, dsn: str | None) -> tuple[Path, int, int]:
+def manager_config(root: Path, dsn: str | None, workers: int) -> tuple[Path, int, int]:
     """Write the Manager's configuration; return its path, gRPC and HTTP ports."""
     grpc_port, http_port = free_port(), free_port()
     database: dict[str, Any] = {"driver": "postgres", "dsn": dsn} if dsn else {"driver": "sqlite"}
     document = {
         "data_dir": str(root / "data"),
         "server": {"host": "127.0.0.1", "port": http_port},
-        "grpc": {"host": "127.0.0.1", "port": grpc_port},
+        "grpc": {"host": "127.0.0.1", "port": grpc_port, "workers": workers},
         "database": database,
         "jwt": {"secret": "bench-" + root.name},
     }
     path = root / "manager.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path, grpc_port, http_port
+
+
+def database_bytes(database: str, root: Path, dsn: str | None) -> float:
+    """The database's size now, in bytes: SQLite's pages in use (the WAL's included, free
+    pages not), or PostgreSQL's ``pg_database_size``."""
+    if database == "postgres":
+        import psycopg
+
+        assert dsn is not None
+        with psycopg.connect(dsn.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return float(row[0]) if row else math.nan
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(root / "data" / "manager.db", timeout=30)) as conn:
+        pages, free, size = (
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+    return float((pages - free) * size)
+
+
+class SizeProbe:
+    """The database's size at the window's start and end, read in a thread of its own."""
+
+    def __init__(self, database: str, root: Path, dsn: str | None, at: Sequence[float]) -> None:
+        self.sizes = [math.nan] * len(at)
+        self.errors: list[str] = []
+        self._thread = threading.Thread(
+            target=self._loop, args=(database, root, dsn, at), daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, database: str, root: Path, dsn: str | None, at: Sequence[float]) -> None:
+        for index, when in enumerate(at):
+            time.sleep(max(0.0, when - time.time()))
+            try:
+                self.sizes[index] = database_bytes(database, root, dsn)
+            except Exception as exc:
+                self.errors.append(f"database size: {type(exc).__name__}: {exc}")
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
 
 def start_manager(root: Path, config: Path) -> subprocess.Popen[bytes]:
@@ -264,7 +316,7 @@ def start_sims(root: Path, target: str, args: argparse.Namespace, start_at: floa
 
 def run_one(database: str, args: argparse.Namespace) -> Run:
     """One database: start it and the Manager, drive the fleet, measure, stop."""
-    result = Run(database=database, nodes=args.nodes, window_s=args.duration)
+    result = Run(database=database, nodes=args.nodes, window_s=args.duration, workers=args.workers)
     root = Path(tempfile.mkdtemp(prefix=f"hv-bench-manager-{database}-", dir="/tmp"))
     server: PostgresServer | None = None
     manager: subprocess.Popen[bytes] | None = None
@@ -278,7 +330,7 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
             server = PostgresServer(bindir, durable=True)
             server.start()
             dsn = server.url(server.create_database())
-        config, grpc_port, _ = manager_config(root, dsn)
+        config, grpc_port, _ = manager_config(root, dsn, args.workers)
         manager = start_manager(root, config)
         start_at = time.time() + 3.0
         sims = start_sims(root, f"127.0.0.1:{grpc_port}", args, start_at)
@@ -289,11 +341,20 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
             target="", nodes=args.nodes, duration_s=args.duration, compression=args.compression
         )
         window = config_sim.ramp_s + args.settle
+        begin = start_at + window
+        sizes = SizeProbe(database, root, dsn, (begin, begin + args.duration))
         limit = start_at + window + args.duration + 120
         for proc, _, _ in sims:
             proc.wait(timeout=max(1.0, limit - time.time()))
         sampler.stop()
-        begin = start_at + window
+        sizes.join(timeout=60)
+        result.errors += sizes.errors
+        result.db_bytes = (sizes.sizes[0], sizes.sizes[1])
+        # The growth over the window, at the seed's intervals (compressed runs are
+        # compression times faster), as a day's, per node.
+        day_s = 86400.0 / args.compression
+        growth = (sizes.sizes[1] - sizes.sizes[0]) / args.duration * day_s
+        result.db_bytes_per_node_day = growth / args.nodes
         cores, busy, rss = sampler.over(begin, begin + args.duration)
         result.manager_cores = cores.get("manager", math.nan)
         result.db_cores = cores.get("db", math.nan) if server else math.nan
@@ -364,6 +425,8 @@ def _values(run: Run | None) -> dict[str, float]:
         "db_cores": run.db_cores,
         "sim_cores": run.sim_cores,
         "other_cores": run.other_cores,
+        "db_kib_per_node_day": run.db_bytes_per_node_day / 1024,
+        "db_mib": run.db_bytes[1] / MIB,
     }
 
 
@@ -404,10 +467,13 @@ def report(runs: list[Run], nodes: int) -> None:
         ("database CPU (cores)", "db_cores"),
         ("simulators' CPU (cores)", "sim_cores"),
         ("other load (cores)", "other_cores"),
+        ("database MiB (at end)", "db_mib"),
+        ("DB KiB per node per day", "db_kib_per_node_day"),
     )
     sqlite, postgres = by.get("sqlite", {}), by.get("postgres", {})
     head = ("figure", "SQLite", "PostgreSQL", "original", "SQLite/orig", "PG/orig")
-    print(f"\nManager at {nodes} simulated daemons (steady window)")
+    workers = ", ".join(sorted({str(r.workers) for r in runs}))
+    print(f"\nManager at {nodes} simulated daemons (steady window), grpc.workers {workers}")
     print(f"{head[0]:<24} {head[1]:>9} {head[2]:>10} {head[3]:>9} {head[4]:>11} {head[5]:>9}")
     for label, key in rows:
         pair = (float(nodes), float(nodes)) if key == "nodes" else anchor.get(key)
@@ -456,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--sim-procs", type=int, default=0, help="0: 1 per 5,000 nodes")
     parser.add_argument("--concurrency", type=int, default=256, help="per simulator")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="the Manager's grpc.workers"
+    )
     parser.add_argument("--quick", action="store_true", help="200 nodes, compression 10, 20 s")
     parser.add_argument("--keep", action="store_true", help="keep the tmp dirs")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -463,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.nodes, args.compression, args.duration, args.settle = 200, 10.0, 20.0, 2.0
     args.sim_procs = args.sim_procs or max(1, math.ceil(args.nodes / 5000))
-    print(f"code {_code_version()}", flush=True)
+    print(f"code {_code_version()}; grpc.workers {args.workers}", flush=True)
     runs = []
     for database in args.databases.split(","):
         print(f"running {database} with {args.nodes} nodes ...", flush=True)

@@ -8,6 +8,7 @@ file, and adds ours beside them::
     grpc:
       host: 0.0.0.0
       port: 9090
+      workers: 1                       # ours: ingest processes sharing the port (1-64)
       tls: {enabled: false, cert_file: ..., key_file: ..., ca_file: ...,
             bind_node_identity: false}   # ours: a client certificate names its node
     database: {driver: sqlite, dsn: ..., max_idle_conns: 10, max_open_conns: 100,

@@ -52,6 +52,8 @@ __all__ = [
 
 JWT_SECRET_FILE = "jwt.secret"
 """The generated JWT secret's file name in ``data_dir``."""
+MAX_GRPC_WORKERS = 64
+"""The most gRPC ingest worker processes (``grpc.workers``)."""
 
 # --------------------------------------------------------------------------- kinds
 
@@ -75,6 +77,12 @@ def _integer(minimum: int) -> Kind:
         return value
 
     return Kind(read)
+
+
+def _workers(value: object, base: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_GRPC_WORKERS:
+        raise Invalid(f"must be an integer from 1 to {MAX_GRPC_WORKERS}, got {show(value)}")
+    return value
 
 
 def _positive_number(value: object, base: str) -> float:
@@ -145,6 +153,7 @@ GRPC_TLS: Mapping[str, Field | Block] = {
 GRPC: Mapping[str, Field | Block] = {
     "host": Field("host", HOST),
     "port": Field("port", PORT),
+    "workers": Field("workers", Kind(_workers)),
     "tls": Block("tls", GRPC_TLS),
 }
 DATABASE: Mapping[str, Field | Block] = {
@@ -271,11 +280,15 @@ class GrpcSpec:
         host: Where it listens.
         port: Its port (0: any free port).
         tls: TLS settings.
+        workers: Ours: how many processes serve it. 1: the Manager's own process; more:
+            that many ingest worker processes sharing the port (``SO_REUSEPORT``), each
+            with its own writer and database connections (:mod:`._workers`).
     """
 
     host: str = "0.0.0.0"
     port: int = 9090
     tls: GrpcTls = field(default_factory=GrpcTls)
+    workers: int = 1
 
     @property
     def address(self) -> str:

@@ -6,17 +6,21 @@ it, in a worker thread) and, inside one grpc loop and one nursery, starts each p
 ``nursery.start``, so that a part that cannot start (a port in use, a database that went
 away) raises out of it and the parts already started are cancelled:
 
-1. the ingest service (group commit of every gRPC write, in its writer thread),
-2. the gRPC server (``ManagerService`` and ``DaemonService.SyncAgentStates``), with the
+1. the :class:`~._events.EventHub`,
+2. the ingest service (group commit of every gRPC write, in its writer thread),
+3. the gRPC server (``ManagerService`` and ``DaemonService.SyncAgentStates``), with the
    server options below, on an asyncio loop in its own thread
    (:func:`transport._grpc_thread.serve_grpc_in_thread`: one Python call per request,
-   no Trio task, which is what lets one process carry a large fleet),
-3. the daemon client pool,
-4. the HTTP server (the REST API, ``/health``, ``/metrics``),
-5. the jobs (offline detection, retention).
+   no Trio task, which is what lets one process carry a large fleet); with
+   ``grpc.workers`` above 1, 2 and 3 run in that many worker processes instead, which
+   share the port (:class:`~._workers.WorkerPool`, started once the migrations ran),
+4. the daemon client pool,
+5. the HTTP server (the REST API, ``/health``, ``/metrics``),
+6. the jobs (offline detection, retention).
 
 One :class:`~._events.EventHub` (its task started before the gRPC server) is shared by
-the gRPC service, the REST routes and the jobs: the console's event stream reads it.
+the gRPC service (a worker's events are forwarded to it), the REST routes and the jobs:
+the console's event stream reads it.
 
 It prints one line per listener and one for the database, on standard output, once each
 part is up (``gRPC listening on 0.0.0.0:9090``, ``HTTP listening on
@@ -100,7 +104,7 @@ class Listening:
 # --------------------------------------------------------------------------- pieces
 
 
-def open_store(config: ManagerConfig) -> Store:
+def open_store(config: ManagerConfig, *, migrate: bool = True) -> Store:
     """Open (and migrate) the configured database; blocking.
 
     ``database.log_level: info`` logs every statement (SQLAlchemy's engine logger).
@@ -109,6 +113,7 @@ def open_store(config: ManagerConfig) -> Store:
 
     Args:
         config: The configuration.
+        migrate: Run the migrations (a gRPC worker does not: the main process did).
 
     Returns:
         The store; close it.
@@ -130,6 +135,7 @@ def open_store(config: ManagerConfig) -> Store:
     pool_size = max(1, database.max_idle_conns)
     return Store.open(
         database.url,
+        migrate=migrate,
         pool_size=pool_size,
         max_overflow=max(0, database.max_open_conns - pool_size),
         recycle_s=database.conn_max_lifetime_s or None,
@@ -317,6 +323,7 @@ async def serve_manager(
     from ._ingest import Ingest, store_writer
     from ._pool import DaemonPool
     from ._service import manager_routes
+    from ._workers import WorkerPool
 
     def say(line: str) -> None:
         print(line, file=out or sys.stdout, flush=True)
@@ -331,22 +338,29 @@ async def serve_manager(
     try:
         loop = open_grpc_loop() if open_loop else contextlib.nullcontext()
         async with loop, trio.open_nursery() as nursery:
-            ingest = Ingest(store_writer(store))
-            await nursery.start(ingest.run)
             events = EventHub()
             await nursery.start(events.run, store.list_agents)
-            routes = manager_routes(
-                ingest, bind_node_identity=config.grpc.tls.bind_node_identity, events=events
-            )
-            listener = Listener(config.grpc.address, grpc_tls)
-            serve = partial(
-                serve_grpc_in_thread,
-                routes,
-                [listener],
-                options=GRPC_SERVER_OPTIONS,
-                grace_s=GRPC_GRACE_S,
-            )
-            (grpc_address,) = await nursery.start(serve)
+            ingest_stats: Callable[[], dict[str, float]]
+            if config.grpc.workers > 1:
+                workers = WorkerPool(config, events=events)
+                grpc_address = await nursery.start(workers.run)
+                ingest_stats = workers.statistics
+            else:
+                ingest = Ingest(store_writer(store))
+                await nursery.start(ingest.run)
+                routes = manager_routes(
+                    ingest, bind_node_identity=config.grpc.tls.bind_node_identity, events=events
+                )
+                listener = Listener(config.grpc.address, grpc_tls)
+                serve = partial(
+                    serve_grpc_in_thread,
+                    routes,
+                    [listener],
+                    options=GRPC_SERVER_OPTIONS,
+                    grace_s=GRPC_GRACE_S,
+                )
+                (grpc_address,) = await nursery.start(serve)
+                ingest_stats = ingest_reader(ingest)
             say(f"gRPC listening on {grpc_address}{' (TLS)' if grpc_tls else ''}")
             pool = DaemonPool(
                 pool_tls,
@@ -360,7 +374,7 @@ async def serve_manager(
                 store,
                 pool,
                 auth,
-                ingest_stats=ingest_reader(ingest),
+                ingest_stats=ingest_stats,
                 offline_after_s=config.node.offline_duration_minutes * 60,
                 events=events,
                 thresholds=config.alerts,

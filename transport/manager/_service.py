@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from transport import (
     CallContext,
@@ -65,7 +65,6 @@ from transport._grpc_thread import SyncRoute, sync_unary_route
 from transport.daemon._retry import REGISTER_METADATA_KEY
 
 from ._errors import StoreError
-from ._events import EventHub
 from ._ingest import Ingest, IngestError, OverloadedError, ShuttingDownError
 from ._validate import (
     DEFAULT_LIMITS,
@@ -77,13 +76,30 @@ from ._validate import (
     states_request,
 )
 
-__all__ = ["manager_routes", "not_registered"]
+if TYPE_CHECKING:
+    from transport import AgentStateRecord
+
+__all__ = ["EventSink", "manager_routes", "not_registered"]
 
 logger = logging.getLogger("hostvisor.manager.grpc")
 
 T = TypeVar("T")
 R = TypeVar("R")
 Answer = concurrent.futures.Future
+
+
+class EventSink(Protocol):
+    """What the service tells the console (an :class:`~._events.EventHub`, or a gRPC
+    worker's link that forwards the calls to the main process's hub)."""
+
+    def node_status(self, node_id: str, status: str) -> None:
+        """A node's status changed (``online``)."""
+
+    def node_seen(self, node_id: str) -> None:
+        """A heartbeat of a known node was stored."""
+
+    def agents_reported(self, node_id: str, states: Sequence[AgentStateRecord]) -> object:
+        """A node's SyncAgentStates was stored."""
 
 
 def not_registered(node_id: str, ctx: CallContext) -> StatusError:
@@ -109,7 +125,7 @@ class _Service:
         *,
         bind_node_identity: bool,
         limits: Limits,
-        events: EventHub | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.events = events
         self.ingest = ingest
@@ -284,7 +300,7 @@ def manager_routes(
     *,
     bind_node_identity: bool = False,
     limits: Limits = DEFAULT_LIMITS,
-    events: EventHub | None = None,
+    events: EventSink | None = None,
 ) -> list[SyncRoute]:
     """The routes of the Manager's gRPC server (see the module documentation).
 
