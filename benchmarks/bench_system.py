@@ -303,6 +303,46 @@ def combine_latency(report: Json) -> Json:
     return {"target_ms": REPORT_TARGET_MS, "paths": paths, "met": met}
 
 
+#: The chaos run's figures (bench_system_chaos.py's JSON): label, key.
+CHAOS_FIGURES = (
+    ("chaos (s)", "duration_s"),
+    ("nodes x agents", "agents"),
+    ("agent spawns", "spawns"),
+    ("agent restarts (state files)", "restarts"),
+    ("daemon starts", "daemon_starts"),
+    ("Manager starts", "manager_starts"),
+    ("longest Manager outage (s)", "longest_outage_s"),
+    ("spool peak (KiB)", "spool_peak_kib"),
+    ("reports through the spools (unread)", "spooled_reports"),
+    ("spooled points, each found in the Manager", "spooled_points"),
+    ("metric points stored", "points"),
+    ("gaps explained by a daemon's kill or stop", "explained_gaps"),
+    ("settled after (s)", "settle_s"),
+    ("load average at the end", "load"),
+    ("problems", "problem_count"),
+)
+
+
+def combine_chaos(chaos: Json) -> Json:
+    """The chaos run's figures, actions, problems and verdict (no problem: every invariant
+    held: every agent runs once, the Manager's view matches the hosts, nothing was lost)."""
+    problems = [str(p) for p in chaos.get("problems", [])]
+    figures = {key: chaos.get(key) for _, key in CHAOS_FIGURES}
+    figures["agents"] = f"{chaos.get('nodes')} x {chaos.get('agents_per_node')}"
+    peak = chaos.get("spool_peak_bytes")
+    figures["spool_peak_kib"] = None if peak is None else round(peak / 1024, 1)
+    figures["spooled_reports"] = f"{chaos.get('spooled_reports')} ({chaos.get('unread_reports')})"
+    figures["problem_count"] = len(problems)
+    return {
+        "figures": figures,
+        "actions": dict(chaos.get("actions", {})),
+        "problems": problems,
+        "passed": not problems and "spawns" in chaos,
+        "seed": chaos.get("seed"),
+        "spool_bound": chaos.get("spool_bound"),
+    }
+
+
 def combine(documents: dict[str, Json | None], why: dict[str, str]) -> Json:
     """Every part's figures, ratios and verdicts (JSON-able); missing parts with why."""
     combined: Json = {"missing": {}}
@@ -324,7 +364,7 @@ def combine(documents: dict[str, Json | None], why: dict[str, str]) -> Json:
             combined["manager"][name.split("-")[1]] = combine_manager(document)
     chaos = documents.get("chaos")
     if chaos is not None:
-        combined["chaos"] = chaos
+        combined["chaos"] = combine_chaos(chaos)
     elif "chaos" in documents:
         combined["missing"]["chaos"] = why.get("chaos", "not run")
     return combined
@@ -455,25 +495,29 @@ def render_latency(latency: Json) -> list[str]:
 
 
 def render_chaos(chaos: Json) -> list[str]:
-    """H5's whole-system chaos summary: its scalar fields and its problems."""
-    lines = ["## Chaos run of the whole system (bench_system_chaos.py)", ""]
-    scalars = [
-        [key, str(value)]
-        for key, value in chaos.items()
-        if isinstance(value, str | int | float | bool) or value is None
+    def show(value: object) -> str:
+        if isinstance(value, list):
+            return " ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in value)
+        return "-" if value is None else cell(value) if isinstance(value, float) else str(value)
+
+    rows = [[label, show(chaos["figures"][key])] for label, key in CHAOS_FIGURES]
+    actions = [[name, str(count)] for name, count in sorted(chaos["actions"].items())]
+    verdict = (
+        "held: every agent runs exactly once, the Manager's view matches the hosts, nothing"
+        f" was lost within the spool bound ({chaos['spool_bound']})"
+        if chaos["passed"]
+        else f"BROKEN: {len(chaos['problems'])} problem(s)"
+    )
+    return [
+        f"## Chaos run of the whole system (bench_system_chaos.py, seed {chaos['seed']})",
+        "",
+        *table(["figure", "value"], rows),
+        "",
+        *table(["action", "times"], actions),
+        "",
+        f"Invariants: {verdict}.",
+        *(f"* {problem}" for problem in chaos["problems"]),
     ]
-    lines += table(["figure", "value"], scalars)
-    for key, value in chaos.items():
-        if (
-            isinstance(value, dict)
-            and value
-            and all(isinstance(v, str | int | float | bool) for v in value.values())
-        ):
-            lines += ["", f"{key}:", *table(["", "value"], [[k, str(v)] for k, v in value.items()])]
-    problems = chaos.get("problems")
-    if isinstance(problems, list):
-        lines += ["", f"problems: {len(problems)}", *(f"* {p}" for p in problems)]
-    return lines
 
 
 def render(combined: Json, outcomes: Sequence[Json] = ()) -> str:

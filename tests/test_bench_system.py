@@ -161,6 +161,39 @@ MANAGER_1000: dict[str, Any] = {
 }
 
 
+#: bench_system_chaos.py's JSON (a 10 s run of 2026-12-03, 2 nodes x 2 agents).
+CHAOS: dict[str, Any] = {
+    "actions": {
+        "kill agent": 12,
+        "kill agent group": 10,
+        "kill daemon": 1,
+        "kill manager": 1,
+        "stop daemon": 3,
+    },
+    "agents_per_node": 2,
+    "daemon_starts": 3,
+    "duration_s": 10.0,
+    "elapsed_s": 30.2,
+    "explained_gaps": 4,
+    "gap_limit_s": 3,
+    "load": [5.5, 6.52, 3.85],
+    "longest_outage_s": 7.0,
+    "manager_starts": 2,
+    "nodes": 2,
+    "points": 117,
+    "problems": [],
+    "restarts": 21,
+    "seed": 7,
+    "settle_s": 0.9,
+    "spawns": 25,
+    "spool_bound": {"max_age": "1h", "max_bytes": "64MiB"},
+    "spool_peak_bytes": 20582,
+    "spooled_points": 65,
+    "spooled_reports": 17,
+    "unread_reports": 0,
+}
+
+
 def test_daemon_ratios_divide_the_columns_of_one_run() -> None:
     """Each ratio is one column's figure over another's, for the same N and figure."""
     daemon = bench_system.combine_daemon(copy.deepcopy(REPORT))
@@ -228,11 +261,12 @@ def test_missing_parts_are_reported_with_why() -> None:
 def test_combine_only_reads_the_directory_and_writes_the_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--combine`` runs nothing: it reports the JSON in --dir, says what is missing, and
-    exits 1 because something is."""
+    """``--combine`` runs nothing: it reports the JSON in --dir, says what is missing (a
+    file that is not JSON), and exits 1 because something is."""
     (tmp_path / "daemon.json").write_text(json.dumps(REPORT))
     (tmp_path / "manager-1000.json").write_text(json.dumps(MANAGER_1000))
     (tmp_path / "manager-10000.json").write_text("{not json")
+    (tmp_path / "chaos.json").write_text(json.dumps(CHAOS))
     output = tmp_path / "system.json"
     status = bench_system.main(["--combine", "--dir", str(tmp_path), "--output", str(output)])
     assert status == 1
@@ -241,9 +275,9 @@ def test_combine_only_reads_the_directory_and_writes_the_report(
     assert "Target: report p99 < 200 ms (the seed's): met." in printed
     document = json.loads(output.read_text())
     missing = document["combined"]["missing"]
-    assert set(missing) == {"manager-10000", "chaos"}
+    assert list(missing) == ["manager-10000"]
     assert "cannot be read" in missing["manager-10000"]
-    assert "was not written" in missing["chaos"]
+    assert document["combined"]["chaos"]["passed"] is True
     assert document["combined"]["manager"]["1000"]["sqlite"]["values"]["failures"] == 3
 
 
@@ -283,3 +317,22 @@ def test_range_ratio_is_the_value_over_the_ends_of_the_range(
     assert result is not None
     assert result[0] <= result[1]
     assert result == (pytest.approx(value / high), pytest.approx(value / low))
+
+
+def test_chaos_verdict_is_its_problems() -> None:
+    """The chaos run passes when it found no problem; each problem is listed."""
+    passed = bench_system.combine_chaos(copy.deepcopy(CHAOS))
+    assert passed["passed"] is True
+    assert passed["figures"]["agents"] == "2 x 2"
+    assert passed["figures"]["spool_peak_kib"] == pytest.approx(20582 / 1024, abs=0.05)
+    text = "\n".join(bench_system.render_chaos(passed))
+    assert "| kill manager | 1 |" in text
+    assert "Invariants: held" in text
+
+    broken = copy.deepcopy(CHAOS)
+    broken["problems"] = ["node-1: agent a0 runs twice"]
+    failed = bench_system.combine_chaos(broken)
+    assert failed["passed"] is False
+    text = "\n".join(bench_system.render_chaos(failed))
+    assert "Invariants: BROKEN: 1 problem(s)." in text
+    assert "* node-1: agent a0 runs twice" in text
