@@ -1,0 +1,400 @@
+"""The whole system when its parts fail (issue 15, "End-to-end tests"): real processes.
+
+One fleet for the module (:mod:`tests.e2e.harness`): a Manager and three daemons, every
+interval 1 s. Nodes 1 and 2 have a spool far larger than any outage here fills; node 3's
+holds a few reports only, so that the long outage overflows it. Each test starts from a
+settled fleet (nothing waits in any spool, the Manager lists every agent as its daemon
+runs it) and leaves one.
+
+What a daemon produced during an outage is read from its spool as it fills
+(:class:`~tests.e2e.resilience_helpers.SpoolWatch`): every report it makes while the
+Manager is away waits there, one file per report, until it is delivered or dropped by the
+spool's bounds. Afterwards each report is looked up at the Manager by its key (node,
+type, timestamp) and its exact reading time (``@timestamp``).
+
+Wire timestamps are whole seconds and the Manager ignores a second report of one node,
+type and second as a duplicate, so intervals stay at 1 s here: at 0.5 s half the reports
+would be duplicates by design.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Api, DaemonProc, Fleet, processes_under
+from tests.e2e.resilience_helpers import (
+    Poller,
+    Rows,
+    Spooled,
+    SpoolWatch,
+    agent_runs,
+    check_delivery,
+    evicted_in_log,
+    read_spool,
+    read_store,
+    stored_metrics,
+)
+from tests.supervisor.helpers import kill_all
+from transport import manager_pb2
+
+pytestmark = pytest.mark.slow
+
+BIG_SPOOL = 8 * 1024 * 1024
+"""Nodes 1 and 2: thousands of reports (one is 2 to 8 KiB)."""
+SMALL_SPOOL = 16 * 1024
+"""Node 3: a few reports."""
+SMALL_NODE = "node-3"
+SHORT_OUTAGE_REPORTS = 3
+"""Reports each daemon spools before the Manager comes back from a restart."""
+LONG_OUTAGE_REPORTS = 24
+"""Reports nodes 1 and 2 spool during the long outage: dozens of intervals."""
+EVICTIONS = 3
+"""Reports node 3 must have dropped before the long outage ends."""
+
+
+def spool_bounds(index: int) -> dict[str, Any]:
+    size = SMALL_SPOOL if f"node-{index}" == SMALL_NODE else BIG_SPOOL
+    return {"manager": {"spool": {"max_bytes": size, "max_age": "1h"}}}
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    """The module's fleet; once it is closed, no process of it may be left: none working
+    in its directories, and none carrying the marker of any daemon's agents."""
+    root = Path(tempfile.mkdtemp(prefix="hvr-", dir="/tmp"))
+    made = Fleet(root, nodes=3, daemon_extra=spool_bounds)
+    try:
+        with made:
+            yield made
+        left = [(p.pid, p.cmdline()) for p in made.leftovers()]
+        agents = {d.node_id: runs for d in made.daemons if (runs := agent_runs(d.work))}
+    finally:
+        kill_all(p.pid for p in processes_under(root))
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left, f"left running after the fleet closed: {left}"
+    assert not agents, f"agents left running after the fleet closed: {agents}"
+
+
+# --------------------------------------------------------------------------- views
+
+
+def manager_view(api: Api, node_id: str) -> dict[str, tuple[str, int]]:
+    """The node's agents as the Manager lists them: status and pid by agent id."""
+    return {a["agent_id"]: (a["status"], a["pid"]) for a in api.agents(node_id)}
+
+
+def daemon_view(daemon: DaemonProc) -> dict[str, tuple[str, int]]:
+    """The daemon's agents as its state file records them: ``running`` and the pid, or
+    ``stopped`` and 0."""
+    agents = daemon.state().get("agents", {})
+    return {
+        agent_id: ("running", int(entry["process"]["pid"]))
+        if entry.get("process")
+        else ("stopped", 0)
+        for agent_id, entry in agents.items()
+    }
+
+
+def spawns(work: Path) -> dict[str, set[str]]:
+    """The spawns (run markers) of a daemon's agents that have a live process, by agent
+    id: one each means no second copy runs, whatever children an agent has just now."""
+    return {agent: set(runs) for agent, runs in agent_runs(work).items()}
+
+
+def settle(fleet: Fleet) -> None:
+    """Wait until every daemon delivered all it made and the Manager lists every agent as
+    its daemon runs it."""
+    api = fleet.api("viewer")
+
+    def settled() -> bool:
+        return all(
+            not read_spool(d.work) and d.running and manager_view(api, d.node_id) == daemon_view(d)
+            for d in fleet.daemons
+        )
+
+    fleet.wait(settled, "empty spools and the Manager's agents as the daemons run them")
+
+
+def unix(text: str) -> float:
+    """An RFC 3339 time of the REST API as unix seconds."""
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def rfc3339(when: float) -> str:
+    return dt.datetime.fromtimestamp(int(when), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rest_rows(api: Api, node_id: str, start: float) -> Rows:
+    """A node's rows of one type through the REST API's history (raw rows: a span under
+    an hour), from ``start`` until now."""
+
+    def rows(kind: str) -> list[tuple[int, int, float]]:
+        found = api.get(
+            f"/metrics/nodes/{node_id}/{kind}/history",
+            start_time=rfc3339(start - 1),
+            end_time=rfc3339(time.time() + 2),
+        )
+        return [
+            (
+                r["id"],
+                int(unix(r["timestamp"])),
+                r["values"].get("@timestamp", unix(r["timestamp"])),
+            )
+            for r in found
+        ]
+
+    return rows
+
+
+def count_spooled(watch: SpoolWatch, node_id: str) -> int:
+    return len(watch.entries(node_id, "metrics"))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_manager_restart_loses_nothing(fleet: Fleet, sig: int) -> None:
+    """The Manager stops (SIGTERM, or SIGKILL) and comes back on the same ports and
+    database: the daemons register again by themselves, every metric report they made
+    meanwhile arrives (seen through the REST API's history), in order, and the agents'
+    states at the Manager match the hosts again."""
+    settle(fleet)
+    api = fleet.api("viewer")
+    registrations = {d.node_id: d.run_text().count("registered as node") for d in fleet.daemons}
+    evicted = {d.node_id: evicted_in_log(d.run_text()) for d in fleet.daemons}
+    started = time.time()
+    watch = SpoolWatch({d.node_id: d.work for d in fleet.daemons})
+    with watch.running():
+        fleet.manager.stop(sig)
+        fleet.wait(
+            lambda: all(count_spooled(watch, n) >= SHORT_OUTAGE_REPORTS for n in fleet.node_ids),
+            f"{SHORT_OUTAGE_REPORTS} reports spooled by every daemon",
+        )
+        back = time.time()
+        fleet.manager.start()
+        fleet.wait(lambda: not any(read_spool(d.work) for d in fleet.daemons), "empty spools")
+    settle(fleet)
+    for daemon in fleet.daemons:
+        node = daemon.node_id
+        log = daemon.run_text()
+        assert log.count("registered as node") > registrations[node], f"{node} did not register"
+        delivery = check_delivery(node, watch.entries(node), rest_rows(api, node, started))
+        dropped = evicted_in_log(log) - evicted[node]
+        assert len(delivery.lost) <= dropped, f"{node}: lost {delivery.lost} but dropped {dropped}"
+        if node != SMALL_NODE:
+            assert not delivery.lost and dropped == 0, f"{node} lost reports within its bound"
+        for agent in api.agents(node):  # synced since the Manager came back
+            assert unix(agent["last_sync_time"]) >= int(back), (node, agent)
+
+
+def test_killed_daemon_agents_are_adopted_and_never_seen_stopped(fleet: Fleet) -> None:
+    """A daemon SIGKILLed leaves its agents running (same pids); a new daemon on the same
+    work directory adopts them (same pids, no second copy); and the Manager, polled
+    every 0.1 s from the kill until the new daemon has synced twice, always lists each
+    agent once, running, with its pid."""
+    settle(fleet)
+    daemon = fleet.daemon("node-2")
+    node = daemon.node_id
+    pids = daemon.pids()
+    assert pids and all(status == "running" for status, _ in daemon_view(daemon).values())
+    runs = spawns(daemon.work)
+    assert {agent: len(ids) for agent, ids in runs.items()} == dict.fromkeys(pids, 1)
+    assert all(
+        pid in agent_runs(daemon.work)[agent][next(iter(runs[agent]))]
+        for agent, pid in pids.items()
+    )
+    api = fleet.api("viewer")
+    poller = Poller(lambda: api.agents(node))
+    with poller.running():
+        daemon.kill()
+        killed = time.time()
+        assert daemon.pids() == pids
+        assert spawns(daemon.work) == runs, "the agents changed when the daemon died"
+        fleet.wait(
+            lambda: sum(when > killed for when, _ in list(poller.answers)) >= 3,
+            "the Manager's list read while no daemon runs on the node",
+        )
+        restarted = time.time()
+        daemon.start()
+
+        def synced_twice() -> bool:
+            seconds = {
+                unix(a["last_sync_time"])
+                for _, agents in list(poller.answers)
+                for a in agents
+                if a["last_sync_time"] and unix(a["last_sync_time"]) > restarted
+            }
+            return len(seconds) >= 2
+
+        fleet.wait(synced_twice, f"two agent syncs of {node} after its daemon restarted")
+    assert not poller.failures, poller.failures
+    assert poller.answers
+    for when, agents in poller.answers:
+        listed = [a["agent_id"] for a in agents]
+        assert sorted(listed) == sorted(pids), f"at {when}: the Manager listed {listed}"
+        for agent in agents:
+            assert (agent["status"], agent["pid"]) == ("running", pids[agent["agent_id"]]), (
+                f"at {when}: the Manager listed {agent}"
+            )
+    assert daemon.pids() == pids
+    assert spawns(daemon.work) == runs, "an agent was started again instead of adopted"
+    for agent_id, pid in pids.items():
+        assert f"agent {agent_id}: adopted running pid {pid}" in daemon.run_text()
+    assert sorted(n["node_id"] for n in api.nodes()) == fleet.node_ids
+    settle(fleet)
+
+
+def test_long_outage_delivers_the_spool_in_order(fleet: Fleet) -> None:
+    """The Manager is away for dozens of intervals, and every daemon's agent ``sleeper``
+    stops meanwhile. Nodes 1 and 2, within their spool's bound, deliver every report
+    they made once it is back, in order, nothing missing, nothing else; node 3 overflows
+    its small spool: it drops the oldest reports and says so in its log, the spool stays
+    within its bound, and the newest arrive in order. Every node's state change arrives."""
+    settle(fleet)
+    registrations = {d.node_id: d.run_text().count("registered as node") for d in fleet.daemons}
+    evicted = {d.node_id: evicted_in_log(d.run_text()) for d in fleet.daemons}
+    small = fleet.daemon(SMALL_NODE)
+    watch = SpoolWatch({d.node_id: d.work for d in fleet.daemons})
+    with watch.running():
+        fleet.manager.kill()
+        for daemon in fleet.daemons:
+            result = daemon.ctl("stop", "sleeper")
+            assert result.returncode == 0, result.stderr
+        fleet.wait(
+            lambda: (
+                all(
+                    count_spooled(watch, n) >= LONG_OUTAGE_REPORTS
+                    for n in fleet.node_ids
+                    if n != SMALL_NODE
+                )
+                and evicted_in_log(small.run_text()) - evicted[SMALL_NODE] >= EVICTIONS
+            ),
+            f"{LONG_OUTAGE_REPORTS} reports spooled by nodes 1 and 2, {EVICTIONS} dropped by"
+            f" {SMALL_NODE}",
+        )
+        fleet.manager.start()
+        fleet.wait(lambda: not any(read_spool(d.work) for d in fleet.daemons), "empty spools")
+    api = fleet.api("viewer")
+    fleet.wait(
+        lambda: all(manager_view(api, n)["sleeper"] == ("stopped", 0) for n in fleet.node_ids),
+        "sleeper listed stopped on every node",
+    )
+    db = fleet.manager.dir / "data" / "manager.db"
+    with read_store(db) as store:
+        for daemon in fleet.daemons:
+            node = daemon.node_id
+            log = daemon.run_text()
+            assert log.count("registered as node") > registrations[node], f"{node} did not register"
+            delivery = check_delivery(
+                node, watch.entries(node), partial(stored_metrics, store, node)
+            )
+            dropped = evicted_in_log(log) - evicted[node]
+            if node != SMALL_NODE:
+                assert len(delivery.arrived) >= LONG_OUTAGE_REPORTS
+                assert not delivery.lost and dropped == 0, f"{node} lost reports within its bound"
+                continue
+            assert delivery.lost, f"{node} overflowed its spool but lost nothing"
+            assert len(delivery.lost) <= dropped, f"{node}: lost {delivery.lost}, dropped {dropped}"
+            newest = watch.entries(node, "metrics")[-1]
+            assert delivery.arrived[-1] == newest, f"{node}: the newest report did not arrive"
+            assert watch.most_bytes[node] <= SMALL_SPOOL + watch.largest[node], (
+                f"{node}: the spool held {watch.most_bytes[node]} bytes (bound {SMALL_SPOOL})"
+            )
+    for daemon in fleet.daemons:
+        result = daemon.ctl("start", "sleeper")
+        assert result.returncode == 0, result.stderr
+    settle(fleet)
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+def report(seq: int, *readings: tuple[str, float]) -> Spooled:
+    """A spooled metric report of ``(type, exact reading time)`` pairs."""
+    request = manager_pb2.ReportMetricsRequest(
+        node_id="node-x",
+        metrics=[
+            manager_pb2.MetricData(
+                type=kind, timestamp=int(exact), values={"@timestamp": exact, "usage": 1.0}
+            )
+            for kind, exact in readings
+        ],
+    )
+    return Spooled(seq, readings[0][1], "metrics", request.SerializeToString())
+
+
+def table(*rows: tuple[int, str, float]) -> Rows:
+    """Stored rows ``(row id, type, exact reading time)`` as :func:`check_delivery` reads
+    them."""
+
+    def of(kind: str) -> list[tuple[int, int, float]]:
+        found = [(row_id, int(exact), exact) for row_id, k, exact in rows if k == kind]
+        return sorted(found, key=lambda row: row[1])
+
+    return of
+
+
+SPOOLED = [
+    report(seq, ("cpu", ts + 0.25), ("memory", ts + 0.5))
+    for seq, ts in ((3, 103), (5, 104), (6, 105), (8, 107))
+]
+"""Four reports a daemon spooled (seq 4 and 7: state syncs), one a second but for a tick
+its collectors missed (106)."""
+
+
+def rows_at(*seconds: int, first_id: int = 1) -> list[tuple[int, str, float]]:
+    """A cpu and a memory row, as SPOOLED's, for each second, with growing ids."""
+    rows = [[(0, "cpu", ts + 0.25), (0, "memory", ts + 0.5)] for ts in seconds]
+    flat = [row for pair in rows for row in pair]
+    return [(first_id + i, kind, exact) for i, (_, kind, exact) in enumerate(flat)]
+
+
+def test_the_checker_accepts_every_report_delivered_in_order() -> None:
+    delivery = check_delivery("node-x", SPOOLED, table(*rows_at(102, 103, 104, 105, 107, 108)))
+    assert delivery.arrived == SPOOLED and delivery.lost == []
+
+
+def test_the_checker_accepts_the_oldest_dropped() -> None:
+    delivery = check_delivery("node-x", SPOOLED, table(*rows_at(105, 107)))
+    assert delivery.arrived == SPOOLED[2:] and delivery.lost == SPOOLED[:2]
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        pytest.param(rows_at(103, 107), "not all older", id="lost-in-the-middle"),
+        pytest.param(rows_at(105, 107)[:-1], "arrived in part", id="part-of-a-report"),
+        pytest.param(
+            [*rows_at(105), (3, "cpu", 106.0), *rows_at(107, first_id=4)],
+            "but the daemon made",
+            id="a-row-nobody-made",
+        ),
+        pytest.param(
+            [*rows_at(105), (3, "cpu", 107.75), (4, "memory", 107.5)],
+            "stored reading",
+            id="another-reading",
+        ),
+        pytest.param(
+            [(3, "cpu", 105.25), (2, "memory", 105.5), (1, "cpu", 107.25), (4, "memory", 107.5)],
+            "out of order",
+            id="out-of-order",
+        ),
+        pytest.param([(1, "disk", 106.0)], "none of 4", id="nothing-arrived"),
+    ],
+)
+def test_the_checker_finds_what_went_wrong(
+    rows: list[tuple[int, str, float]], problem: str
+) -> None:
+    with pytest.raises(AssertionError, match=problem):
+        check_delivery("node-x", SPOOLED, table(*rows))
