@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql
 from transport.manager._errors import NotFoundError
 from transport.manager._model import GONE, Agent
 
-from ._engine import StoreBase, chunks, insert, node_not_found, record
+from ._engine import StoreBase, chunks, insert, node_not_found, prepare, record
 from ._schema import agents, nodes
 
 if TYPE_CHECKING:
@@ -62,6 +62,20 @@ def _state_row(node_id: str, state: AgentStateRecord, now: float) -> dict[str, A
         "updated_at": now,
     }
 
+
+_STATE_COLUMNS = (
+    "node_id",
+    "agent_id",
+    "type",
+    "version",
+    "status",
+    "pid",
+    "last_heartbeat",
+    "last_sync_time",
+    "created_at",
+    "updated_at",
+)
+"""The columns of :func:`_state_row`."""
 
 _LOCK_NODE = (
     sa.select(nodes.c.id)
@@ -262,7 +276,7 @@ class AgentsMixin(StoreBase):
             counts[i] = len(latest)
             last[node_id] = (set(latest), when)
         if rows:
-            conn.execute(_upsert_agents(self._dialect), rows)
+            prepare(_upsert_agents("sqlite"), _STATE_COLUMNS).executemany(conn, rows)
         gone: list[dict[str, Any]] = []
         for part in chunks(sorted(last)):
             for node_id, agent_id in conn.execute(_ALIVE_OF_NODES, {"b_nodes": part}):

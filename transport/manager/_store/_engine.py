@@ -28,9 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import functools
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -137,6 +141,34 @@ def create_engine(
     raise StoreError(f"unsupported database {backend!r} (use sqlite or postgresql)")
 
 
+@contextlib.contextmanager
+def _writer_lock(path: str | None) -> Iterator[None]:
+    """Hold the SQLite database's writers' lock (``flock`` on ``path``) for a block; a
+    no-op when ``path`` is None (PostgreSQL).
+
+    SQLite lets one writer in at a time, and one that finds the database locked sleeps
+    and tries again (its busy handler: 1, 2, 5, 10 ms and longer): two processes that
+    write all the time (the gRPC workers of ``grpc.workers``) would each keep finding the
+    other's transaction and wait far longer than it lasts. Writers of every process and
+    thread take this lock first, in the kernel, which wakes the next one as soon as the
+    last lets go, so that ``BEGIN IMMEDIATE`` finds the database free. Each holder opens
+    the file anew (``flock`` locks belong to an open file, so threads exclude each other
+    as processes do); closing it releases the lock, also when the process dies.
+    """
+    if path is None:
+        yield
+        return
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the writers' lock file {path!r}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None
     for pragma in (
@@ -216,6 +248,60 @@ def insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement compiled once for SQLite, run through the driver's own executemany
+    (see :func:`prepare`)."""
+
+    sql: str
+    names: tuple[str, ...]
+    fixed: Mapping[str, Any]
+
+    def executemany(self, conn: sa.Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Run the statement once per row, each row a mapping of the statement's
+        parameters (JSON columns as JSON text: no type conversion is applied)."""
+        names, fixed = self.names, self.fixed
+        params = [tuple(fixed[n] if n in fixed else row[n] for n in names) for row in rows]
+        if params:
+            conn.exec_driver_sql(self.sql, params)
+
+
+@functools.cache
+def prepare(statement: sa.Executable, columns: tuple[str, ...] | None = None) -> Prepared:
+    """``statement`` compiled for SQLite once, for executemany with plain tuples.
+
+    SQLAlchemy builds each row's parameters in Python (tens of microseconds a row) and
+    converts each value; a batch of the gRPC ingest has hundreds of rows. The compiled SQL,
+    its parameters' order and the values the statement fixes itself (literals such as a
+    status) are kept, and each row becomes a tuple handed to ``sqlite3``'s executemany.
+
+    Args:
+        statement: An INSERT (with ``columns``, the columns each row gives) or an UPDATE.
+        columns: The INSERT's columns.
+
+    Returns:
+        The prepared statement.
+    """
+    if not isinstance(statement, sa.ClauseElement):
+        raise TypeError(f"prepare: not a statement: {statement!r}")
+    compiled = statement.compile(
+        dialect=sqlite.dialect(), column_keys=list(columns) if columns else None
+    )
+    if not isinstance(compiled, sa.sql.compiler.SQLCompiler):  # pragma: no cover
+        raise TypeError(f"prepare: {statement!r} compiles to no SQL")
+    names = tuple(compiled.positiontup or ())
+    binds = compiled.binds
+    given = set(columns or ()) | {
+        name for name, bind in binds.items() if bind.value is None and bind.callable is None
+    }
+    fixed = {
+        name: bind.effective_value
+        for name, bind in binds.items()
+        if name in names and name not in given
+    }
+    return Prepared(str(compiled), names, MappingProxyType(fixed))
+
+
 def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
     """``items`` in slices of at most ``size`` (for ``IN`` lists)."""
     for start in range(0, len(items), size):
@@ -228,6 +314,8 @@ class StoreBase:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
+        database = engine.url.database
+        self._lock_path = f"{database}.lock" if self._dialect == "sqlite" and database else None
 
     @property
     def dialect(self) -> str:
@@ -241,8 +329,9 @@ class StoreBase:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        """A connection in a write transaction, committed when the block ends normally."""
-        with translated(), self._engine.begin() as conn:
+        """A connection in a write transaction, committed when the block ends normally
+        (on SQLite, holding the writers' lock file: see :func:`_writer_lock`)."""
+        with translated(), _writer_lock(self._lock_path), self._engine.begin() as conn:
             yield conn
 
     @contextlib.contextmanager

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from transport.manager._errors import NotFoundError
 from transport.manager._model import Node, NodeStatus, Page
 
-from ._engine import StoreBase, insert, node_not_found, record
+from ._engine import StoreBase, insert, node_not_found, prepare, record
 from ._schema import metrics, nodes
 
 if TYPE_CHECKING:
@@ -137,7 +137,11 @@ class NodesMixin(StoreBase):
         """Apply heartbeats; return the node ids that were created."""
         known = self._known_nodes(conn, latest)
         if known:
-            conn.execute(_HEARTBEAT, [{"b_node": n, "b_t": latest[n]} for n in sorted(known)])
+            rows = [{"b_node": n, "b_t": latest[n]} for n in sorted(known)]
+            if self._dialect == "sqlite":
+                prepare(_HEARTBEAT).executemany(conn, rows)
+            else:
+                conn.execute(_HEARTBEAT, rows)
         unknown = sorted(set(latest) - known)
         if unknown:
             rows = [_unknown_node(n, latest[n]) for n in unknown]
