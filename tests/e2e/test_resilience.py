@@ -51,7 +51,7 @@ pytestmark = pytest.mark.slow
 
 BIG_SPOOL = 8 * 1024 * 1024
 """Nodes 1 and 2: thousands of reports (one is 2 to 8 KiB)."""
-SMALL_SPOOL = 16 * 1024
+SMALL_SPOOL = 24 * 1024
 """Node 3: a few reports."""
 SMALL_NODE = "node-3"
 SHORT_OUTAGE_REPORTS = 3
@@ -260,17 +260,26 @@ def test_long_outage_delivers_the_spool_in_order(fleet: Fleet) -> None:
     stops meanwhile. Nodes 1 and 2, within their spool's bound, deliver every report
     they made once it is back, in order, nothing missing, nothing else; node 3 overflows
     its small spool: it drops the oldest reports and says so in its log, the spool stays
-    within its bound, and the newest arrive in order. Every node's state change arrives."""
+    within its bound, and the newest arrive in order. Every node's state change arrives.
+    Node 2's daemon is SIGKILLed and started again during the outage: the next one
+    delivers what the first spooled, before its own reports."""
     settle(fleet)
     registrations = {d.node_id: d.run_text().count("registered as node") for d in fleet.daemons}
     evicted = {d.node_id: evicted_in_log(d.run_text()) for d in fleet.daemons}
-    small = fleet.daemon(SMALL_NODE)
+    small, restarted = fleet.daemon(SMALL_NODE), fleet.daemon("node-2")
     watch = SpoolWatch({d.node_id: d.work for d in fleet.daemons})
     with watch.running():
         fleet.manager.kill()
         for daemon in fleet.daemons:
             result = daemon.ctl("stop", "sleeper")
             assert result.returncode == 0, result.stderr
+        fleet.wait(
+            lambda: count_spooled(watch, restarted.node_id) >= SHORT_OUTAGE_REPORTS,
+            f"{SHORT_OUTAGE_REPORTS} reports spooled by {restarted.node_id}",
+        )
+        restarted.kill()
+        restarted.start()
+        registrations[restarted.node_id] = evicted[restarted.node_id] = 0  # a new log
         fleet.wait(
             lambda: (
                 all(
@@ -285,6 +294,7 @@ def test_long_outage_delivers_the_spool_in_order(fleet: Fleet) -> None:
         )
         fleet.manager.start()
         fleet.wait(lambda: not any(read_spool(d.work) for d in fleet.daemons), "empty spools")
+    assert "undelivered report(s) from before" in restarted.run_text()
     api = fleet.api("viewer")
     fleet.wait(
         lambda: all(manager_view(api, n)["sleeper"] == ("stopped", 0) for n in fleet.node_ids),
@@ -296,6 +306,9 @@ def test_long_outage_delivers_the_spool_in_order(fleet: Fleet) -> None:
             node = daemon.node_id
             log = daemon.run_text()
             assert log.count("registered as node") > registrations[node], f"{node} did not register"
+            assert watch.entries(node, "metrics"), (
+                f"{node}'s spool took no report: is one larger than {SMALL_SPOOL} bytes here?"
+            )
             delivery = check_delivery(
                 node, watch.entries(node), partial(stored_metrics, store, node)
             )
