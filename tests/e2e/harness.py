@@ -5,20 +5,21 @@ Everything here is synchronous and plain :mod:`subprocess`; tests may be sync or
 API
 ---
 ``Fleet(root, *, nodes=3, tls=False, intervals=FAST, agents=None, manager_extra=None,
-daemon_extra=None, prepare=None)`` is a context manager (``with Fleet(tmp) as fleet:``).
-Entering it writes every configuration, creates the users, starts the Manager and the
-daemons, and returns once every daemon serves and every node is listed by the REST API. Leaving it
-stops every daemon (SIGTERM, SIGKILL after :data:`GRACE_S`), then the Manager, then kills
-every process left whose working directory is under ``root`` or a daemon's work directory
-(daemons leave their agents running by design): nothing remains (:meth:`Fleet.leftovers`).
+daemon_extra=None, prepare=None, extra_agents=None)`` is a context manager
+(``with Fleet(tmp) as fleet:``). Entering it writes every configuration, creates the
+users, starts the Manager and the daemons, and returns once every daemon serves and every
+node is listed by the REST API. Leaving it stops every daemon (SIGTERM, SIGKILL after
+:data:`GRACE_S`), then the Manager, then kills every process left whose working directory
+is under ``root`` or a daemon's work directory (daemons leave their agents running by
+design): nothing remains (:meth:`Fleet.leftovers`).
 
 * ``agents(i) -> list[dict]``: node ``i``'s (1-based) ``agents:`` entries, instead of
-  :func:`default_agents`. ``daemon_extra(i) -> dict`` and ``manager_extra`` are merged
-  into the generated documents key by key (:func:`merged`), e.g.
-  ``{"daemon": {"grpc_host": "0.0.0.0"}}`` or ``{"update": {...}}``. Relative paths in
-  a daemon's document are resolved against its directory :meth:`Fleet.node_dir`;
-  ``prepare(i, node_dir)`` is called first, to put there the files the document names
-  (an agent's binary, a keyring).
+  :func:`default_agents`; ``extra_agents(i)``: entries added to those.
+* ``daemon_extra(i) -> dict`` and ``manager_extra`` are merged into the generated
+  documents key by key (:func:`merged`), e.g. ``{"daemon": {"grpc_host": "0.0.0.0"}}``
+  or ``{"update": {...}}``. Relative paths in a daemon's document are resolved against
+  its directory :meth:`Fleet.node_dir`; ``prepare(i, node_dir)`` is called first, to put
+  there the files the document names (an agent's binary, a keyring).
 * ``fleet.manager``: :class:`ManagerProc` (``hostvisor-manager run``; SQLite in its data
   directory; gRPC and HTTP on loopback ports chosen once, kept across restarts):
   ``.grpc_address``, ``.http_url``, ``.start()``, ``.stop()``, ``.kill()``,
@@ -26,14 +27,18 @@ every process left whose working directory is under ``root`` or a daemon's work 
 * ``fleet.daemons``: :class:`DaemonProc` per node (ids ``node-1`` .. ``node-N``), each
   with its own directory, a short work directory under /tmp and its own gRPC port:
   ``.start()``, ``.stop()``, ``.kill()``, ``.pids()``, ``.agent_pid(id)``,
-  ``.agent_log(id)``, ``.log_text()``, ``.ctl(*args)``; ``fleet.daemon("node-2")``.
-* ``fleet.api(role="admin")``: a logged-in :class:`Api` (users ``admin``, ``operator``,
-  ``viewer``, password :data:`PASSWORD`); ``.get(path, **params)`` returns the envelope's
-  ``data`` (asserting code 0), ``.raw(method, path, **kw)`` the httpx response, and
-  helpers ``nodes()``, ``node(id)``, ``agents(id)``, ``agent(id, agent)``,
-  ``latest_metrics(id)``, ``operate(id, agent, action)``, ``logs(id, agent, lines)``,
-  ``push_update(**fields)``, ``update_job(number)``. Paths are under ``/api/v1``
-  (``/nodes``) unless they start with ``/api/`` or are ``/health`` or ``/metrics``.
+  ``.agent_log(id)``, ``.state()``, ``.log_text()``, ``.run_text()`` (this run's),
+  ``.ctl(*args)``, ``.write(document)``; ``fleet.daemon("node-2")``.
+* ``fleet.api(role="admin")``: a logged-in :class:`Api`. The users ``admin``,
+  ``operator`` and ``viewer`` (password :data:`PASSWORD`) exist: ``admin`` made by
+  ``hostvisor-manager create-user`` before the Manager starts, the others through the
+  REST API. ``.get(path, **params)`` returns the envelope's ``data`` (asserting code 0),
+  ``.raw(method, path, **kw)`` the httpx response, and helpers ``nodes()``, ``node(id)``,
+  ``agents(id)``, ``agent(id, agent)``, ``latest_metrics(id)``,
+  ``operate(id, agent, action)``, ``logs(id, agent, lines)``, ``push_update(**fields)``,
+  ``update_job(number)``. Paths are under ``/api/v1`` (``/nodes``) unless they start
+  with ``/api/`` or are ``/health`` or ``/metrics``. A non-zero code raises
+  :class:`ApiError` (an ``AssertionError``).
 * ``fleet.wait(predicate, what, timeout=SAFETY_S)``: polls every 0.1 s; on timeout fails
   with ``what`` and the tails of the Manager's and the daemons' logs. Never a timing
   assertion: the timeout is a safety net.
@@ -51,6 +56,8 @@ every process left whose working directory is under ``root`` or a daemon's work 
   absence is an error instead.
 * :class:`ArtifactServer`: a threaded HTTP server on 127.0.0.1 serving bytes (update
   artifacts), a context manager.
+* Helpers: :func:`shell_agent`, :func:`default_agents`, :func:`merged`,
+  :func:`processes_under`.
 
 Pytest fixtures (``tests/e2e/conftest.py``): ``fleet`` (module scope, one fleet shared by
 a module's functional tests; a module may override the module-scoped ``fleet_options``
@@ -94,6 +101,7 @@ __all__ = [
     "ROLES",
     "SAFETY_S",
     "Api",
+    "ApiError",
     "ArtifactServer",
     "DaemonProc",
     "Fleet",
@@ -104,6 +112,7 @@ __all__ = [
     "merged",
     "processes_under",
     "shell_agent",
+    "want_node_exporter",
 ]
 
 SAFETY_S = 120.0
@@ -245,7 +254,8 @@ def default_agents(index: int, node_exporter_port: int | None = None) -> list[di
     return agents
 
 
-def _want_node_exporter() -> bool:
+def want_node_exporter() -> bool:
+    """Whether prometheus-node-exporter is installed (an error if it must be and is not)."""
     if NODE_EXPORTER is not None:
         return True
     if os.environ.get("HOSTVISOR_REQUIRE_NODE_EXPORTER"):
@@ -714,6 +724,7 @@ class Fleet:
         manager_extra: Mapping[str, Any] | None = None,
         daemon_extra: Callable[[int], Mapping[str, Any]] | None = None,
         prepare: Callable[[int, Path], None] | None = None,
+        extra_agents: Callable[[int], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.root = root
         self.count = nodes
@@ -723,6 +734,7 @@ class Fleet:
         self._manager_extra = manager_extra
         self._daemon_extra = daemon_extra
         self._prepare = prepare
+        self._extra_agents = extra_agents
         self.ports = _Ports()
         self.node_ids = [f"node-{i}" for i in range(1, nodes + 1)]
         self.pki: FleetPki | None = None
@@ -768,6 +780,8 @@ class Fleet:
             agents = self._agents(index)
         else:
             agents = default_agents(index, self.node_exporter_port)
+        if self._extra_agents is not None:
+            agents = [*agents, *self._extra_agents(index)]
         return {
             "daemon": daemon,
             "manager": manager,
@@ -783,14 +797,12 @@ class Fleet:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.tls:
             self.pki = FleetPki.create(self.root / "pki", self.node_ids)
-        if self._agents is None and _want_node_exporter():
+        if self._agents is None and want_node_exporter():
             self.node_exporter_port = self.ports()
         self.manager = ManagerProc(
             self.root / "manager", self.ports, pki=self.pki, extra=self._manager_extra
         )
-        first = self.manager.create_user("admin", "admin")  # migrates the new database
-        _check_created(first)
-        others = [self.manager.create_user(role, role) for role in ROLES[1:]]
+        _check_created(self.manager.create_user("admin", "admin"))
         self.manager.start(wait=False)
         for index in range(1, self.count + 1):
             self.node_dir(index).mkdir(parents=True, exist_ok=True)
@@ -807,9 +819,10 @@ class Fleet:
             )
             self.daemons.append(daemon)
             daemon.start(wait=False)
-        for process in others:
-            _check_created(process)
         self.manager.wait_listening()
+        admin = self.api()
+        for role in ROLES[1:]:
+            admin.post("/admin/users", {"username": role, "password": PASSWORD, "role": role})
         for daemon in self.daemons:
             daemon.wait_serving()
         self.wait_registered()
