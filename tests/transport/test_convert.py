@@ -251,6 +251,10 @@ def test_metric_message_drops_non_finite_values(
     assert point.values == {k: v for k, v in values.items() if math.isfinite(v)}
     assert point.timestamp == timestamp
     assert MetricPoint.finite(kind, timestamp, values) == point
+    # Built without the constructor's checks: what they would give, read-only floats.
+    assert all(type(value) is float for value in point.values.values())
+    with pytest.raises(TypeError):
+        point.values["x"] = 1.0  # type: ignore[index]
 
 
 @given(ANY_FLOAT, INT32)

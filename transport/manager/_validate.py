@@ -250,32 +250,38 @@ def metrics_request(
     """
     node_id = check_node_id(message.node_id, field="ReportMetricsRequest.node_id", limits=limits)
     _too_many("ReportMetricsRequest.metrics", len(message.metrics), limits.metrics, "metrics")
-    points = tuple(
-        _metric(f"ReportMetricsRequest.metrics[{index}]", metric, limits)
-        for index, metric in enumerate(message.metrics)
-    )
+    points = tuple(_metric(index, metric, limits) for index, metric in enumerate(message.metrics))
     return node_id, points
 
 
-def _metric(where: str, message: manager_pb2.MetricData, limits: Limits) -> MetricPoint:
+def _metric(index: int, message: manager_pb2.MetricData, limits: Limits) -> MetricPoint:
+    """Check one MetricData (the field named ``ReportMetricsRequest.metrics[index]``,
+    spelled out only for an error: a report has thousands of keys a minute)."""
     kind = message.type
     if kind not in KNOWN_METRIC_TYPES and _METRIC_TYPE.fullmatch(kind) is None:
         problem = "empty" if not kind else f"{kind[:64]!r} is not cpu, memory, disk, network"
         if kind:
             problem += " or [a-z_]{1,32}"
-        raise InvalidMessageError(f"{where}.type", problem)
+        raise InvalidMessageError(f"{_where(index)}.type", problem)
     if not 1 <= message.timestamp <= MAX_TIMESTAMP:
         raise InvalidMessageError(
-            f"{where}.timestamp",
+            f"{_where(index)}.timestamp",
             f"expected unix seconds from 1 to {MAX_TIMESTAMP}; got {message.timestamp}",
         )
     values = message.values
-    _too_many(f"{where}.values", len(values), limits.values, "values")
+    if len(values) > limits.values:
+        _too_many(f"{_where(index)}.values", len(values), limits.values, "values")
+    longest = limits.value_key
     for key in values:
         if not key:
-            raise InvalidMessageError(f"{where}.values", "an empty key")
-        _too_long(f"{where}.values (a key)", key, limits.value_key)
+            raise InvalidMessageError(f"{_where(index)}.values", "an empty key")
+        if len(key) > longest:
+            _too_long(f"{_where(index)}.values (a key)", key, longest)
     return metric_from_message(message)
+
+
+def _where(index: int) -> str:
+    return f"ReportMetricsRequest.metrics[{index}]"
 
 
 def states_request(
