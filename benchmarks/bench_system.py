@@ -157,7 +157,9 @@ def run_part(part: Part, directory: Path) -> Outcome:
     outcome.elapsed_s = time.monotonic() - began
     outcome.loadavg_after = _loadavg()
     if outcome.exit_code and not outcome.problem:
-        outcome.problem = f"exit status {outcome.exit_code} (see {log})"
+        lines = log.read_text(errors="replace").strip().splitlines()
+        last = f": {lines[-1].strip()}" if lines else ""
+        outcome.problem = f"exit status {outcome.exit_code}{last} (see {log})"
     return outcome
 
 
@@ -524,19 +526,19 @@ def render(combined: Json, outcomes: Sequence[Json] = ()) -> str:
     """The whole report, markdown."""
     lines = ["# The whole system, one run (bench_system.py)", ""]
     if outcomes:
-        head = ["part", "exit", "time (s)", "load before", "load after", "problem"]
+        head = ["part", "problem", "exit", "time (s)", "load before", "load after"]
         rows = [
             [
                 o["name"],
+                o["problem"] or "-",
                 str(o["exit_code"]),
                 f"{o['elapsed_s']:.0f}",
-                str(tuple(o["loadavg_before"])),
-                str(tuple(o["loadavg_after"])),
-                o["problem"] or "-",
+                " ".join(f"{x:.2f}" for x in o["loadavg_before"]),
+                " ".join(f"{x:.2f}" for x in o["loadavg_after"]),
             ]
             for o in outcomes
         ]
-        lines += [*table(head, rows, right_from=1), ""]
+        lines += [*table(head, rows, right_from=2), ""]
     if "daemon" in combined:
         lines += [*render_daemon(combined["daemon"]), ""]
     if combined["manager"]:

@@ -282,13 +282,21 @@ def test_combine_only_reads_the_directory_and_writes_the_report(
 
 
 def test_a_part_runs_as_a_process_with_its_log(tmp_path: Path) -> None:
-    """run_part runs the script with ``--output`` in the directory and keeps its output;
-    a script that does not exist is a problem, not a crash."""
+    """run_part runs the script with ``--output`` in the directory and keeps its output; a
+    failure is a problem that quotes the output's last line; a script that does not exist is
+    a problem, not a crash."""
     part = bench_system.Part("help", "bench_system.py", ("--help",), 60)
     outcome = bench_system.run_part(part, tmp_path)
     assert outcome.exit_code == 0 and outcome.problem == ""
     assert "--output" in outcome.command and str(tmp_path / "help.json") in outcome.command
     assert "--combine" in (tmp_path / "help.log").read_text()
+
+    bad = bench_system.run_part(
+        bench_system.Part("bad", "bench_system.py", ("--only", "x"), 60), tmp_path
+    )
+    assert bad.exit_code == 2
+    assert bad.problem.startswith("exit status 2: ")
+    assert "--only: unknown part(s) x" in bad.problem
 
     absent = bench_system.run_part(bench_system.Part("x", "no_such.py", (), 60), tmp_path)
     assert absent.exit_code is None
