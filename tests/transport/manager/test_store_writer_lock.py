@@ -1,0 +1,67 @@
+"""SQLite's writers' lock file: every write transaction of every process takes it first."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from transport.manager import StoreError
+from transport.manager._store import Store
+
+SAFETY_S = 60  # a safety net against a hung test, never a timing assertion
+
+
+def blocked_on(path: Path) -> bool:
+    """Whether a ``flock`` waits for the lock of ``path`` now (``/proc/locks``)."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if "->" in fields and "FLOCK" in fields:
+                where = fields[fields.index("FLOCK") + 4]
+                if int(where.rsplit(":", 1)[1]) == inode:
+                    return True
+    return False
+
+
+def test_a_write_waits_for_the_lock_another_process_holds(tmp_path: Path) -> None:
+    """A write starts only once the lock file's holder (here a file opened apart, as
+    another process's writer) lets go; then it is written."""
+    database = tmp_path / "manager.db"
+    with Store.open(f"sqlite:///{database}") as store:
+        lock = Path(f"{database}.lock")
+        holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        done = threading.Event()
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+
+            def write() -> None:
+                store.heartbeats([("node-1", 100.0)])
+                done.set()
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            deadline = time.monotonic() + SAFETY_S
+            while not blocked_on(lock):
+                assert time.monotonic() < deadline, "the write never waited for the lock"
+                time.sleep(0.01)
+            assert not done.is_set()
+        finally:
+            os.close(holder)
+        writer.join(SAFETY_S)
+        assert done.is_set()
+        assert store.get_node("node-1").last_seen_at == 100.0
+    assert lock.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    database = tmp_path / "manager.db"
+    with Store.open(f"sqlite:///{database}") as store:
+        Path(f"{database}.lock").mkdir()
+        with pytest.raises(StoreError, match=r"cannot open the writers' lock file '.*\.lock'"):
+            store.heartbeats([("node-1", 100.0)])
