@@ -11,6 +11,7 @@ Commands::
     hostvisor logs AGENT [-n N] [-f]
     hostvisor metrics AGENT [--since 1h] [--json]
     hostvisor config [daemon|agent]
+    hostvisor up [--dir DIR] [--http-port 8080] [--grpc-port 9090] [--daemon-port 9091]
     hostvisor certs DIR --manager-host HOST... [--node ID[=HOST,...]...] [--days N] [--force]
     hostvisor --version
 
@@ -22,6 +23,9 @@ is true). With an ``update:`` block it also updates agents and itself (see
 :mod:`transport.daemon._updates`): it recovers an interrupted update before starting
 agents, confirms a self-update's trial once healthy, and runs the requests dropped into
 ``{work_dir}/updates/`` on SIGUSR1.
+
+``up`` runs the whole system on this machine, a Manager and a daemon with the example
+agents reporting to it, until Ctrl-C (see :mod:`transport._up`).
 
 ``certs`` writes a CA and the certificates of a Manager and its nodes for mutual TLS, and
 prints which file goes in which configuration key (see :mod:`transport._certs`).
@@ -37,11 +41,12 @@ or ``--work-dir``) or over TCP (``--address`` and the ``--tls-*`` options); see
 Exit codes (:data:`EXIT_CODES`):
 
 ====  ================================================================
-0     success (configuration valid; daemon ended by SIGTERM/SIGINT; update installed;
+0     success (configuration valid; daemon or ``up`` ended by SIGTERM/SIGINT; update installed;
       a control command did what it was asked)
 1     the update failed (the printed result says why), an agent's start, stop or restart
       failed (its line says why), ``certs``: the directory holds a CA (see ``--force``)
-      or a file cannot be written; or an unexpected internal error
+      or a file cannot be written; ``up``: a port is in use, or a part could not start
+      or ended; or an unexpected internal error
 2     bad command line (``certs``: an invalid host, node id or ``--days``)
 3     configuration invalid or unreadable (D1001/D1002), the ``update:`` block included;
       ``update`` with no ``update:`` block
@@ -106,7 +111,7 @@ EXIT_RESTART = 75
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "update or agent operation failed (see the output), certs: a CA exists or"
-    " a file cannot be written, or internal error",
+    " a file cannot be written, up: a port in use or a part failed, or internal error",
     EXIT_USAGE: "bad command line",
     EXIT_CONFIG: "configuration invalid or unreadable (or no update: block, for update)",
     EXIT_LOCKED: "work directory locked by another daemon, or state or spool unusable",
@@ -185,6 +190,16 @@ def _timeout(text: str) -> float:
     return seconds
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number; got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1 to 65535; got {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {c}  {m}" for c, m in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
@@ -217,6 +232,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--work-dir", metavar="DIR", help="override daemon.work_dir")
     add_control_commands(commands)
+    up = commands.add_parser(
+        "up",
+        help="run a Manager and a daemon with the example agents on this machine",
+        description="Run the whole system on this machine: a Manager (SQLite, loopback) and"
+        " a daemon with the bundled example agents reporting to it. Prints the console's URL"
+        " and a new admin password; Ctrl-C stops everything.",
+    )
+    up.add_argument(
+        "--dir",
+        default=".hostvisor-up",
+        metavar="DIR",
+        help="configurations, data and logs (./.hostvisor-up)",
+    )
+    for option, default, what in (
+        ("--http-port", 8080, "the Manager's HTTP port: console and REST API"),
+        ("--grpc-port", 9090, "the Manager's gRPC port, for daemons"),
+        ("--daemon-port", 9091, "the daemon's gRPC port, for the Manager"),
+    ):
+        up.add_argument(
+            option, type=_port, default=default, metavar="PORT", help=f"{what} ({default})"
+        )
     certs = commands.add_parser(
         "certs",
         help="make a CA and certificates for a Manager and its nodes (mutual TLS)",
@@ -437,6 +473,20 @@ def _certs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from transport._up import UpSettings, up
+
+    settings = UpSettings(
+        Path(args.dir),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        daemon_port=args.daemon_port,
+    )
+    return trio.run(up, settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -449,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_control(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command == "up":
+            return _up(args)
         return _run(args)
     except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handler is installed
         return EXIT_OK

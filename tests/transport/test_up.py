@@ -1,0 +1,219 @@
+"""``hostvisor up``: the real command as a process, with its real Manager, daemon and agents.
+
+Each test runs ``up`` on free ports in a short directory of its own; every process still
+working in it is killed at the end (a test that fails must not leave a Manager behind).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.supervisor.helpers import alive, free_port, kill_all
+from tests.transport.daemon.conftest import working_in
+
+SAFETY_S = 120.0
+AGENTS = {"ticker", "crasher", "graceful"}
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = SAFETY_S) -> Any:
+    """Poll a condition on real processes; its first true value, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+@dataclass
+class Up:
+    """A running ``hostvisor up`` and what it printed."""
+
+    proc: subprocess.Popen[str]
+    directory: Path
+    http_port: int
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def wait_banner(self) -> tuple[str, str]:
+        """Wait for the banner; the console's URL and the admin password."""
+        wait_until(
+            lambda: "Ctrl-C stops everything." in self.stdout() or self.proc.poll() is not None,
+            "the banner",
+        )
+        text = self.stdout()
+        assert "Ctrl-C stops everything." in text, text + self.stderr()
+        url = re.search(r"Console +(\S+)", text)
+        password = re.search(r"user admin, password (\S+)", text)
+        assert url and password, text
+        return url.group(1), password.group(1)
+
+    def part_pid(self, part: str) -> int:
+        found = re.search(rf"{part} +pid (\d+)", self.stdout())
+        assert found, self.stdout()
+        return int(found.group(1))
+
+    def wait_exit(self) -> int:
+        return self.proc.wait(timeout=SAFETY_S)
+
+
+def _pump(stream: Any, into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    """A short directory for ``up`` (the daemon's control socket path must be short)."""
+    path = Path(tempfile.mkdtemp(prefix="hvup-", dir="/tmp"))
+    yield path
+    kill_all(working_in(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def start_up(place: Path, http_port: int | None = None) -> Iterator[Up]:
+    """``hostvisor up`` in ``place`` for the block; killed at the end if still running."""
+    http_port = http_port or free_port()
+    argv = [sys.executable, "-m", "transport.daemon", "up", "--dir", str(place / "up")]
+    argv += ["--http-port", str(http_port), "--grpc-port", str(free_port())]
+    argv += ["--daemon-port", str(free_port())]
+    proc = subprocess.Popen(
+        argv, cwd=place, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    up = Up(proc, place, http_port)
+    pumps = [
+        threading.Thread(target=_pump, args=(stream, into), daemon=True)
+        for stream, into in ((proc.stdout, up.out), (proc.stderr, up.err))
+    ]
+    for pump in pumps:
+        pump.start()
+    with proc:  # closes the pipes
+        try:
+            yield up
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=SAFETY_S)
+            for pump in pumps:
+                pump.join(timeout=SAFETY_S)
+
+
+@pytest.fixture
+def running(place: Path) -> Iterator[Up]:
+    with start_up(place) as up:
+        yield up
+
+
+def nothing_left(place: Path) -> bool:
+    return not [pid for pid in working_in(place) if alive(pid)]
+
+
+def test_up_runs_the_system_and_ctrl_c_stops_everything(running: Up) -> None:
+    """The banner's password logs into the REST API, where the node and its example agents
+    appear; SIGINT ends ``up`` with 0 and leaves no Manager, daemon or agent running."""
+    url, password = running.wait_banner()
+    assert url == f"http://127.0.0.1:{running.http_port}/"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/").status_code == 200  # the console
+        bad = client.post("/api/v1/auth/login", json={"username": "admin", "password": "x"})
+        assert bad.status_code == 401
+        login = client.post("/api/v1/auth/login", json={"username": "admin", "password": password})
+        assert login.status_code == 200, login.text
+        client.headers["Authorization"] = f"Bearer {login.json()['data']['token']}"
+        nodes = client.get("/api/v1/nodes").json()["data"]["list"]
+        assert [n["status"] for n in nodes] == ["online"]
+        node_id = nodes[0]["node_id"]
+
+        def agents() -> set[str]:
+            answer = client.get(f"/api/v1/nodes/{node_id}/agents").json()
+            return {a["agent_id"] for a in answer["data"]["agents"]}
+
+        wait_until(lambda: agents() == AGENTS, "the example agents through the REST API")
+    workers = [pid for pid in working_in(running.directory) if pid != running.proc.pid]
+    agent_pids = [p for p in workers if "/agents/" in psutil.Process(p).cwd()]
+    assert agent_pids, "no agent process found"
+
+    running.proc.send_signal(signal.SIGINT)
+    assert running.wait_exit() == 0, running.stderr()
+    assert "SIGINT: stopping" in running.stdout()
+    assert "the daemon exited with status 0" in running.stdout()
+    assert "the Manager exited with status 0" in running.stdout()
+    assert not [pid for pid in workers if alive(pid)]
+    assert nothing_left(running.directory)
+
+
+def test_a_restart_resets_the_password_and_a_dead_part_stops_the_other(place: Path) -> None:
+    """``up`` again in the same directory (SIGTERM ended the first): the admin's new
+    password works and the old one does not. Then the Manager is killed: ``up`` says so,
+    stops the daemon and its agents, and exits 1."""
+    with start_up(place) as first:
+        _, old = first.wait_banner()
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.wait_exit() == 0, first.stderr()
+    with start_up(place) as second:
+        url, new = second.wait_banner()
+        assert new != old
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for password, status in ((old, 401), (new, 200)):
+                answer = client.post(
+                    "/api/v1/auth/login", json={"username": "admin", "password": password}
+                )
+                assert answer.status_code == status, answer.text
+        os.kill(second.part_pid("Manager"), signal.SIGKILL)
+        assert second.wait_exit() == 1
+        assert "the Manager was killed by SIGKILL; the end of" in second.stderr()
+        assert "(everything else was stopped)" in second.stderr()
+        assert nothing_left(place)
+
+
+def test_a_busy_port_is_named_and_nothing_starts(place: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with start_up(place, http_port=port) as up:
+            assert up.wait_exit() == 1
+    assert (
+        f"port {port} (the Manager's HTTP: console and REST API) on 127.0.0.1: in use;"
+        " pass --http-port PORT to use another one"
+    ) in up.stderr()
+    assert "hostvisor is up" not in up.stdout()
+    assert nothing_left(place)
+    assert not (place / "up" / "manager.log").exists()
+
+
+def test_sigkill_of_up_takes_its_children_along(running: Up) -> None:
+    """``up`` killed outright: the Manager, the daemon and the agents still end (the
+    children's parent-death signal is SIGTERM, and the daemon stops its agents on it)."""
+    running.wait_banner()
+    workers = [pid for pid in working_in(running.directory) if pid != running.proc.pid]
+    assert {running.part_pid("Manager"), running.part_pid("Daemon")} <= set(workers)
+    running.proc.kill()
+    running.wait_exit()
+    wait_until(lambda: not [pid for pid in workers if alive(pid)], "the children to end")
+    assert nothing_left(running.directory)
