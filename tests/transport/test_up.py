@@ -133,6 +133,7 @@ def nothing_left(place: Path) -> bool:
     return not [pid for pid in working_in(place) if alive(pid)]
 
 
+@pytest.mark.slow
 def test_up_runs_the_system_and_ctrl_c_stops_everything(running: Up) -> None:
     """The banner's password logs into the REST API, where the node and its example agents
     appear; SIGINT ends ``up`` with 0 and leaves no Manager, daemon or agent running."""
@@ -167,14 +168,21 @@ def test_up_runs_the_system_and_ctrl_c_stops_everything(running: Up) -> None:
     assert nothing_left(running.directory)
 
 
-def test_a_restart_resets_the_password_and_a_dead_part_stops_the_other(place: Path) -> None:
-    """``up`` again in the same directory (SIGTERM ended the first): the admin's new
-    password works and the old one does not. Then the Manager is killed: ``up`` says so,
-    stops the daemon and its agents, and exits 1."""
+@pytest.mark.slow
+def test_a_dead_part_stops_the_other_and_sigkill_of_up_takes_its_children(
+    place: Path,
+) -> None:
+    """The Manager killed: ``up`` says so, stops the daemon and its agents, and exits 1.
+    ``up`` again in the same directory: the admin's new password works, the old one does
+    not. Then ``up`` itself is SIGKILLed: the Manager, the daemon and the agents still end
+    (their parent-death signal is SIGTERM, on which the daemon stops its agents)."""
     with start_up(place) as first:
         _, old = first.wait_banner()
-        first.proc.send_signal(signal.SIGTERM)
-        assert first.wait_exit() == 0, first.stderr()
+        os.kill(first.part_pid("Manager"), signal.SIGKILL)
+        assert first.wait_exit() == 1
+        assert "the Manager was killed by SIGKILL; the end of" in first.stderr()
+        assert "(everything else was stopped)" in first.stderr()
+        assert nothing_left(place)
     with start_up(place) as second:
         url, new = second.wait_banner()
         assert new != old
@@ -184,10 +192,12 @@ def test_a_restart_resets_the_password_and_a_dead_part_stops_the_other(place: Pa
                     "/api/v1/auth/login", json={"username": "admin", "password": password}
                 )
                 assert answer.status_code == status, answer.text
-        os.kill(second.part_pid("Manager"), signal.SIGKILL)
-        assert second.wait_exit() == 1
-        assert "the Manager was killed by SIGKILL; the end of" in second.stderr()
-        assert "(everything else was stopped)" in second.stderr()
+        workers = [pid for pid in working_in(place) if pid != second.proc.pid]
+        assert {second.part_pid("Manager"), second.part_pid("Daemon")} <= set(workers)
+        assert any("/agents/" in psutil.Process(pid).cwd() for pid in workers)
+        second.proc.kill()
+        second.wait_exit()
+        wait_until(lambda: not [pid for pid in workers if alive(pid)], "the children to end")
         assert nothing_left(place)
 
 
@@ -205,15 +215,3 @@ def test_a_busy_port_is_named_and_nothing_starts(place: Path) -> None:
     assert "hostvisor is up" not in up.stdout()
     assert nothing_left(place)
     assert not (place / "up" / "manager.log").exists()
-
-
-def test_sigkill_of_up_takes_its_children_along(running: Up) -> None:
-    """``up`` killed outright: the Manager, the daemon and the agents still end (the
-    children's parent-death signal is SIGTERM, and the daemon stops its agents on it)."""
-    running.wait_banner()
-    workers = [pid for pid in working_in(running.directory) if pid != running.proc.pid]
-    assert {running.part_pid("Manager"), running.part_pid("Daemon")} <= set(workers)
-    running.proc.kill()
-    running.wait_exit()
-    wait_until(lambda: not [pid for pid in workers if alive(pid)], "the children to end")
-    assert nothing_left(running.directory)
