@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +178,7 @@ def test_agent_states_and_real_pids(fleet: Fleet) -> None:
     """Every node's agents show up running with the pids of the real processes; the
     node-exporter's pid is the Go binary serving its port."""
     for node_id in fleet.node_ids:
-        fleet.wait(lambda n=node_id: agents_match(fleet, n), f"{node_id}'s agents")
+        fleet.wait(partial(agents_match, fleet, node_id), f"{node_id}'s agents")
         for agent in running_agents(fleet, node_id).values():
             assert alive(agent["pid"]), agent
             assert agent["node_id"] == node_id
@@ -275,9 +276,16 @@ def app_state(fleet: Fleet, node_id: str, agent_id: str = APP) -> tuple[str, int
     return agent["version"], agent["pid"]
 
 
-def last_start(lines: list[str]) -> str:
-    """The last ``agent VERSION starting`` line of an agent's log."""
-    return [line for line in lines if line.endswith(" starting")][-1]
+def shows_version(fleet: Fleet, node_id: str, version: str) -> bool:
+    """Whether the API shows ``app`` of ``version`` and every agent with its real pid."""
+    return app_state(fleet, node_id)[0] == version and agents_match(fleet, node_id)
+
+
+def started_as(fleet: Fleet, node_id: str, version: str) -> bool:
+    """Whether ``app``'s log through the API says its latest start ran ``version`` (the
+    script prints its version as it starts)."""
+    starts = [line for line in fleet.api().logs(node_id, APP, 1000) if line.endswith(" starting")]
+    return bool(starts) and starts[-1] == f"agent {version} starting"
 
 
 def finished_job(fleet: Fleet, number: int) -> dict[str, Any]:
@@ -302,7 +310,7 @@ def test_signed_update_reaches_the_chosen_nodes(
     reason, and the running versions stay."""
     api = fleet.api("operator")
     for node_id in fleet.node_ids:
-        fleet.wait(lambda n=node_id: agents_match(fleet, n), f"{node_id}'s agents")
+        fleet.wait(partial(agents_match, fleet, node_id), f"{node_id}'s agents")
     before = {node_id: app_state(fleet, node_id) for node_id in fleet.node_ids}
     chosen, other = ["node-1", "node-2"], "node-3"
 
@@ -317,23 +325,16 @@ def test_signed_update_reaches_the_chosen_nodes(
         assert (target["state"], target["message"]) == ("succeeded", "installed 1.21.0"), job
 
     for node_id in chosen:
-        fleet.wait(
-            lambda n=node_id: app_state(fleet, n)[0] == "1.21.0" and agents_match(fleet, n),
-            f"{node_id} to show app 1.21.0",
-        )
+        fleet.wait(partial(shows_version, fleet, node_id, "1.21.0"), f"{node_id}: app 1.21.0")
         pid = app_state(fleet, node_id)[1]
         assert pid != before[node_id][1] and not alive(before[node_id][1])
         assert alive(pid) and psutil.Process(pid).create_time() >= pushed - 1
         binary = fleet.node_dir(fleet.node_ids.index(node_id) + 1) / "bin" / APP
         assert b"agent 1.21.0 starting" in binary.read_bytes()
-        # The script prints its version as it starts: the latest start ran the new one.
-        fleet.wait(
-            lambda n=node_id: last_start(api.logs(n, APP, 1000)) == "agent 1.21.0 starting",
-            f"{node_id}'s new app to say its version",
-        )
+        fleet.wait(partial(started_as, fleet, node_id, "1.21.0"), f"{node_id}'s new app")
     assert app_state(fleet, other) == before[other]
     assert alive(before[other][1])
-    assert last_start(api.logs(other, APP, 1000)) == "agent 1.0.0 starting"
+    assert started_as(fleet, other, "1.0.0")
     assert b"agent 1.0.0 starting" in (fleet.node_dir(3) / "bin" / "app").read_bytes()
 
     # An unknown key (not in the keyring), and a valid signature of other bytes.
