@@ -64,6 +64,7 @@ def main() -> int:
         ("explained gaps", f"{report.explained_gaps}"),
         ("settled after", f"{report.settle_s:.2f} s"),
         ("load average", " ".join(f"{x:.2f}" for x in report.load)),
+        ("phases", ", ".join(f"{k} {v:.0f} s" for k, v in report.phases_s.items())),
         ("problems", f"{len(report.problems)}"),
     ]
     for name, value in rows:
@@ -78,7 +79,8 @@ def main() -> int:
         "elapsed_s": round(elapsed, 1),
         "spool_bound": SPOOL_BOUND,
         "gap_limit_s": GAP_LIMIT_S,
-        **dataclasses.asdict(report),
+        **{f.name: getattr(report, f.name) for f in dataclasses.fields(report)},
+        "actions": dict(report.actions),  # (asdict would rebuild the Counter from pairs)
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

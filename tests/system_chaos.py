@@ -64,7 +64,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,8 @@ class SystemChaosReport(ChaosReport):
         points: Metric points of the nodes in the Manager's database.
         explained_gaps: Gaps in them that a daemon's kill or stop explains.
         load: The load average at the end (1, 5, 15 minutes): the machine is shared.
+        phases_s: Seconds each phase took: start (the fleet), chaos (with the last
+            restarts), settle, check (with the daemons' exit), stop (the fleet's).
     """
 
     manager_starts: int = 0
@@ -307,6 +309,7 @@ class SystemChaosReport(ChaosReport):
     points: int = 0
     explained_gaps: int = 0
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    phases_s: dict[str, float] = field(default_factory=dict)
 
 
 class _Node(ChaosRun):
@@ -421,9 +424,11 @@ class SystemChaosRun:
             self.root, nodes=self.node_count, agents=self._agents, daemon_extra=self._daemon_extra
         )
         self.fleet = fleet
+        phase = self._phase("start")
         try:
             with fleet:
                 try:
+                    phase = self._phase("chaos", phase)
                     self.report.manager_starts = 1
                     self.report.daemon_starts = len(fleet.daemons)
                     self.nodes = [
@@ -433,8 +438,11 @@ class SystemChaosRun:
                     for node in self.nodes:
                         node._wait_all_started(settle_timeout_s)
                     self._chaos(duration_s)
+                    phase = self._phase("settle", phase)
                     self._settle(settle_timeout_s)
+                    phase = self._phase("check", phase)
                     self._check()
+                    phase = self._phase("stop", phase)
                 finally:
                     for thread in self._threads:  # nothing is restarted behind the clean-up
                         thread.join()
@@ -445,8 +453,16 @@ class SystemChaosRun:
                 watch.close()
             for node in self.nodes:
                 node._cleanup()  # a daemon left behind, agents outside the fleet's view
+            self._phase("", phase)
             self.report.load = os.getloadavg()
         return self.report
+
+    def _phase(self, name: str, previous: tuple[str, float] | None = None) -> tuple[str, float]:
+        """Start timing phase ``name``, ending ``previous`` (its seconds go to the report)."""
+        now = time.monotonic()
+        if previous is not None:
+            self.report.phases_s[previous[0]] = round(now - previous[1], 2)
+        return name, now
 
     def _chaos(self, duration_s: float) -> None:
         end = time.monotonic() + duration_s

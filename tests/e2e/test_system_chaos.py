@@ -33,20 +33,20 @@ def test_system_chaos_breaks_no_invariant(fleet_root: Path) -> None:
     shows what the hosts run, and every report made reached the Manager's database."""
     # The Manager is hit more often than in the long run, so that a short run restarts it.
     actions = {**ACTIONS, "stop manager": 0.05, "kill manager": 0.05}
-    run = SystemChaosRun(fleet_root, nodes=3, agents_per_node=3, seed=3, actions=actions)
+    run = SystemChaosRun(fleet_root, nodes=2, agents_per_node=3, seed=3, actions=actions)
     report = run.run(DURATION_S)
-    assert report.problems == [], (report.problems, dict(report.actions))
+    assert report.problems == [], (report.problems, dict(report.actions), report.phases_s)
     assert report.actions["kill agent"] + report.actions["kill agent group"] > 0
     assert report.actions["kill daemon"] > 0
     assert report.manager_starts > 1
-    assert report.spawns > 9  # restarts happened, and were counted
+    assert report.spawns > 6  # restarts happened, and were counted
     assert report.spooled_points > 0  # reports went through the spools and were found
 
 
 @pytest.mark.slow
 def test_a_spool_too_small_is_caught(fleet_root: Path) -> None:
     """With a spool that holds two reports and a Manager that keeps going down, reports are
-    lost, and the run says so: points spooled but never stored, a gap no daemon's kill
+    lost, and the run says so: points spooled but never stored, or a gap no daemon's kill
     explains, and the daemon's own D2003 lines."""
     run = SystemChaosRun(
         fleet_root,
@@ -56,9 +56,9 @@ def test_a_spool_too_small_is_caught(fleet_root: Path) -> None:
         actions={"kill manager": 1.0},
         spool={"max_bytes": "8KiB", "max_age": "1h"},
     )
-    report = run.run(6.0)
+    report = run.run(4.0)
     problems = "\n".join(report.problems)
-    assert "spooled points never stored" in problems, problems
+    assert "spooled points never stored" in problems or "no point stored" in problems, problems
     assert "D2003 the report spool is full" in problems, problems
 
 
