@@ -11,7 +11,8 @@ Run with the project's interpreter from the repository root::
 
 For each database in turn, the real Manager runs as its own process
 (``python -m transport.manager run --config FILE``: gRPC and HTTP on 127.0.0.1, its data
-directory in a temporary directory); for ``postgres`` on a throwaway PostgreSQL cluster
+directory in a temporary directory, ``grpc.workers`` from ``--workers``: 2 by default, the
+setting that carries 10,000 nodes on 2 cores); for ``postgres`` on a throwaway PostgreSQL cluster
 started here (``initdb``/``pg_ctl`` from ``/usr/lib/postgresql/*/bin``, as the
 ``postgres`` user when run as root; the test suite's :class:`PostgresServer`, with
 ``fsync``, ``synchronous_commit`` and ``full_page_writes`` on, as a production server runs)
@@ -23,12 +24,15 @@ spread evenly. The measured window is ``--duration`` seconds after the ramp and
 ``--settle`` seconds.
 
 Sampled every second with psutil, over the window: the Manager's CPU (cores) and RSS
-(peak), PostgreSQL's processes' CPU (the postmaster and every backend), the simulators'
-CPU, and the machine's busy CPU from ``/proc/stat`` less all of those (other load on the
-machine: the figures mean little when it is high). From the simulators: calls per second,
-latency p50/p99/max of the steady calls (Heartbeat, ReportMetrics, SyncAgentStates due in
-the window), per method, RegisterNode over the ramp, failures by status, and how late
-calls started (a simulator that could not keep up).
+(peak; its gRPC worker processes included), PostgreSQL's processes' CPU (the postmaster
+and every backend), the simulators' CPU, and the machine's busy CPU from ``/proc/stat``
+less all of those (other load on the machine: the figures mean little when it is high).
+From the simulators: calls per second, latency p50/p99/max of the steady calls (Heartbeat,
+ReportMetrics, SyncAgentStates due in the window), per method, RegisterNode over the ramp,
+failures by status, and how late calls started (a simulator that could not keep up). The
+database's size (SQLite's pages in use, WAL included; PostgreSQL's ``pg_database_size``)
+at the window's start and end: its growth over the window, at the seed's intervals, scaled
+to a day and divided by the nodes, is the "database growth per node per day" (issue 15).
 
 Prints one table (rows: figures; columns SQLite, PostgreSQL, the original Manager at
 that fleet size, and the ratios to it) and writes every figure and the per-method tables to
