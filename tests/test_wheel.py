@@ -65,3 +65,18 @@ def test_the_wheel_ships_every_data_file_of_the_tree(wheel_files: set[str]) -> N
     ]
     missing = sorted(set(wanted) - wheel_files)
     assert not missing, f"not in the wheel: {missing[:20]}"
+
+
+def test_the_wheel_ships_the_systemd_units_and_example_configurations(
+    wheel_files: set[str],
+) -> None:
+    """What the README tells users to install from the package (also found by the test
+    above; named here so that a unit moved out of package data is noticed by name)."""
+    for name in (
+        "transport/daemon/examples/daemon.yaml",
+        "transport/daemon/examples/hostvisor.service",
+        "transport/manager/examples/manager.yaml",
+        "transport/manager/examples/hostvisor-manager.service",
+        "updater/contrib/hostvisor.service",
+    ):
+        assert name in wheel_files, name
