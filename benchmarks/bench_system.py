@@ -323,6 +323,7 @@ CHAOS_FIGURES = (
     ("metric points stored", "points"),
     ("gaps explained by a daemon's kill or stop", "explained_gaps"),
     ("settled after (s)", "settle_s"),
+    ("phases (s)", "phases"),
     ("load average at the end", "load"),
     ("problems", "problem_count"),
 )
@@ -338,6 +339,8 @@ def combine_chaos(chaos: Json) -> Json:
     figures["spool_peak_kib"] = None if peak is None else round(peak / 1024, 1)
     figures["spooled_reports"] = f"{chaos.get('spooled_reports')} ({chaos.get('unread_reports')})"
     figures["problem_count"] = len(problems)
+    phases = chaos.get("phases_s", {})
+    figures["phases"] = ", ".join(f"{name} {seconds:.0f}" for name, seconds in phases.items())
     return {
         "figures": figures,
         "actions": dict(chaos.get("actions", {})),

@@ -185,6 +185,7 @@ CHAOS: dict[str, Any] = {
     "restarts": 21,
     "seed": 7,
     "settle_s": 0.9,
+    "phases_s": {"start": 8.1, "chaos": 10.2, "settle": 0.9, "check": 9.4},
     "spawns": 25,
     "spool_bound": {"max_age": "1h", "max_bytes": "64MiB"},
     "spool_peak_bytes": 20582,
@@ -337,6 +338,7 @@ def test_chaos_verdict_is_its_problems() -> None:
     assert passed["figures"]["spool_peak_kib"] == pytest.approx(20582 / 1024, abs=0.05)
     text = "\n".join(bench_system.render_chaos(passed))
     assert "| kill manager | 1 |" in text
+    assert "| phases (s) | start 8, chaos 10, settle 1, check 9 |" in text
     assert "Invariants: held" in text
 
     broken = copy.deepcopy(CHAOS)
