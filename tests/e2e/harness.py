@@ -42,11 +42,14 @@ design): nothing remains (:meth:`Fleet.leftovers`).
 * ``fleet.wait(predicate, what, timeout=SAFETY_S)``: polls every 0.1 s; on timeout fails
   with ``what`` and the tails of the Manager's and the daemons' logs. Never a timing
   assertion: the timeout is a safety net.
-* ``tls=True``: one CA (:class:`FleetPki`, ``fleet.pki``) signs the Manager's server
-  certificate (name :data:`MANAGER_NAME`), its client certificate for calling daemons,
-  each node's client certificate (common name and DNS name = node id) and each daemon's
-  server certificate (name :data:`DAEMON_NAME`). The Manager requires client
-  certificates and binds them to node ids (``bind_node_identity``).
+* ``tls=True``: certificates made by ``hostvisor certs``'s function
+  (:func:`transport._certs.make_fleet_certificates`, wrapped by :class:`FleetPki`,
+  ``fleet.pki``): the fleet's CA signs the Manager's server certificate (names
+  127.0.0.1 and :data:`MANAGER_NAME`) and each node's certificate (common name and DNS
+  name = node id, and 127.0.0.1), which serves as the daemon's server certificate and
+  as its client certificate towards the Manager; a second CA signs only the Manager's
+  client certificate, the one daemons accept. The Manager requires client certificates
+  and binds them to node ids (``bind_node_identity``).
 * :class:`Intervals`: heartbeat, collectors, state sync and reconnection, in seconds;
   :data:`FAST` is 1 s each, so "within one interval" waits are short.
 * Default agents (:func:`default_agents`): ``ticker`` (prints ``tick N`` every 0.2 s) and
@@ -90,9 +93,9 @@ import yaml
 
 from tests.supervisor.helpers import free_port, kill_all
 from tests.transport.daemon.daemon_helpers import agent as daemon_agent
+from transport._certs import FleetCertificates, KeyPair, make_fleet_certificates
 
 __all__ = [
-    "DAEMON_NAME",
     "FAST",
     "GRACE_S",
     "MANAGER_NAME",
@@ -123,9 +126,7 @@ PASSWORD = "e2e-fleet-password"
 ROLES = ("admin", "operator", "viewer")
 """The users created in every fleet, each with the role of its name."""
 MANAGER_NAME = "localhost"
-"""The name in the Manager's server certificate (daemons verify it as ``server_name``)."""
-DAEMON_NAME = "hostvisor-daemon"
-"""The name in every daemon's server certificate (the Manager verifies it)."""
+"""A name in the Manager's server certificate, beside 127.0.0.1."""
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 """Debian's prometheus-node-exporter, if installed."""
 TICKER = 'n=0; while :; do n=$((n + 1)); echo "tick $n"; sleep 0.2; done'
@@ -284,50 +285,57 @@ class _Ports:
 
 @dataclass(frozen=True, slots=True)
 class FleetPki:
-    """A fleet's CA and certificates, as PEM files in one directory.
+    """A fleet's certificates (:class:`transport._certs.FleetCertificates`) by name.
 
     Attributes:
-        dir: Where the files are: ``ca.pem``, ``manager.pem``/``.key`` (server),
-            ``manager-client.pem``/``.key``, ``node-N.pem``/``.key`` (client, named
-            by node id), ``node-N-server.pem``/``.key`` (the daemon's listener).
+        files: What :func:`~transport._certs.make_fleet_certificates` wrote.
     """
 
-    dir: Path
+    files: FleetCertificates
+
+    @property
+    def dir(self) -> Path:
+        return self.files.directory
 
     @property
     def ca(self) -> Path:
-        return self.dir / "ca.pem"
+        """The fleet's CA: the Manager's server certificate and the nodes' chain to it."""
+        return self.files.ca.cert
+
+    @property
+    def daemon_clients_ca(self) -> Path:
+        """The CA of the Manager's client certificate (daemons trust only it)."""
+        return self.files.daemon_clients_ca.cert
+
+    def pair(self, name: str) -> KeyPair:
+        """``manager`` (server), ``manager-client``, or a node id."""
+        if name == "manager":
+            return self.files.manager
+        if name == "manager-client":
+            return self.files.manager_client
+        return self.files.nodes[name]
 
     def cert(self, name: str) -> Path:
-        return self.dir / f"{name}.pem"
+        return self.pair(name).cert
 
     def key(self, name: str) -> Path:
-        return self.dir / f"{name}.key"
+        return self.pair(name).key
 
     @classmethod
     def create(cls, directory: Path, node_ids: list[str]) -> FleetPki:
-        """Generate the CA and every certificate (ECDSA P-256, valid for an hour)."""
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        from tests.transport.daemon.reporter_helpers import _cert, _key_pem
-
-        directory.mkdir(parents=True, exist_ok=True)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        issuer = ("hostvisor-e2e-ca", ca_key)
-        (directory / "ca.pem").write_bytes(_cert(issuer[0], ca_key, None))
-        wanted = {"manager": MANAGER_NAME, "manager-client": "manager"}
-        for node_id in node_ids:
-            wanted[node_id] = node_id
-            wanted[f"{node_id}-server"] = DAEMON_NAME
-        for file, name in wanted.items():
-            key = ec.generate_private_key(ec.SECP256R1())
-            (directory / f"{file}.pem").write_bytes(_cert(name, key, issuer))
-            (directory / f"{file}.key").write_bytes(_key_pem(key))
-            (directory / f"{file}.key").chmod(0o600)
-        return cls(directory)
+        """Make the certificates of a Manager and nodes all reached at 127.0.0.1."""
+        files = make_fleet_certificates(
+            directory,
+            manager_hosts=["127.0.0.1", MANAGER_NAME],
+            node_ids=node_ids,
+            node_hosts=dict.fromkeys(node_ids, ("127.0.0.1",)),
+            days=1,
+        )
+        return cls(files)
 
     def client_files(self, name: str) -> dict[str, str]:
-        """A client's ``tls`` block (``manager.tls``, ``daemon_client.tls``)."""
+        """A ``tls`` block presenting ``name``'s certificate and trusting the fleet's CA
+        (``manager.tls``, ``daemon_client.tls``)."""
         return {
             "cert_file": str(self.cert(name)),
             "key_file": str(self.key(name)),
@@ -438,10 +446,7 @@ class ManagerProc(_Process):
                 "ca_file": str(pki.ca),
                 "bind_node_identity": True,
             }
-            document["daemon_client"]["tls"] = {
-                **pki.client_files("manager-client"),
-                "server_name": DAEMON_NAME,
-            }
+            document["daemon_client"]["tls"] = pki.client_files("manager-client")
         self.document = merged(document, extra)
         self.config.write_text(yaml.safe_dump(self.document))
 
@@ -770,11 +775,11 @@ class Fleet:
             "labels": {"fleet": "e2e", "index": str(index)},
         }
         if self.pki is not None:
-            manager["tls"] = {**self.pki.client_files(node_id), "server_name": MANAGER_NAME}
+            manager["tls"] = self.pki.client_files(node_id)
             daemon["tls"] = {
-                "cert_file": str(self.pki.cert(f"{node_id}-server")),
-                "key_file": str(self.pki.key(f"{node_id}-server")),
-                "ca_file": str(self.pki.ca),
+                "cert_file": str(self.pki.cert(node_id)),
+                "key_file": str(self.pki.key(node_id)),
+                "ca_file": str(self.pki.daemon_clients_ca),
             }
         if self._agents is not None:
             agents = self._agents(index)

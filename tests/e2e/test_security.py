@@ -1,9 +1,10 @@
 """Security of the whole system as users run it: the daemon's listener, mutual TLS between
 the Manager and the daemons, node identities bound to certificates, and roles.
 
-The module's fleet runs over mutual TLS (``tls=True``, two nodes): the Manager requires a
-client certificate signed by the fleet's CA and accepts a node id only from the
-certificate naming it; every daemon requires the Manager's client certificate.
+The module's fleet runs over mutual TLS (``tls=True``, two nodes, certificates from
+``hostvisor certs``): the Manager requires a client certificate signed by the fleet's CA
+and accepts a node id only from the certificate naming it; every daemon requires a client
+certificate of the second CA, which signs only the Manager's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import psutil
 import pytest
 
 from tests.e2e.harness import (
-    DAEMON_NAME,
     MANAGER_NAME,
     SAFETY_S,
     DaemonProc,
@@ -52,8 +52,9 @@ def pki_of(fleet: Fleet) -> FleetPki:
     return fleet.pki
 
 
-def client_tls(pki: FleetPki, server_name: str, name: str | None = None) -> ClientTls:
-    """Trust the fleet's CA; present the certificate ``name`` (none if None)."""
+def client_tls(pki: FleetPki, server_name: str | None, name: str | None = None) -> ClientTls:
+    """Trust the fleet's CA, check ``server_name`` (None: the address's IP); present the
+    certificate ``name`` (none if None)."""
     return ClientTls(
         server_ca=pki.ca.read_bytes(),
         cert_chain=pki.cert(name).read_bytes() if name else None,
@@ -166,10 +167,10 @@ async def test_a_client_without_a_certificate_is_refused(fleet: Fleet) -> None:
         for tls in (client_tls(pki, MANAGER_NAME), None):
             status = await refusal(manager, tls, ManagerService.RegisterNode, register("node-9"))
             assert status is StatusCode.UNAVAILABLE
-        for tls in (client_tls(pki, DAEMON_NAME), None):
+        for tls in (client_tls(pki, "node-1"), None):
             status = await refusal(daemon, tls, DaemonService.ListAgents, list_agents)
             assert status is StatusCode.UNAVAILABLE
-        trusted = client_tls(pki, DAEMON_NAME, "manager-client")
+        trusted = client_tls(pki, "node-1", "manager-client")
         async with open_channel(daemon, tls=trusted) as channel:
             reply = await channel.call(DaemonService.ListAgents, list_agents, timeout_s=SAFETY_S)
         assert {a.id for a in reply.agents} >= {"ticker", "sleeper"}
@@ -204,6 +205,26 @@ async def test_a_node_certificate_speaks_for_its_node_only(fleet: Fleet) -> None
         before["register_at"],
     )
     assert after["hostname"] != "impostor"
+
+
+async def test_a_node_certificate_cannot_operate_daemons(fleet: Fleet) -> None:
+    """node-1's certificate (signed by the fleet's CA, trusted by the Manager) opens no
+    daemon: node-2's refuses its ListAgents and its stop, and the agent runs on."""
+    pki, target = pki_of(fleet), fleet.daemon("node-2")
+    pid = target.agent_pid("sleeper")
+    assert pid is not None
+    address = f"127.0.0.1:{target.port}"
+    stop = daemon_pb2.AgentOperationRequest(agent_id="sleeper", operation="stop")
+    async with open_grpc_loop():
+        for name in ("node-1", "node-2"):  # even the daemon's own certificate
+            tls = client_tls(pki, None, name)
+            status = await refusal(
+                address, tls, DaemonService.ListAgents, daemon_pb2.ListAgentsRequest()
+            )
+            assert status is StatusCode.UNAVAILABLE
+            status = await refusal(address, tls, DaemonService.OperateAgent, stop)
+            assert status is StatusCode.UNAVAILABLE
+    assert alive(pid) and target.agent_pid("sleeper") == pid
 
 
 # --------------------------------------------------------------------------- roles
