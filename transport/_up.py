@@ -179,9 +179,9 @@ def daemon_document(
     return document
 
 
-def _write_yaml(path: Path, document: dict[str, Any], source: str) -> None:
+def _write_yaml(path: Path, document: dict[str, Any], origin: str = "") -> None:
     header = (
-        f"# Written by `hostvisor up` at every start ({source}); edits here are lost.\n"
+        f"# Written by `hostvisor up` at every start{origin}; edits here are lost.\n"
         "# Copy it elsewhere to run the same thing by hand.\n"
     )
     path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -615,9 +615,9 @@ def _prepare(settings: UpSettings, write: Callable[[str], None]) -> _Up:
         for directory in (layout.root, layout.manager_data, layout.daemon_work):
             directory.mkdir(parents=True, exist_ok=True)
         source, example = _example()
-        _write_yaml(layout.manager_config, manager_document(layout, settings), "the Manager")
+        _write_yaml(layout.manager_config, manager_document(layout, settings))
         document = daemon_document(example, layout, settings, node_id)
-        _write_yaml(layout.daemon_config, document, f"from {source}")
+        _write_yaml(layout.daemon_config, document, f", from {source}")
     except OSError as exc:
         raise UpError(f"{layout.root}: {exc}") from exc
     write(f"Starting the Manager and a daemon in {layout.root} ...")

@@ -28,6 +28,11 @@ import pytest
 
 from tests.supervisor.helpers import alive, free_port, kill_all
 from tests.transport.daemon.conftest import working_in
+from transport._up import UpSettings, _prepare
+from transport.daemon import load_config as load_daemon
+from transport.daemon._manager_config import parse_manager
+from transport.daemon._run import collectors_config
+from transport.manager._config import load_config as load_manager
 
 SAFETY_S = 120.0
 AGENTS = {"ticker", "crasher", "graceful"}
@@ -215,3 +220,28 @@ def test_a_busy_port_is_named_and_nothing_starts(place: Path) -> None:
     assert "hostvisor is up" not in up.stdout()
     assert nothing_left(place)
     assert not (place / "up" / "manager.log").exists()
+
+
+def test_the_written_configurations_are_valid_and_loopback_only(tmp_path: Path) -> None:
+    """What ``up`` writes before it starts anything: both files load, everything listens on
+    loopback at the ports asked for, the daemon reports to the Manager and stops its agents
+    when it ends."""
+    http, grpc, daemon_port = free_port(), free_port(), free_port()
+    settings = UpSettings(tmp_path / "up", http, grpc, daemon_port, node_id="demo")
+    printed: list[str] = []
+    run = _prepare(settings, printed.append)
+    manager = load_manager(run.layout.manager_config)
+    assert (manager.server.host, manager.server.port) == ("127.0.0.1", http)
+    assert (manager.grpc.host, manager.grpc.port) == ("127.0.0.1", grpc)
+    assert manager.data_dir == str(tmp_path / "up" / "manager")
+    config = load_daemon(run.layout.daemon_config)
+    assert config.daemon.id == "demo"
+    assert (config.daemon.grpc_host, config.daemon.grpc_port) == ("127.0.0.1", daemon_port)
+    assert config.daemon.stop_agents_on_exit
+    assert config.daemon.work_dir == str(tmp_path / "up" / "daemon")
+    reporting = parse_manager(config.manager, base_dir=str(tmp_path))
+    assert reporting.address == f"127.0.0.1:{grpc}"
+    assert reporting.tls.enabled is False
+    assert collectors_config(config) is not None
+    assert {spec.id for spec in config.agents} == AGENTS
+    assert printed == [f"Starting the Manager and a daemon in {tmp_path / 'up'} ..."]
