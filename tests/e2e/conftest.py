@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.e2e.harness import Fleet, processes_under
+from tests.e2e.harness import SAFETY_S, Fleet, processes_under
 from tests.supervisor.helpers import kill_all
 
 FleetFactory = Callable[..., Fleet]
@@ -30,8 +31,14 @@ def _short_dir() -> Path:
 
 
 def _remove(path: Path) -> None:
-    kill_all(process.pid for process in processes_under(path))
+    """Kill every process still working under ``path``, check that none is left, and
+    remove the directory."""
+    left = processes_under(path)
+    kill_all(process.pid for process in left)
+    psutil.wait_procs(left, timeout=SAFETY_S)
+    survivors = [process.pid for process in processes_under(path)]
     shutil.rmtree(path, ignore_errors=True)
+    assert not survivors, f"processes still working under {path}: {survivors}"
 
 
 @pytest.fixture

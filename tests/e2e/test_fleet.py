@@ -8,6 +8,7 @@ condition with a safety timeout, never on a duration.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -110,6 +111,12 @@ def running_agents(fleet: Fleet, node_id: str) -> dict[str, dict[str, Any]]:
     return {a["agent_id"]: a for a in fleet.api().agents(node_id)}
 
 
+def shown_status(fleet: Fleet, node_id: str, agent_id: str) -> tuple[str, int] | None:
+    """The agent's status and pid as the API shows them (None: not listed)."""
+    agent = fleet.api().agent(node_id, agent_id)
+    return None if agent is None else (agent["status"], agent["pid"])
+
+
 def agents_match(fleet: Fleet, node_id: str) -> bool:
     """Whether the API shows every agent of the node running with its real pid."""
     agents = running_agents(fleet, node_id)
@@ -206,8 +213,7 @@ def test_operations_reach_the_agent_process(fleet: Fleet) -> None:
 
     api.operate(node_id, "ticker", "stop")
     fleet.wait(lambda: not alive(first), "the ticker's process to end")
-    stopped = api.agent(node_id, "ticker")
-    assert stopped is not None and stopped["status"] == "stopped", stopped
+    fleet.wait(lambda: shown_status(fleet, node_id, "ticker") == ("stopped", 0), "stopped")
     fleet.wait(lambda: daemon.agent_pid("ticker") is None, "state.json to forget the pid")
     assert alive(running_agents(fleet, node_id)["sleeper"]["pid"])  # only the ticker
 
@@ -337,19 +343,29 @@ def test_signed_update_reaches_the_chosen_nodes(
     assert started_as(fleet, other, "1.0.0")
     assert b"agent 1.0.0 starting" in (fleet.node_dir(3) / "bin" / "app").read_bytes()
 
-    # An unknown key (not in the keyring), and a valid signature of other bytes.
+    # Signed by a key the nodes do not trust; signatures of another statement.
     stranger = signed_update(signer, artifacts, agent_script("1.22.0"), 22, key="stranger")
     tampered = signed_update(signer, artifacts, agent_script("1.23.0"), 23)
-    tampered["signature"] = signed_update(signer, artifacts, b"other", 23)["signature"]
-    for fields in (stranger, tampered):
+    envelope = json.loads(tampered["signature"])
+    foreign = signer.statement(b"other", component=APP, counter=24, version="1.24.0")
+    envelope["signatures"] = json.loads(signer.envelope(foreign, "release"))["signatures"]
+    tampered["signature"] = json.dumps(envelope)
+    refusals = {
+        "untrusted_key: no signature by a trusted key": stranger,
+        "bad_signature: signature does not verify with the trusted key": tampered,
+    }
+    for why, fields in refusals.items():
         running = {node_id: app_state(fleet, node_id) for node_id in fleet.node_ids}
         job = api.push_update(node_ids=fleet.node_ids, **fields)
         for target in job["targets"]:
             assert target["state"] == "refused", job
-            assert target["message"].startswith("INVALID_ARGUMENT: UpdateRequest."), job
+            assert target["message"].startswith(
+                f"INVALID_ARGUMENT: UpdateRequest.signature: {why}"
+            ), job
         assert {node_id: app_state(fleet, node_id) for node_id in fleet.node_ids} == running
     assert all(alive(pid) for _, pid in running.values())
-    assert fields["download_url"].rpartition("/")[2] not in artifacts.hits
+    refused = {fields["download_url"].rpartition("/")[2] for fields in refusals.values()}
+    assert not refused & set(artifacts.hits), "a refused update was downloaded"
 
 
 @pytest.mark.xfail(
