@@ -335,7 +335,6 @@ class _Node(ChaosRun):
         self.random = rng
         self.report = report
         self.daemon = proc.proc
-        self.stopped: list[int] = []
         self.disruptions: list[tuple[float, float]] = []
 
 
@@ -382,8 +381,6 @@ class SystemChaosRun:
             )
         self.actions = dict(actions)
         self.spool = dict(spool)
-        self.root = root
-        self.node_count = nodes
         self.agent_ids = [f"c{index}" for index in range(agents_per_node)]
         self.random = random.Random(seed)
         self.report = SystemChaosReport()
@@ -392,14 +389,14 @@ class SystemChaosRun:
         self._busy: set[str] = set()  # "manager" or node ids being restarted or stopped
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
+        self.fleet = _ChaosFleet(
+            root, nodes=nodes, agents=self._agents, daemon_extra=self._daemon_extra
+        )
 
     # -- configuration ---------------------------------------------------------------------
 
-    def _starts(self, index: int) -> Path:
-        return self.root / f"node-{index}"
-
     def _agents(self, index: int) -> list[dict[str, Any]]:
-        starts = self._starts(index) / "starts"
+        starts = self.fleet.node_dir(index) / "starts"
         starts.mkdir(parents=True, exist_ok=True)
         restart = {
             "policy": "always",
@@ -420,10 +417,7 @@ class SystemChaosRun:
 
     def run(self, duration_s: float, settle_timeout_s: float = 120.0) -> SystemChaosReport:
         """Run the chaos for ``duration_s``, settle, check; always clean up."""
-        fleet = _ChaosFleet(
-            self.root, nodes=self.node_count, agents=self._agents, daemon_extra=self._daemon_extra
-        )
-        self.fleet = fleet
+        fleet = self.fleet
         phase = self._phase("start")
         try:
             with fleet:
@@ -432,7 +426,7 @@ class SystemChaosRun:
                     self.report.manager_starts = 1
                     self.report.daemon_starts = len(fleet.daemons)
                     self.nodes = [
-                        _Node(d, self._starts(i), self.agent_ids, self.report, self.random)
+                        _Node(d, fleet.node_dir(i), self.agent_ids, self.report, self.random)
                         for i, d in enumerate(fleet.daemons, start=1)
                     ]
                     for node in self.nodes:
@@ -662,6 +656,10 @@ class SystemChaosRun:
             for line in dropped_lines(node.proc.log_text()):
                 self.report.problems.append(f"{node.node_id} logged: {line}")
         for node in self.nodes:
+            if not node.proc.running:
+                code = node.proc.proc.returncode if node.proc.proc is not None else None
+                self.report.problems.append(f"{node.node_id}: its daemon ended ({code})")
+                continue
             self._check_zombies(node)
             node.daemon = node.proc.proc
             node._check()  # zombies; SIGTERM; runs, pids and restart counts vs state.json
