@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -199,6 +200,29 @@ def test_agent_states_and_real_pids(fleet: Fleet) -> None:
     page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
     assert page.status_code == 200 and "node_cpu_seconds_total" in page.text
     assert port in {c.laddr.port for c in process.net_connections("tcp") if c.laddr}
+
+
+def test_changes_on_the_host_reach_the_api(fleet: Fleet) -> None:
+    """What happens on a node without the Manager reaches the API through the daemon's
+    state syncs: a SIGKILLed agent restarted by its daemon shows its new pid; an agent
+    stopped with the local command line shows stopped, and started again, running."""
+    node_id, daemon = "node-3", fleet.daemon("node-3")
+    fleet.wait(partial(agents_match, fleet, node_id), "node-3's agents")
+    killed = daemon.agent_pid("sleeper")
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    fleet.wait(
+        lambda: agents_match(fleet, node_id) and daemon.agent_pid("sleeper") != killed,
+        "the restarted sleeper's pid in the API",
+    )
+    assert alive(running_agents(fleet, node_id)["sleeper"]["pid"])
+
+    done = daemon.ctl("stop", "sleeper")
+    assert done.returncode == 0, done.stderr
+    fleet.wait(lambda: shown_status(fleet, node_id, "sleeper") == ("stopped", 0), "stopped")
+    done = daemon.ctl("start", "sleeper")
+    assert done.returncode == 0, done.stderr
+    fleet.wait(partial(agents_match, fleet, node_id), "the sleeper running again")
 
 
 # --------------------------------------------------------------------------- operations
