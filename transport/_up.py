@@ -22,23 +22,16 @@ agents), then the Manager, each with SIGTERM, and SIGKILL after a grace period; 
 exits 0. If either child ends on its own, ``up`` says so with the end of its log, stops the
 other and exits 1. Every wait is on a real condition (an answer, an exit) and bounded.
 
-**Ownership.** The children run in their own process group (a Ctrl-C on the terminal
-reaches ``up`` alone, which stops them in order) and must not outlive ``up`` even when it
-is SIGKILLed. Each is started through a tiny Python prelude that sets
-``PR_SET_PDEATHSIG`` to SIGTERM, checks that ``up`` did not die before that, and
-``exec``\\ s the real program (the setting survives ``exec``). Linux sends the signal when
-the *thread* that forked the child ends, so the children are spawned with
-:func:`os.posix_spawn` from the thread that runs Trio (the main thread, which ends only
-with the process), never from a worker thread that could end first. The daemon treats
-that SIGTERM as any other: it stops its agents and exits.
-
-Waiting for a child uses a pidfd (readable once the child has ended) and ``waitpid`` for
-its status, as :mod:`supervisor._process` does.
+**Ownership** (:mod:`transport._owned`). The children run in their own process group (a
+Ctrl-C on the terminal reaches ``up`` alone, which stops them in order) and get SIGTERM
+when ``up`` ends, however it ends (``PR_SET_PDEATHSIG``, even after a SIGKILL); the daemon
+treats it as any other SIGTERM: it stops its agents and exits. ``up`` is also a child
+subreaper: if the daemon is killed, its agents become ``up``'s children, and ``up`` stops
+them before it exits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -55,6 +48,10 @@ import h11
 import trio
 import yaml
 
+from supervisor._process import set_child_subreaper
+
+from ._owned import Child, spawn, stop_orphans
+
 __all__ = ["ADMIN_USER", "UpError", "UpSettings", "up"]
 
 ADMIN_USER = "admin"
@@ -64,24 +61,8 @@ READY_TIMEOUT_S = 120.0
 """How long the Manager may take to answer, and the node to be online, before ``up`` gives
 up (generous: a first start migrates a new database on a possibly busy machine)."""
 
-STOP_TIMEOUT_S = 30.0
-"""How long each child has to end after SIGTERM before it is killed (the daemon stops
-its agents first: the example's slowest takes about a second)."""
-
 POLL_S = 0.1
 """Between two readiness checks."""
-
-# The prelude every child runs first (see "Ownership" above): argv is
-# [python, -I, -S, -c, PRELUDE, up's pid, program arguments...].
-_PR_SET_PDEATHSIG = 1
-_PRELUDE = f"""\
-import ctypes, os, signal, sys
-if ctypes.CDLL(None, use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM, 0, 0, 0):
-    sys.exit("hostvisor up: prctl(PR_SET_PDEATHSIG) failed: " + os.strerror(ctypes.get_errno()))
-if os.getppid() != int(sys.argv[1]):
-    sys.exit("hostvisor up ended before this child started")
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
 
 
 class UpError(Exception):
@@ -225,100 +206,6 @@ def busy_ports(ports: Sequence[_Port], host: str = "127.0.0.1") -> list[str]:
     return problems
 
 
-# --------------------------------------------------------------------------- children
-
-
-@dataclass(eq=False)
-class _Child:
-    """A child process of ``up``: its pid, a pidfd that tells when it ended, its status."""
-
-    name: str
-    pid: int
-    log: Path
-    pidfd: int
-    status: int | None = None
-    ended: trio.Event = field(default_factory=trio.Event)
-
-    async def watch(self) -> None:
-        """Wait for the child to end; reap it and record its status."""
-        try:
-            await trio.lowlevel.wait_readable(self.pidfd)
-            self.status = _reap(self.pid)
-        finally:
-            os.close(self.pidfd)
-            self.ended.set()
-
-    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; return once it is reaped."""
-        if self.status is None:
-            _signal(self.pid, signal.SIGTERM)
-            with trio.move_on_after(timeout_s):
-                await self.ended.wait()
-        if self.status is None:
-            _signal(self.pid, signal.SIGKILL)
-            await self.ended.wait()
-
-    def describe_end(self) -> str:
-        """``exited with status 3`` or ``was killed by SIGKILL``."""
-        if self.status is None:
-            return "is running"
-        if self.status < 0:
-            return f"was killed by {signal.Signals(-self.status).name}"
-        return f"exited with status {self.status}"
-
-
-def _reap(pid: int) -> int:
-    """An ended child's exit code (negative: the signal that killed it).
-
-    Called once its pidfd is readable: it is a zombie then, and ``waitpid`` returns at once.
-    """
-    _, raw = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(raw)
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _spawn(argv: Sequence[str], log: Path, stdin: bytes | None = None) -> tuple[int, int]:
-    """Start ``python -m ...`` (``argv`` after the interpreter) owned by this process.
-
-    Runs on the calling thread (it must be the main thread: see "Ownership"). Standard
-    output and error are appended to ``log``; standard input is ``stdin`` (or /dev/null).
-
-    Returns:
-        The pid and a pidfd of the child.
-    """
-    prelude = [sys.executable, "-I", "-S", "-c", _PRELUDE, str(os.getpid())]
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    read_fd, write_fd = os.pipe() if stdin is not None else (-1, -1)
-    try:
-        actions: list[tuple[Any, ...]] = [
-            (os.POSIX_SPAWN_DUP2, log_fd, 1),
-            (os.POSIX_SPAWN_DUP2, log_fd, 2),
-        ]
-        if stdin is None:
-            actions.append((os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0))
-        else:
-            actions.append((os.POSIX_SPAWN_DUP2, read_fd, 0))
-        pid = os.posix_spawn(
-            sys.executable,
-            [*prelude, *argv],
-            dict(os.environ),
-            file_actions=actions,
-            setpgroup=0,  # its own group: a Ctrl-C on the terminal reaches up alone
-        )
-        if stdin is not None:
-            os.write(write_fd, stdin)  # a few bytes: never blocks on a fresh pipe
-    finally:
-        os.close(log_fd)
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-    return pid, os.pidfd_open(pid)
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -379,7 +266,7 @@ async def http_json(
 
 
 class _PartEnded(Exception):
-    def __init__(self, child: _Child) -> None:
+    def __init__(self, child: Child) -> None:
         super().__init__(child.name)
         self.child = child
 
@@ -390,38 +277,40 @@ class _Up:
     layout: _Layout
     node_id: str
     write: Callable[[str], None]
-    children: list[_Child] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     nursery: trio.Nursery | None = None
     any_ended: trio.Event = field(default_factory=trio.Event)
 
-    def start(
-        self, name: str, argv: Sequence[str], log: Path, stdin: bytes | None = None
-    ) -> _Child:
+    def start(self, name: str, argv: Sequence[str], log: Path, stdin: bytes | None = None) -> Child:
         """Spawn a child and watch it; one that is a part of the system (not a command,
         ``stdin`` None) sets :attr:`any_ended` when it ends."""
         assert self.nursery is not None
-        pid, pidfd = _spawn(argv, log, stdin)
-        child = _Child(name, pid, log, pidfd)
+        pid, pidfd = spawn(argv, log, stdin)
+        child = Child(name, pid, log, pidfd)
         self.children.append(child)
         self.nursery.start_soon(self._watch, child, stdin is None)
         return child
 
-    async def _watch(self, child: _Child, part: bool) -> None:
+    async def _watch(self, child: Child, part: bool) -> None:
         await child.watch()
         if part:
             self.any_ended.set()
 
     async def stop_all(self) -> None:
-        """Stop the children, the newest first (the daemon before the Manager)."""
+        """Stop the children, the newest first (the daemon before the Manager), then any
+        process left behind by a daemon that did not stop its agents (it was killed)."""
         for child in reversed(self.children):
             await child.stop()
+        left = await stop_orphans()
+        if left:
+            self.write(f"stopped {left} process(es) the daemon had left running")
 
-    def check_running(self, *children: _Child) -> None:
+    def check_running(self, *children: Child) -> None:
         for child in children:
             if child.status is not None:
                 raise _PartEnded(child)
 
-    async def until(self, what: str, ready: Callable[[], Any], watched: _Child) -> Any:
+    async def until(self, what: str, ready: Callable[[], Any], watched: Child) -> Any:
         """Poll ``ready`` (an async function returning a result or None) while ``watched``
         runs; its result."""
         with trio.move_on_after(READY_TIMEOUT_S):
@@ -558,6 +447,7 @@ async def up(settings: UpSettings) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         try:
             run = _prepare(settings, write)
+            set_child_subreaper()
         except UpError as exc:
             return fail(str(exc))
         stopped_by: list[int] = []

@@ -177,16 +177,21 @@ def test_up_runs_the_system_and_ctrl_c_stops_everything(running: Up) -> None:
 def test_a_dead_part_stops_the_other_and_sigkill_of_up_takes_its_children(
     place: Path,
 ) -> None:
-    """The Manager killed: ``up`` says so, stops the daemon and its agents, and exits 1.
-    ``up`` again in the same directory: the admin's new password works, the old one does
-    not. Then ``up`` itself is SIGKILLed: the Manager, the daemon and the agents still end
-    (their parent-death signal is SIGTERM, on which the daemon stops its agents)."""
+    """The daemon killed (so it leaves its agents running): ``up`` says so, stops the
+    Manager and the orphaned agents, and exits 1. ``up`` again in the same directory: the
+    admin's new password works, the old one does not. Then ``up`` itself is SIGKILLed: the
+    Manager, the daemon and the agents still end (their parent-death signal is SIGTERM, on
+    which the daemon stops its agents)."""
     with start_up(place) as first:
         _, old = first.wait_banner()
-        os.kill(first.part_pid("Manager"), signal.SIGKILL)
+        agents = [p for p in working_in(place) if "/agents/" in psutil.Process(p).cwd()]
+        assert agents
+        os.kill(first.part_pid("Daemon"), signal.SIGKILL)
         assert first.wait_exit() == 1
-        assert "the Manager was killed by SIGKILL; the end of" in first.stderr()
+        assert "the daemon was killed by SIGKILL; the end of" in first.stderr()
         assert "(everything else was stopped)" in first.stderr()
+        assert "process(es) the daemon had left running" in first.stdout()
+        assert not [pid for pid in agents if alive(pid)]
         assert nothing_left(place)
     with start_up(place) as second:
         url, new = second.wait_banner()
