@@ -170,6 +170,7 @@ class WorkerPool:
         self._live: dict[int, dict[str, float]] = {}
         self._retired: dict[str, float] = {}
         self._pids: dict[int, int] = {}
+        self._bound_once: set[int] = set()
         self.restarts = 0
         """Workers started again after they died."""
 
@@ -226,7 +227,14 @@ class WorkerPool:
         failures = 0
         while True:
             started = trio.current_time()
-            code = await self._run_one(index, config, status)
+            code: int | str
+            try:
+                code = await self._run_one(index, config, status)
+            except Exception as exc:
+                if index not in self._bound_once:  # never listened: the pool cannot start
+                    raise
+                logger.error("gRPC worker %d could not be started: %s", index, exc)
+                code = "unknown"
             status = None
             failures = self._policy.failures(failures, started=started, now=trio.current_time())
             delay = self._policy.delay_s(failures)
@@ -272,6 +280,7 @@ class WorkerPool:
                         if task_status is not None:
                             task_status.started(message[1])
                             task_status = None
+                        self._bound_once.add(index)
                     elif message[0] == "failed":
                         failure = (message[1], message[2])
                     else:
