@@ -52,7 +52,7 @@ def test_a_spool_too_small_is_caught(fleet_root: Path) -> None:
         fleet_root,
         nodes=1,
         agents_per_node=1,
-        seed=1,
+        seed=5,
         actions={"kill manager": 1.0},
         spool={"max_bytes": "8KiB", "max_age": "1h"},
     )
