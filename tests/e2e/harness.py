@@ -219,6 +219,22 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, grace: float) -> int:
     return proc.wait(timeout=SAFETY_S)
 
 
+def _stop_all(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every process still running at once, then reap each (SIGKILL after
+    ``grace``)."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=SAFETY_S)
+
+
 def shell_agent(agent_id: str, script: str, **extra: Any) -> dict[str, Any]:
     """An ``agents:`` entry running ``/bin/sh -c script``, started at once, no heartbeat,
     checked every second."""
@@ -891,9 +907,7 @@ class Fleet:
             for api in self._apis.values():
                 api.close()
             self._apis.clear()
-            for daemon in self.daemons:
-                if daemon.proc is not None:
-                    daemon.stop()
+            _stop_all([d.proc for d in self.daemons if d.proc is not None], GRACE_S)
             if hasattr(self, "manager") and self.manager.proc is not None:
                 self.manager.stop()
         finally:
