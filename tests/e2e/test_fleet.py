@@ -197,9 +197,18 @@ def test_agent_states_and_real_pids(fleet: Fleet) -> None:
     assert os.path.realpath(process.exe()) == os.path.realpath(NODE_EXPORTER)
     assert exporter["type"] == "node_exporter"
     port = fleet.node_exporter_port
-    page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
-    assert page.status_code == 200 and "node_cpu_seconds_total" in page.text
-    assert port in {c.laddr.port for c in process.net_connections("tcp") if c.laddr}
+    fleet.wait(partial(exposes_metrics, port), "node-exporter's /metrics")
+    listening = {c.laddr.port for c in process.net_connections("tcp") if c.laddr}
+    assert port in listening  # the page came from this process
+
+
+def exposes_metrics(port: int | None) -> bool:
+    """Whether ``127.0.0.1:port/metrics`` answers with node-exporter's metrics."""
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+    except httpx.TransportError:
+        return False
+    return page.status_code == 200 and "node_cpu_seconds_total" in page.text
 
 
 def test_changes_on_the_host_reach_the_api(fleet: Fleet) -> None:
