@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import h11
 import trio
@@ -79,7 +79,7 @@ class UpSettings:
         grpc_port: The Manager's gRPC port (for daemons).
         daemon_port: The daemon's gRPC port (for the Manager).
         node_id: The daemon's node id; empty: this host's name.
-        out: Where the banner and messages go (a text stream; None: standard output).
+        out: Where the banner and messages go (None: standard output).
     """
 
     directory: Path
@@ -87,7 +87,7 @@ class UpSettings:
     grpc_port: int = 9090
     daemon_port: int = 9091
     node_id: str = ""
-    out: Any = None
+    out: TextIO | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +225,7 @@ async def http_json(
 
     Raises:
         OSError: The connection failed.
+        trio.BrokenResourceError: The connection broke.
         h11.ProtocolError: The answer is not HTTP.
     """
     payload = b"" if body is None else json.dumps(body).encode()
@@ -262,6 +263,10 @@ async def http_json(
         return status, None
 
 
+_HTTP_ERRORS = (OSError, h11.ProtocolError, trio.BrokenResourceError)
+"""What :func:`http_json` raises when the server is not (yet, or no longer) answering."""
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -285,7 +290,10 @@ class _Up:
         """Spawn a child and watch it; one that is a part of the system (not a command,
         ``stdin`` None) sets :attr:`any_ended` when it ends."""
         assert self.nursery is not None
-        pid, pidfd = spawn(argv, log, stdin)
+        try:
+            pid, pidfd = spawn(argv, log, stdin)
+        except OSError as exc:
+            raise UpError(f"cannot start {name}: {exc}") from exc
         child = Child(name, pid, log, pidfd)
         self.children.append(child)
         self.nursery.start_soon(self._watch, child, stdin is None)
@@ -347,7 +355,7 @@ class _Up:
     async def health(self) -> bool | None:
         try:
             status, _ = await http_json(self.settings.http_port, "GET", "/health")
-        except (OSError, h11.ProtocolError):
+        except _HTTP_ERRORS:
             return None
         return True if status == 200 else None
 
@@ -367,7 +375,7 @@ class _Up:
         path = f"/api/v1/nodes/{self.node_id}"
         try:
             status, answer = await http_json(self.settings.http_port, "GET", path, token=token)
-        except (OSError, h11.ProtocolError):
+        except _HTTP_ERRORS:
             return None
         data = answer.get("data") if status == 200 and isinstance(answer, dict) else None
         node = data.get("node") if isinstance(data, dict) else None

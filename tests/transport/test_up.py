@@ -25,9 +25,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import trio
 
 from tests.supervisor.helpers import alive, free_port, kill_all
 from tests.transport.daemon.conftest import working_in
+from transport._owned import Child, spawn
 from transport._up import UpSettings, _prepare
 from transport.daemon import load_config as load_daemon
 from transport.daemon._manager_config import parse_manager
@@ -250,3 +252,28 @@ def test_the_written_configurations_are_valid_and_loopback_only(tmp_path: Path) 
     assert collectors_config(config) is not None
     assert {spec.id for spec in config.agents} == AGENTS
     assert printed == [f"Starting the Manager and a daemon in {tmp_path / 'up'} ..."]
+
+
+async def test_an_owned_child_reads_its_input_and_is_killed_if_it_ignores_sigterm(
+    tmp_path: Path,
+) -> None:
+    """``spawn``: the child gets ``stdin`` and writes to the log; ``Child.stop`` sends
+    SIGTERM, and SIGKILL once the grace period is over."""
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('read', sys.stdin.readline().strip(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    log = tmp_path / "child.log"
+    pid, pidfd = spawn(["-c", code], log, b"hello\n")
+    child = Child("the child", pid, log, pidfd)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(child.watch)
+        with trio.fail_after(SAFETY_S):
+            while "read hello" not in log.read_text():
+                await trio.sleep(0.05)
+            await child.stop(timeout_s=0.5)
+    assert child.status == -signal.SIGKILL
+    assert child.describe_end() == "was killed by SIGKILL"
+    assert not alive(pid)
