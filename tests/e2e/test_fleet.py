@@ -164,6 +164,9 @@ def test_every_node_registers_heartbeats_and_reports(fleet: Fleet) -> None:
         return None
 
     fleet.wait(lambda: all(fresh(n) for n in fleet.node_ids), "fresh metrics from every node")
+    overview = api.get("/metrics/cluster/overview")
+    assert overview["aggregate"]["node_counts"] == {"total": 3, "online": 3, "offline": 0}
+    assert {n["node_id"] for n in overview["nodes"]} == set(fleet.node_ids)
     memory_total = psutil.virtual_memory().total
     for node_id in fleet.node_ids:
         latest = fresh(node_id)
@@ -200,6 +203,15 @@ def test_agent_states_and_real_pids(fleet: Fleet) -> None:
     fleet.wait(partial(exposes_metrics, port), "node-exporter's /metrics")
     listening = {c.laddr.port for c in process.net_connections("tcp") if c.laddr}
     assert port in listening  # the page came from this process
+
+    # Its resource samples, asked of the daemon through the Manager: a Go binary's RSS.
+    def samples() -> list[dict[str, Any]]:
+        path = "/nodes/node-1/agents/node-exporter/metrics"
+        points: list[dict[str, Any]] = fleet.api().get(path, duration=600)["data_points"]
+        return points
+
+    fleet.wait(lambda: bool(samples()), "node-exporter's resource samples")
+    assert all(point["memory_rss"] > 1 << 20 for point in samples())
 
 
 def exposes_metrics(port: int | None) -> bool:
