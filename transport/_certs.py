@@ -21,9 +21,10 @@ every other node. ``daemon-clients-ca`` signs only the Manager's client certific
 
 :func:`make_fleet_certificates` validates everything before it writes anything, refuses
 to replace an existing CA unless told to (every certificate the old one signed would stop
-being trusted), writes each file whole (a temporary file renamed into place) and every
-private key with mode 0600. Keys are ECDSA P-256; the validity period starts an hour
-before ``now`` (clocks of a fleet disagree a little). ``now`` is a parameter.
+being trusted), or signs with it when asked to (``reuse_ca``: to add nodes later), writes
+each file whole (a temporary file renamed into place) and every private key with mode
+0600. Keys are ECDSA P-256; the validity period starts an hour before ``now`` (clocks of
+a fleet disagree a little). ``now`` is a parameter.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -174,6 +175,7 @@ def make_fleet_certificates(
     node_hosts: Mapping[str, Sequence[str]] | None = None,
     days: int = 365,
     force: bool = False,
+    reuse_ca: bool = False,
     now: datetime.datetime | None = None,
 ) -> FleetCertificates:
     """Write a CA and the certificates of a Manager and its nodes into ``directory``.
@@ -190,6 +192,9 @@ def make_fleet_certificates(
             certificate, which the Manager checks when it calls the daemon.
         days: How long the certificates are valid (1 to 3650).
         force: Replace an existing CA (and everything else) in ``directory``.
+        reuse_ca: Sign with the CAs already in ``directory`` (to add nodes to a fleet, or
+            renew certificates): only the Manager's and the named nodes' files are
+            written, valid at most as long as the CAs.
         now: The start of validity (less an hour); None: the current time.
 
     Returns:
@@ -198,11 +203,14 @@ def make_fleet_certificates(
     Raises:
         CertificateError: An invalid host, node id or ``days``; a node's host that is
             another node's id (its certificate would be valid for that node).
-        CertificateExistsError: ``directory`` holds a CA and ``force`` is false.
+        CertificateExistsError: ``directory`` holds a CA and neither ``force`` nor
+            ``reuse_ca`` is set.
         OSError: The files could not be written.
     """
     hosts_of = {node_id: tuple(hosts) for node_id, hosts in (node_hosts or {}).items()}
     _validate(manager_hosts, node_ids, hosts_of, days)
+    if force and reuse_ca:
+        raise CertificateError("--force makes a new CA, --reuse-ca keeps it: give one of them")
     now = datetime.datetime.now(datetime.UTC) if now is None else now
     not_before = now - datetime.timedelta(hours=1)
     not_after = now + datetime.timedelta(days=days)
@@ -219,17 +227,22 @@ def make_fleet_certificates(
     )
     cas = (fleet.ca.cert, fleet.ca.key, fleet.daemon_clients_ca.cert, fleet.daemon_clients_ca.key)
     existing = [path for path in cas if path.exists()]
-    if existing and not force:
+    if existing and not (force or reuse_ca):
         raise CertificateExistsError(
-            f"{existing[0]} exists: pass --force to replace the CA (every certificate it"
-            " signed stops being trusted)"
+            f"{existing[0]} exists: pass --reuse-ca to sign with it, or --force to replace"
+            " it (every certificate it signed stops being trusted)"
         )
-    (out / "nodes").mkdir(parents=True, exist_ok=True)
+    if reuse_ca:
+        ca, clients_ca = _Issuer.load(fleet.ca), _Issuer.load(fleet.daemon_clients_ca)
+        not_after = min(not_after, ca.cert.not_valid_after_utc, clients_ca.cert.not_valid_after_utc)
+        fleet = replace(fleet, not_valid_after=not_after)
     validity = (not_before, not_after)
-    ca = _Issuer.new("hostvisor fleet CA", validity)
-    clients_ca = _Issuer.new("hostvisor daemon clients CA", validity)
-    for pair, issuer in ((fleet.ca, ca), (fleet.daemon_clients_ca, clients_ca)):
-        _write(pair, issuer.cert, issuer.key)
+    (out / "nodes").mkdir(parents=True, exist_ok=True)
+    if not reuse_ca:
+        ca = _Issuer.new("hostvisor fleet CA", validity)
+        clients_ca = _Issuer.new("hostvisor daemon clients CA", validity)
+        for pair, issuer in ((fleet.ca, ca), (fleet.daemon_clients_ca, clients_ca)):
+            _write(pair, issuer.cert, issuer.key)
     leaves = [
         (fleet.manager, ca, "hostvisor-manager", tuple(manager_hosts), _SERVER),
         (fleet.manager_client, clients_ca, "hostvisor-manager", ("hostvisor-manager",), _CLIENT),
@@ -333,6 +346,20 @@ class _Issuer:
             .add_extension(_key_usage(ca=True), critical=True)
             .sign(key, hashes.SHA256())
         )
+        return cls(key, cert)
+
+    @classmethod
+    def load(cls, pair: KeyPair) -> _Issuer:
+        """A CA written earlier (``--reuse-ca``)."""
+        try:
+            cert = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+            key = serialization.load_pem_private_key(pair.key.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise CertificateError(f"no CA to reuse: {exc.filename} is missing") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise CertificateError(f"{pair.cert.parent}: cannot read the CA: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise CertificateError(f"{pair.key} is not the key of {pair.cert}")
         return cls(key, cert)
 
     def sign(

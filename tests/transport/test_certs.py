@@ -138,12 +138,47 @@ def test_keys_are_private_and_every_file_is_where_the_result_says(
 
 def test_an_existing_ca_is_replaced_only_with_force(fleet: FleetCertificates) -> None:
     before = fleet.ca.cert.read_bytes()
-    with pytest.raises(CertificateExistsError, match=r"ca\.pem exists: pass --force"):
+    with pytest.raises(CertificateExistsError, match=r"ca\.pem exists: pass --reuse-ca"):
         make_fleet_certificates(fleet.directory, manager_hosts=["127.0.0.1"])
     assert fleet.ca.cert.read_bytes() == before
     again = make_fleet_certificates(fleet.directory, manager_hosts=["127.0.0.1"], force=True)
     assert again.ca.cert.read_bytes() != before
     verify_server(again.manager, again.ca.cert, "127.0.0.1", datetime.datetime.now(datetime.UTC))
+
+
+def test_reuse_ca_adds_nodes_signed_by_the_existing_cas(fleet: FleetCertificates) -> None:
+    """``--reuse-ca``: the CA files stay as they are, the new node's certificate chains to
+    the old CA and lasts no longer than it; the Manager's client certificate is re-issued
+    under the old daemons' clients CA."""
+    pairs = (fleet.ca, fleet.daemon_clients_ca)
+    cas = {p: p.read_bytes() for pair in pairs for p in (pair.cert, pair.key)}
+    later = NOW + datetime.timedelta(days=10)
+    more = make_fleet_certificates(
+        fleet.directory,
+        manager_hosts=["127.0.0.1"],
+        node_ids=["node-3"],
+        node_hosts={"node-3": ["10.0.0.13"]},
+        days=365,
+        reuse_ca=True,
+        now=later,
+    )
+    assert {p: p.read_bytes() for p in cas} == cas
+    assert more.not_valid_after == NOW + datetime.timedelta(days=30)  # the CA's end
+    assert load(more.nodes["node-3"].cert).not_valid_after_utc == more.not_valid_after
+    verify_server(more.nodes["node-3"], fleet.ca.cert, "10.0.0.13", later)
+    verify_client(more.manager_client, fleet.daemon_clients_ca.cert, later)
+    verify_client(fleet.nodes["node-1"], more.ca.cert, later)  # the old nodes still count
+
+
+def test_reuse_ca_needs_a_ca_and_excludes_force(tmp_path: Path) -> None:
+    with pytest.raises(CertificateError, match=r"no CA to reuse: .*ca\.pem is missing"):
+        make_fleet_certificates(tmp_path / "pki", manager_hosts=["m"], reuse_ca=True)
+    with pytest.raises(CertificateError, match="give one of them"):
+        make_fleet_certificates(tmp_path / "pki", manager_hosts=["m"], reuse_ca=True, force=True)
+    fleet = make_fleet_certificates(tmp_path / "pki", manager_hosts=["m"])
+    fleet.daemon_clients_ca.key.write_bytes(fleet.ca.key.read_bytes())
+    with pytest.raises(CertificateError, match=r"daemon-clients-ca\.key is not the key of"):
+        make_fleet_certificates(tmp_path / "pki", manager_hosts=["m"], reuse_ca=True)
 
 
 @pytest.mark.parametrize(
@@ -226,8 +261,10 @@ def test_the_command_writes_and_says_where_each_file_goes(
     )
 
     assert main(argv) == EXIT_ERROR
-    assert "ca.pem exists: pass --force" in capsys.readouterr().err
+    assert "ca.pem exists: pass --reuse-ca to sign with it, or --force" in capsys.readouterr().err
     assert main([*argv, "--force"]) == EXIT_OK
+    assert main([*argv, "--reuse-ca", "--node", "web-2"]) == EXIT_OK
+    assert (out / "nodes" / "web-2.pem").exists()
     capsys.readouterr()
     assert main(["certs", str(tmp_path / "x"), "--manager-host", "a b"]) == EXIT_USAGE
     assert "--manager-host: 'a b' is neither" in capsys.readouterr().err

@@ -12,7 +12,8 @@ Commands::
     hostvisor metrics AGENT [--since 1h] [--json]
     hostvisor config [daemon|agent]
     hostvisor up [--dir DIR] [--http-port 8080] [--grpc-port 9090] [--daemon-port 9091]
-    hostvisor certs DIR --manager-host HOST... [--node ID[=HOST,...]...] [--days N] [--force]
+    hostvisor certs DIR --manager-host HOST... [--node ID[=HOST,...]...] [--days N]
+                    [--force | --reuse-ca]
     hostvisor --version
 
 ``run`` supervises in the foreground (see :mod:`transport.daemon._run`): agents left
@@ -44,10 +45,11 @@ Exit codes (:data:`EXIT_CODES`):
 0     success (configuration valid; daemon or ``up`` ended by SIGTERM/SIGINT; update installed;
       a control command did what it was asked)
 1     the update failed (the printed result says why), an agent's start, stop or restart
-      failed (its line says why), ``certs``: the directory holds a CA (see ``--force``)
+      failed (its line says why), ``certs``: the directory holds a CA (see ``--force``,
+      ``--reuse-ca``)
       or a file cannot be written; ``up``: a port is in use, or a part could not start
       or ended; or an unexpected internal error
-2     bad command line (``certs``: an invalid host, node id or ``--days``)
+2     bad command line (``certs``: an invalid host, node id or ``--days``; no CA to reuse)
 3     configuration invalid or unreadable (D1001/D1002), the ``update:`` block included;
       ``update`` with no ``update:`` block
 4     another daemon holds this work directory, or its state or update spool is unusable
@@ -276,8 +278,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a node id (daemon.id), with the names or addresses the Manager calls it at",
     )
     certs.add_argument("--days", type=int, default=365, metavar="N", help="validity in days (365)")
-    certs.add_argument(
+    reuse = certs.add_mutually_exclusive_group()
+    reuse.add_argument(
         "--force", action="store_true", help="replace a CA already in DIR (and every file)"
+    )
+    reuse.add_argument(
+        "--reuse-ca",
+        action="store_true",
+        help="sign with the CA already in DIR (to add nodes): only certificates are written",
     )
     return parser
 
@@ -459,6 +467,7 @@ def _certs(args: argparse.Namespace) -> int:
             node_hosts=dict(nodes),
             days=args.days,
             force=args.force,
+            reuse_ca=args.reuse_ca,
         )
     except CertificateExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
