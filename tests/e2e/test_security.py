@@ -73,6 +73,16 @@ async def refusal(
     return caught.value.status
 
 
+async def answer(address: str, tls: ClientTls, method: UnaryMethod[Any, Any], request: Any) -> Any:
+    """The reply to a call (the positive control of a refusal)."""
+    async with open_channel(address, tls=tls) as channel:
+        return await channel.call(method, request, timeout_s=SAFETY_S)
+
+
+def heartbeat(node_id: str) -> manager_pb2.HeartbeatRequest:
+    return manager_pb2.HeartbeatRequest(node_id=node_id, timestamp=int(time.time()))
+
+
 def register(node_id: str) -> manager_pb2.RegisterNodeRequest:
     return manager_pb2.RegisterNodeRequest(
         node_id=node_id, hostname="impostor", ip="10.9.9.9", os="linux", arch="amd64"
@@ -159,7 +169,7 @@ def test_the_fleet_works_over_mutual_tls(fleet: Fleet) -> None:
 
 async def test_a_client_without_a_certificate_is_refused(fleet: Fleet) -> None:
     """The Manager and a daemon refuse a TLS client without a certificate, and a
-    plaintext one; the daemon answers the same call with the Manager's certificate."""
+    plaintext one; both answer a client with the right certificate."""
     pki = pki_of(fleet)
     manager, daemon = fleet.manager.grpc_address, f"127.0.0.1:{fleet.daemons[0].port}"
     list_agents = daemon_pb2.ListAgentsRequest()
@@ -170,9 +180,10 @@ async def test_a_client_without_a_certificate_is_refused(fleet: Fleet) -> None:
         for tls in (client_tls(pki, "node-1"), None):
             status = await refusal(daemon, tls, DaemonService.ListAgents, list_agents)
             assert status is StatusCode.UNAVAILABLE
+        node = client_tls(pki, MANAGER_NAME, "node-1")
+        assert (await answer(manager, node, ManagerService.Heartbeat, heartbeat("node-1"))).success
         trusted = client_tls(pki, "node-1", "manager-client")
-        async with open_channel(daemon, tls=trusted) as channel:
-            reply = await channel.call(DaemonService.ListAgents, list_agents, timeout_s=SAFETY_S)
+        reply = await answer(daemon, trusted, DaemonService.ListAgents, list_agents)
         assert {a.id for a in reply.agents} >= {"ticker", "sleeper"}
     assert "node-9" not in {n["node_id"] for n in fleet.api().nodes()}
 
@@ -184,18 +195,13 @@ async def test_a_node_certificate_speaks_for_its_node_only(fleet: Fleet) -> None
     before = api.node("node-2")
     tls = client_tls(pki_of(fleet), MANAGER_NAME, "node-1")
     address = fleet.manager.grpc_address
-    now = int(time.time())
     async with open_grpc_loop():
         for request in (register("node-9"), register("node-2")):
             status = await refusal(address, tls, ManagerService.RegisterNode, request)
             assert status is StatusCode.PERMISSION_DENIED
-        beat = manager_pb2.HeartbeatRequest(node_id="node-2", timestamp=now)
-        status = await refusal(address, tls, ManagerService.Heartbeat, beat)
+        status = await refusal(address, tls, ManagerService.Heartbeat, heartbeat("node-2"))
         assert status is StatusCode.PERMISSION_DENIED
-        async with open_channel(address, tls=tls) as channel:
-            own = manager_pb2.HeartbeatRequest(node_id="node-1", timestamp=now)
-            reply = await channel.call(ManagerService.Heartbeat, own, timeout_s=SAFETY_S)
-        assert reply.success
+        assert (await answer(address, tls, ManagerService.Heartbeat, heartbeat("node-1"))).success
     missing = api.raw("GET", "/nodes/node-9")
     assert (missing.status_code, missing.json()["code"]) == (404, 2001)
     after = api.node("node-2")
@@ -209,21 +215,24 @@ async def test_a_node_certificate_speaks_for_its_node_only(fleet: Fleet) -> None
 
 async def test_a_node_certificate_cannot_operate_daemons(fleet: Fleet) -> None:
     """node-1's certificate (signed by the fleet's CA, trusted by the Manager) opens no
-    daemon: node-2's refuses its ListAgents and its stop, and the agent runs on."""
+    daemon: node-2's refuses its ListAgents and its stop, and the agent runs on; the
+    Manager's certificate opens it."""
     pki, target = pki_of(fleet), fleet.daemon("node-2")
     pid = target.agent_pid("sleeper")
     assert pid is not None
     address = f"127.0.0.1:{target.port}"
     stop = daemon_pb2.AgentOperationRequest(agent_id="sleeper", operation="stop")
+    list_agents = daemon_pb2.ListAgentsRequest()
     async with open_grpc_loop():
         for name in ("node-1", "node-2"):  # even the daemon's own certificate
             tls = client_tls(pki, None, name)
-            status = await refusal(
-                address, tls, DaemonService.ListAgents, daemon_pb2.ListAgentsRequest()
-            )
+            status = await refusal(address, tls, DaemonService.ListAgents, list_agents)
             assert status is StatusCode.UNAVAILABLE
             status = await refusal(address, tls, DaemonService.OperateAgent, stop)
             assert status is StatusCode.UNAVAILABLE
+        trusted = client_tls(pki, None, "manager-client")
+        reply = await answer(address, trusted, DaemonService.ListAgents, list_agents)
+        assert {a.id: a.pid for a in reply.agents}["sleeper"] == pid
     assert alive(pid) and target.agent_pid("sleeper") == pid
 
 
