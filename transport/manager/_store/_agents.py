@@ -22,6 +22,7 @@ holds either the old states or the new ones.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +89,12 @@ _LOCK_NODES = (
     .order_by(nodes.c.node_id)
     .with_for_update(key_share=True)
 )
-_ALIVE_OF_NODES = sa.select(agents.c.node_id, agents.c.agent_id).where(
-    agents.c.node_id.in_(sa.bindparam("b_nodes", expanding=True)), agents.c.status != GONE
-)
+_ALIVE_OF_NODES_SQLITE = sa.text(
+    "SELECT node_id, agent_id FROM agents"
+    " WHERE node_id IN (SELECT value FROM json_each(:nodes)) AND status != :gone"
+).bindparams(gone=GONE)
+"""The agents not gone of some nodes, the nodes as one JSON array (see
+:data:`~._engine._KNOWN_NODES_SQLITE`)."""
 _MARK_ONE_GONE = (
     sa.update(agents)
     .where(agents.c.node_id == sa.bindparam("b_node"), agents.c.agent_id == sa.bindparam("b_agent"))
@@ -254,9 +258,13 @@ class AgentsMixin(StoreBase):
         agent is upserted by one executemany and the agents missing from each node's last
         list are found by one query, so a batch costs a few statements, not three per sync.
         """
-        known: set[str] = set()
-        for part in chunks(sorted({node_id for node_id, _, _ in syncs})):
-            known.update(conn.scalars(_LOCK_NODES, {"b_nodes": part}))
+        ids = sorted({node_id for node_id, _, _ in syncs})
+        if self._dialect == "sqlite":  # the transaction holds the database's write lock
+            known = self._known_nodes(conn, ids)
+        else:
+            known = set()
+            for part in chunks(ids):
+                known.update(conn.scalars(_LOCK_NODES, {"b_nodes": part}))
         order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])  # stable: per node in order
         counts: list[int | None] = [None] * len(syncs)
         if self._dialect == "postgresql":
@@ -278,8 +286,9 @@ class AgentsMixin(StoreBase):
         if rows:
             prepare(_upsert_agents("sqlite"), _STATE_COLUMNS).executemany(conn, rows)
         gone: list[dict[str, Any]] = []
-        for part in chunks(sorted(last)):
-            for node_id, agent_id in conn.execute(_ALIVE_OF_NODES, {"b_nodes": part}):
+        if last:
+            alive = conn.execute(_ALIVE_OF_NODES_SQLITE, {"nodes": json.dumps(sorted(last))})
+            for node_id, agent_id in alive:
                 named, when = last[node_id]
                 if agent_id not in named:
                     gone.append({"b_node": node_id, "b_agent": agent_id, "b_now": when})
