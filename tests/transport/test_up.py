@@ -99,7 +99,8 @@ def place() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="hvup-", dir="/tmp"))
     yield path
     kill_all(working_in(path))
-    shutil.rmtree(path, ignore_errors=True)
+    wait_until(lambda: nothing_left(path), "the killed processes to end")
+    shutil.rmtree(path)
 
 
 @contextmanager
