@@ -12,7 +12,8 @@ Theory of operation
 * A handler is ``handler(request, ctx) -> response | concurrent.futures.Future``. It runs
   on the server thread's loop, so it must be quick and must not block: it validates, and
   hands slow work (the database) to another thread, returning a future. The bridge awaits
-  the future (``asyncio.wrap_future``): the loop serves other calls meanwhile. When the
+  the future (as ``asyncio.wrap_future`` would, but one wake-up of the loop serves every
+  future completed meanwhile: :class:`_Handback`): the loop serves other calls meanwhile. When the
   client cancels the call, the future is cancelled (a writer that has not taken it yet
   leaves it out; see ``Future.set_running_or_notify_cancel``).
 * Errors: :class:`~transport.StatusError` raised by the handler, or set on its future,
@@ -35,9 +36,10 @@ import concurrent.futures
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import grpc
 import trio
@@ -59,6 +61,7 @@ __all__ = ["SyncRoute", "SyncUnaryHandler", "serve_grpc_in_thread", "sync_unary_
 
 logger = logging.getLogger("transport.grpc")
 
+T = TypeVar("T")
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
@@ -105,7 +108,7 @@ def sync_unary_route(
             result = handler(request, ctx)
             if isinstance(result, concurrent.futures.Future):
                 future = result
-                result = await asyncio.wrap_future(future)
+                result = await _Handback.of(asyncio.get_running_loop()).wait(future)
         except Exception as exc:
             await _answer_error(context, ctx, exc)
         finally:
@@ -123,6 +126,65 @@ def sync_unary_route(
         response_serializer=method.response_type.SerializeToString,
     )
     return SyncRoute(method.service, method.name, grpc_handler)
+
+
+class _Handback:
+    """Futures completed by other threads, handed to the loop in bursts.
+
+    ``asyncio.wrap_future`` wakes the loop once per completed future (a byte written to
+    its self-pipe, a system call on each side); a writer that completes a batch of a few
+    hundred calls at once would wake it a few hundred times. Here a completion queues the
+    pair (loop future, done future) and wakes the loop only when the queue was empty; the
+    loop then settles everything queued in one callback.
+    """
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handback]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._done: list[tuple[asyncio.Future[Any], concurrent.futures.Future[Any]]] = []
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Handback:
+        """The loop's hand-back (made on first use, in the loop's thread)."""
+        handback = cls._by_loop.get(loop)
+        if handback is None:
+            handback = cls._by_loop[loop] = cls(loop)
+        return handback
+
+    async def wait(self, future: concurrent.futures.Future[T]) -> T:
+        """``await asyncio.wrap_future(future)``, with the wake-ups shared (see above)."""
+        waiter: asyncio.Future[T] = self._loop.create_future()
+        future.add_done_callback(lambda done: self._completed(waiter, done))
+        return await waiter
+
+    def _completed(self, waiter: asyncio.Future[Any], done: concurrent.futures.Future[Any]) -> None:
+        """In the completing thread: queue the pair, and wake the loop if it was empty."""
+        with self._lock:
+            self._done.append((waiter, done))
+            if len(self._done) > 1:
+                return
+        try:
+            self._loop.call_soon_threadsafe(self._settle)
+        except RuntimeError:  # pragma: no cover - the loop closed: nobody waits any more
+            pass
+
+    def _settle(self) -> None:
+        """In the loop: give each waiter its future's outcome."""
+        with self._lock:
+            done, self._done = self._done, []
+        for waiter, future in done:
+            if waiter.done():  # the call was cancelled meanwhile
+                continue
+            if future.cancelled():
+                waiter.cancel()
+            elif (error := future.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(future.result())
 
 
 class _ServerThread:

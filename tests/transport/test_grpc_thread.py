@@ -113,6 +113,48 @@ async def test_a_future_is_awaited_and_metadata_crosses_both_ways() -> None:
     assert ("note", "accepted") in reply.trailing_metadata
 
 
+async def test_futures_completed_together_answer_each_call() -> None:
+    """Calls whose futures another thread completes in one burst (as the ingest's writer
+    does a batch) each get their own answer, and one failed among them its own status."""
+    calls = 40
+    lock = threading.Lock()
+    waiting: list[tuple[str, concurrent.futures.Future[d.UpdateResponse]]] = []
+
+    def handler(
+        request: d.UpdateRequest, ctx: CallContext
+    ) -> concurrent.futures.Future[d.UpdateResponse]:
+        future: concurrent.futures.Future[d.UpdateResponse] = concurrent.futures.Future()
+        with lock:
+            waiting.append((request.version, future))
+            if len(waiting) == calls:  # every call is in: complete them all at once
+                threading.Thread(target=complete, args=(list(waiting),)).start()
+        return future
+
+    def complete(items: list[tuple[str, concurrent.futures.Future[d.UpdateResponse]]]) -> None:
+        for version, future in items:
+            if version == "7":
+                future.set_exception(StatusError(StatusCode.ABORTED, "not 7"))
+            else:
+                future.set_result(d.UpdateResponse(success=True, message=version))
+
+    answers: dict[str, object] = {}
+
+    async def call(channel: Channel, version: str) -> None:
+        try:
+            reply = await channel.call(
+                DaemonService.PushUpdate, d.UpdateRequest(version=version), timeout_s=SAFETY_S
+            )
+            answers[version] = reply.message
+        except RemoteError as exc:
+            answers[version] = exc.status
+
+    route = sync_unary_route(DaemonService.PushUpdate, handler)
+    async with connected([route]) as channel, trio.open_nursery() as nursery:
+        for number in range(calls):
+            nursery.start_soon(call, channel, str(number))
+    assert answers == {str(n): StatusCode.ABORTED if n == 7 else str(n) for n in range(calls)}
+
+
 @pytest.mark.parametrize("in_future", [False, True])
 @pytest.mark.parametrize(
     ("error", "status", "details"),
