@@ -35,19 +35,22 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--agents", type=int, default=5, help="agents per node")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tls", action="store_true", help="mutual TLS to the Manager")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON results")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hvsc-", dir="/tmp"))  # short: socket paths
     began = time.monotonic()
     try:
-        run = SystemChaosRun(root, nodes=args.nodes, agents_per_node=args.agents, seed=args.seed)
+        run = SystemChaosRun(
+            root, nodes=args.nodes, agents_per_node=args.agents, seed=args.seed, tls=args.tls
+        )
         report = run.run(args.duration)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     elapsed = time.monotonic() - began
     print(
         f"system chaos: {args.duration:g} s, {args.nodes} nodes x {args.agents} agents,"
-        f" seed {args.seed} ({elapsed:.0f} s in all)"
+        f" seed {args.seed}{', TLS' if args.tls else ''} ({elapsed:.0f} s in all)"
     )
     for action, count in sorted(report.actions.items()):
         print(f"  {action:<22} {count:>7}")
@@ -57,6 +60,8 @@ def main() -> int:
         ("daemon starts", f"{report.daemon_starts}"),
         ("manager starts", f"{report.manager_starts}"),
         ("longest outage", f"{report.longest_outage_s:.1f} s"),
+        ("  longest stop", f"{report.longest_stop_s:.1f} s"),
+        ("  longest start", f"{report.longest_start_s:.1f} s"),
         ("spool peak", f"{report.spool_peak_bytes / 1024:.1f} KiB"),
         ("spooled reports", f"{report.spooled_reports} ({report.unread_reports} unread)"),
         ("spooled points", f"{report.spooled_points}"),
@@ -76,6 +81,7 @@ def main() -> int:
         "nodes": args.nodes,
         "agents_per_node": args.agents,
         "seed": args.seed,
+        "tls": args.tls,
         "elapsed_s": round(elapsed, 1),
         "spool_bound": SPOOL_BOUND,
         "gap_limit_s": GAP_LIMIT_S,

@@ -143,6 +143,8 @@ class SpoolWatch:
         """Of those, the ones gone before they could be read."""
         self.overflowed = False
         """Whether the kernel dropped events (then some reports were not seen at all)."""
+        self.peak_bytes = 0
+        """The most bytes the spool held when a report landed."""
         self._points: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         libc = ctypes.CDLL(None, use_errno=True)
@@ -213,6 +215,7 @@ class SpoolWatch:
 
     def _take(self, name: str) -> None:
         self.reports += 1
+        self.peak_bytes = max(self.peak_bytes, self.size())
         try:
             payload = (self.directory / name).read_bytes()
         except FileNotFoundError:
@@ -287,7 +290,9 @@ class SystemChaosReport(ChaosReport):
         manager_starts: Times the Manager was started (the first included).
         restarts: The agents' restart counts (state files), summed over every node.
         longest_outage_s: The longest the Manager was down (from its signal to listening).
-        spool_peak_bytes: The most one spool held at a time (sampled at every action).
+        longest_stop_s: The longest the Manager took to exit after its signal.
+        longest_start_s: The longest the Manager took from its start to listening.
+        spool_peak_bytes: The most one spool held at a time (when a report landed).
         spooled_reports: Metric reports the spools took in.
         unread_reports: Of those, the ones delivered before they could be read.
         spooled_points: Metric points read from the spools (each looked for in the
@@ -302,6 +307,8 @@ class SystemChaosReport(ChaosReport):
     manager_starts: int = 0
     restarts: int = 0
     longest_outage_s: float = 0.0
+    longest_stop_s: float = 0.0
+    longest_start_s: float = 0.0
     spool_peak_bytes: int = 0
     spooled_reports: int = 0
     unread_reports: int = 0
@@ -362,6 +369,7 @@ class SystemChaosRun:
         seed: The random actions' seed (the timings, and so the outcome, still vary).
         actions: The actions and their weights (:data:`ACTIONS`).
         spool: The daemons' ``manager.spool`` (:data:`SPOOL_BOUND`).
+        tls: Mutual TLS between the daemons and the Manager (the fleet's ``tls``).
     """
 
     def __init__(
@@ -373,6 +381,7 @@ class SystemChaosRun:
         *,
         actions: Mapping[str, float] = ACTIONS,
         spool: Mapping[str, str] = SPOOL_BOUND,
+        tls: bool = False,
     ) -> None:
         unknown = set(actions) - set(ACTIONS)
         if unknown:
@@ -390,7 +399,7 @@ class SystemChaosRun:
         self._threads: list[threading.Thread] = []
         self._store: Store | None = None
         self.fleet = _ChaosFleet(
-            root, nodes=nodes, agents=self._agents, daemon_extra=self._daemon_extra
+            root, nodes=nodes, tls=tls, agents=self._agents, daemon_extra=self._daemon_extra
         )
 
     # -- configuration ---------------------------------------------------------------------
@@ -462,7 +471,6 @@ class SystemChaosRun:
         end = time.monotonic() + duration_s
         while time.monotonic() < end:
             self._act()
-            self._sample_spools()
             time.sleep(self.random.uniform(0.1, 0.5))
         for thread in self._threads:  # everything comes back
             thread.join()
@@ -568,22 +576,23 @@ class SystemChaosRun:
         self.report.actions[what] += 1
 
         def restart() -> None:
-            began = time.time()
+            began = time.monotonic()
             code = manager.stop(sig)
+            stopped = time.monotonic()
             if sig == signal.SIGTERM and code != 0:
                 self._problem(f"the Manager exited with {code} on SIGTERM")
             time.sleep(delay)
+            starting = time.monotonic()
             manager.start()
+            now = time.monotonic()
             with self._lock:
-                self.report.manager_starts += 1
-                outage = time.time() - began
-                self.report.longest_outage_s = max(self.report.longest_outage_s, outage)
+                report = self.report
+                report.manager_starts += 1
+                report.longest_outage_s = max(report.longest_outage_s, now - began)
+                report.longest_stop_s = max(report.longest_stop_s, stopped - began)
+                report.longest_start_s = max(report.longest_start_s, now - starting)
 
         self._later("manager", restart)
-
-    def _sample_spools(self) -> None:
-        sizes = [w.size() for w in self.fleet.watches.values()]
-        self.report.spool_peak_bytes = max([self.report.spool_peak_bytes, *sizes])
 
     # -- settling ----------------------------------------------------------------------------
 
@@ -694,6 +703,7 @@ class SystemChaosRun:
         watch = self.fleet.watches[node.node_id]
         points = watch.points()
         self.report.spooled_reports += watch.reports
+        self.report.spool_peak_bytes = max(self.report.spool_peak_bytes, watch.peak_bytes)
         self.report.unread_reports += watch.unread
         self.report.spooled_points += len(points)
         if watch.overflowed:

@@ -110,5 +110,6 @@ def test_spool_watch_reads_every_report_renamed_into_place(tmp_path: Path) -> No
         watch.close()
     assert watch.points() == {("cpu", 1), ("memory", 1), ("cpu", 2)}
     assert (watch.reports, watch.unread, watch.overflowed) == (2, 0, False)
+    assert 0 < watch.peak_bytes <= watch.size()
     assert len(watch.waiting()) == 3
     assert watch.size() == sum(p.stat().st_size for p in spool.iterdir())
