@@ -413,12 +413,6 @@ def test_signed_update_reaches_the_chosen_nodes(
     assert not refused & set(artifacts.hits), "a refused update was downloaded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: build_reporter (transport/daemon/_reporter.py) keys the installed"
-    " versions by component, agent_states looks them up by agent id, so SyncAgentStates"
-    " sends no version for an agent whose component is named apart from it",
-)
 def test_installed_version_of_a_component_named_apart(
     fleet: Fleet, signer: Signer, artifacts: ArtifactServer
 ) -> None:

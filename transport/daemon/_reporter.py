@@ -641,12 +641,7 @@ def build_reporter(
         return None
     versions: VersionSource | None = None
     if updates is not None:
-        components = [target.component for target in updates.settings.targets]
-        manager = updates.manager
-
-        def read() -> dict[str, str]:
-            found = {c: manager.current_version(c) for c in components}
-            return {c: v for c, v in found.items() if v}
+        read = updates.installed_versions  # by agent id, as the readers look them up
 
         async def installed() -> Mapping[str, str]:
             return await trio.to_thread.run_sync(read)

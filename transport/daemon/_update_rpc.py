@@ -103,22 +103,9 @@ class UpdateDesk:
         """The version the updater installed, by agent id (re-read every few seconds)."""
         now = trio.current_time()
         if now - self._versions_at >= VERSION_CACHE_S:
-            self._versions = await trio.to_thread.run_sync(self._read_versions)
+            self._versions = await trio.to_thread.run_sync(self.updates.installed_versions)
             self._versions_at = now
         return self._versions
-
-    def _read_versions(self) -> dict[str, str]:
-        manager = self.updates.manager
-        found: dict[str, str] = {}
-        for target in self.updates.settings.targets:
-            try:
-                version = manager.current_version(target.component)
-            except (OSError, ValueError, updater.UpdaterError) as exc:
-                logger.warning("cannot read the installed version of %s: %s", target.component, exc)
-                continue
-            if version:
-                found[target.agent_id] = version
-        return found
 
     # -- PushUpdate ---------------------------------------------------------------------
 

@@ -198,6 +198,26 @@ class DaemonUpdates:
         self._trial_open = False
         self._poke_send, self._pokes = trio.open_memory_channel[None](1)
 
+    def installed_versions(self) -> dict[str, str]:
+        """The version the updater recorded as installed, by **agent id** (blocking: it
+        reads the updater's records; call it in a thread).
+
+        A target whose component is named apart from its agent
+        (``update.agents: {toolkit: {agent: tool}}``) is reported under the agent's id,
+        the key every reader (ListAgents, the agent-state syncs, RegisterNode's
+        ``agent_version``) looks up. An unreadable record is logged and left out.
+        """
+        found: dict[str, str] = {}
+        for target in self.settings.targets:
+            try:
+                version = self.manager.current_version(target.component)
+            except (OSError, ValueError, updater.UpdaterError) as exc:
+                logger.warning("cannot read the installed version of %s: %s", target.component, exc)
+                continue
+            if version:
+                found[target.agent_id] = version
+        return found
+
     async def recover(self) -> bool:
         """Finish or undo an interrupted update (call before any agent is started).
 
