@@ -266,22 +266,33 @@ class Delivery:
     """What became of the metric reports one daemon spooled.
 
     Attributes:
-        arrived: The reports the Manager stored (every metric of each).
-        lost: The reports it never got (no metric of each).
+        arrived: The reports the Manager stored: some reading of each is stored as the
+            report carried it, and every other one is the same second's earlier reading.
+        duplicates: The reports whose every reading shares its second with an arrived
+            earlier reading: the Manager ignored them as duplicates (a collection round
+            late by most of an interval meets the next one in the same second).
+        lost: The reports the Manager never got.
     """
 
     arrived: list[Spooled]
+    duplicates: list[Spooled]
     lost: list[Spooled]
 
 
 def check_delivery(node_id: str, spooled: Sequence[Spooled], rows: Rows) -> Delivery:
     """Find each spooled metric report at the Manager and check what holds whatever the
     spool's bound: a report arrives whole or not at all; the lost ones are older than
-    every one that arrived (the spool drops the oldest); each arrived metric is stored as
-    that report carried it; the stored rows of each type, between the first and the last
-    arrived, are exactly the arrived ones (no gap, nothing else); and every row of the
-    node arrived in timestamp order (row ids grow with timestamps)."""
-    reports = [e for e in spooled if e.kind == "metrics"]
+    every one that arrived (the spool drops the oldest); each stored metric is the first
+    arrived reading of its second (delivery in order); the stored rows of each type,
+    between the first and the last second that arrived, are exactly the arrived ones (no
+    gap, nothing else); and every row of the node arrived in timestamp order (row ids
+    grow with timestamps).
+
+    A reading is recognised by its exact time (``@timestamp``). The rows of the first
+    second of each type may hold an earlier report's reading that the spool never held
+    (delivered before the outage began).
+    """
+    reports = [e for e in sorted(spooled, key=lambda e: e.seq) if e.kind == "metrics"]
     assert reports, f"{node_id}: no metric report was seen in the spool"
     kinds = sorted({key[0] for e in reports for key, _ in e.metrics()})
     table = {kind: list(rows(kind)) for kind in kinds}
@@ -289,30 +300,36 @@ def check_delivery(node_id: str, spooled: Sequence[Spooled], rows: Rows) -> Deli
         (kind, ts): (row_id, exact) for kind, found in table.items() for row_id, ts, exact in found
     }
     arrived: list[Spooled] = []
+    duplicates: list[Spooled] = []
     lost: list[Spooled] = []
     for report in reports:
-        present = [key in stored for key, _ in report.metrics()]
-        assert all(present) or not any(present), (
-            f"{node_id}: report {report.seq} arrived in part: {report.metrics()}"
-        )
-        (arrived if all(present) else lost).append(report)
+        readings = report.metrics()
+        if any(key in stored and stored[key][1] == exact for key, exact in readings):
+            arrived.append(report)
+        elif all(key in stored for key, _ in readings):
+            duplicates.append(report)
+        else:
+            lost.append(report)
     assert arrived, f"{node_id}: none of {len(reports)} spooled reports arrived"
     assert not lost or lost[-1].seq < arrived[0].seq, (
         f"{node_id}: lost reports {[e.seq for e in lost]} are not all older than the"
         f" arrived {[e.seq for e in arrived]}"
     )
-    produced = produced_metrics(arrived)
-    for kind in sorted({kind for kind, _ in produced}):
-        times = sorted(ts for k, ts in produced if k == kind)
+    first = produced_metrics(arrived)
+    for report in arrived:
+        missing = [key for key, _ in report.metrics() if key not in stored]
+        assert not missing, f"{node_id}: report {report.seq} arrived in part, without {missing}"
+    for kind in sorted({kind for kind, _ in first}):
+        times = sorted(ts for k, ts in first if k == kind)
         window = {ts for _, ts, _ in table[kind] if times[0] <= ts <= times[-1]}
         assert window == set(times), (
             f"{node_id} {kind}: stored {sorted(window)} but the daemon made {times}"
         )
-        for ts in times[1:]:  # the first second may hold an earlier, unseen report
-            assert stored[(kind, ts)][1] == produced[(kind, ts)], (
-                f"{node_id} {kind} at {ts}: stored reading {stored[(kind, ts)][1]},"
-                f" made {produced[(kind, ts)]}"
+        for ts in times[1:]:  # the first second may hold an earlier, unseen reading
+            assert stored[(kind, ts)][1] == first[(kind, ts)], (
+                f"{node_id} {kind} at {ts}: stored reading {stored[(kind, ts)][1]}, but the"
+                f" first made and delivered is {first[(kind, ts)]}"
             )
         ids = [row_id for row_id, _, _ in sorted(table[kind], key=lambda r: r[1])]
         assert ids == sorted(ids), f"{node_id} {kind}: rows arrived out of order: {table[kind]}"
-    return Delivery(arrived, lost)
+    return Delivery(arrived, duplicates, lost)
