@@ -7,7 +7,7 @@ Used by ``tests/e2e/test_system_chaos.py`` (a short run in CI) and by
 of which escaped the process group with ``setsid``), its report, and its per-daemon checks
 (each node is a :class:`tests.chaos.ChaosRun` whose daemon the fleet runs). The fleet is
 ``tests/e2e/harness.py``'s: real ``hostvisor-manager run`` and ``hostvisor run``
-processes on loopback, plaintext, SQLite, every interval 1 s.
+processes on loopback (plaintext, or mutual TLS), SQLite, every interval 1 s.
 
 What happens, at random, every 100 to 500 ms for ``duration_s``:
 
@@ -19,13 +19,14 @@ What happens, at random, every 100 to 500 ms for ``duration_s``:
 
 A daemon or the Manager being restarted (or stopped) is left alone until it is back.
 Afterwards everything is brought back and the run waits until it has settled (every
-agent runs once, the Manager shows what the hosts run, every spool is empty and every
-spooled point stored; a safety timeout, never a timing), then checks:
+agent runs once, the Manager shows what the hosts run, every spool is empty; a safety
+timeout, never a timing), then checks:
 
 * every agent on every host runs exactly once: one run of three processes, its main
   process the one the daemon's state file names, nothing of an earlier run left, no
   zombie among the daemon's children (:meth:`tests.chaos.ChaosRun._check`, each daemon
-  asked to exit with SIGTERM first);
+  asked to exit with SIGTERM first; a zombie is given :data:`ZOMBIE_WAIT_S` to be reaped
+  first, and one that stays is reported with whether a SIGCHLD sent by hand reaps it);
 * restart counts add up: every agent's spawns (as it recorded them) are one more than its
   restart count in the state file;
 * the Manager's view (REST API) matches the hosts exactly: every node online, each
@@ -34,9 +35,9 @@ spooled point stored; a safety timeout, never a timing), then checks:
   Manager answers and writes it to its spool (``{work}/spool``, one file per report,
   durable before it counts) once it cannot be delivered; only a spool bound
   (``max_bytes``, ``max_age``) may drop a spooled report. The bound here (64 MiB, 1 h) is
-  far beyond what a run of minutes can spool (a report is a few KiB; the Manager is never
-  down for more than a few seconds), and the report says how much was spooled at most
-  and the longest outage. So:
+  far beyond what a run of minutes can spool (a report is a few KiB; the Manager is down
+  for seconds at a time, half a minute at most on a loaded machine), and the report says
+  how much one spool held at most and the longest outage. So:
 
   - every report any spool took in (read as it landed, through inotify, before the daemon
     could deliver and delete it) has each of its metric points in the Manager's
