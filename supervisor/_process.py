@@ -616,7 +616,8 @@ class OrphanReaper:
 
     Owned children (the agents' leaders) are registered with :meth:`own` and released
     with :meth:`disown` once Trio has reaped them; while a spawn is in flight nothing is
-    reaped (the new PID is not registered yet). Every other child is an orphan: its
+    reaped (the new PID is not registered yet), and a sweep held off then is made when
+    the last spawn ends (its SIGCHLD has come and gone). Every other child is an orphan: its
     agent marker is read while it lives so that a stop can find it, and it is reaped
     with ``waitpid(pid, WNOHANG)`` once it exits.
     """
@@ -624,6 +625,7 @@ class OrphanReaper:
     def __init__(self) -> None:
         self._owned: set[int] = set()
         self._spawning = 0
+        self._held_off = False
         self._markers: dict[int, str] = {}
         self.reaped = 0
 
@@ -643,6 +645,8 @@ class OrphanReaper:
             yield
         finally:
             self._spawning -= 1
+            if not self._spawning and self._held_off:
+                self.sweep()  # an orphan that died meanwhile sends no second SIGCHLD
 
     def orphans_of(self, run_id: str) -> list[int]:
         """Live orphans whose environment carries this run's marker."""
@@ -652,7 +656,9 @@ class OrphanReaper:
     def sweep(self) -> int:
         """Record the markers of new orphans and reap dead ones; return how many reaped."""
         if self._spawning:
+            self._held_off = True
             return 0
+        self._held_off = False
         reaped = 0
         children = _own_children() - self._owned
         for pid in children:

@@ -214,3 +214,44 @@ def test_subreaper_finds_kills_and_reaps_orphaned_escapees(tmp_path: Path) -> No
     finally:
         if psutil.pid_exists(report["orphan"]):
             kill_all([report["orphan"]])
+
+
+HELD_OFF_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, subprocess, time
+    from supervisor._process import OrphanReaper, set_child_subreaper
+
+    def zombie(pid):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+    assert set_child_subreaper()
+    reaper = OrphanReaper()
+    # An orphan: sh starts a background sleep, prints its pid and exits.
+    script = "sleep 1000 >/dev/null 2>&1 & echo $!"
+    orphan = int(subprocess.run(["sh", "-c", script], capture_output=True, check=True).stdout)
+    with reaper.spawning():
+        os.kill(orphan, signal.SIGKILL)
+        while not zombie(orphan):
+            time.sleep(0.01)
+        held_off = reaper.sweep()  # what a SIGCHLD arriving now does: nothing
+    print(held_off, zombie(orphan), os.path.exists(f"/proc/{orphan}"))
+    """
+)
+
+
+def test_a_sweep_held_off_by_a_spawn_is_made_when_it_ends() -> None:
+    """An orphan that dies while a spawn is in flight is reaped as the spawn ends, not at
+    some later SIGCHLD that may never come (no checkpoint in between here)."""
+    result = subprocess.run(
+        [sys.executable, "-c", HELD_OFF_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "False", "False"]
