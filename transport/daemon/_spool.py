@@ -203,7 +203,7 @@ class ReportSpool:
         path = os.path.join(self.directory, f"{seq:016d}-{created_ms}.{kind.value}")
         if decision.accept:
             self._write(path, payload)
-        self._carry_out(decision)  # counts the new entry too when it is refused
+        self._carry_out(decision, seq, len(payload))  # counts the new one too if refused
         if not decision.accept:
             return False
         self._entries[seq] = SpoolEntry(info, path)
@@ -248,7 +248,11 @@ class ReportSpool:
         finally:
             os.close(directory)
 
-    def _carry_out(self, decision: SpoolDecision) -> None:
+    def _carry_out(
+        self, decision: SpoolDecision, incoming: int | None = None, incoming_size: int = 0
+    ) -> None:
+        """Delete what ``decision`` drops, count it and say so (``incoming``: the seq of
+        the report being added, which is not spooled yet, and its size)."""
         for name, seqs in (
             ("expired", decision.expired),
             ("superseded", decision.superseded),
@@ -259,11 +263,19 @@ class ReportSpool:
                 entry = self._entries.get(seq)
                 if entry is not None:
                     self.remove(entry)
-        if decision.evicted:
+        spooled = [seq for seq in decision.evicted if seq != incoming]
+        if spooled:
             logger.warning(
                 "D2003 the report spool is full (%d bytes): dropped %d oldest report(s)",
                 self.limits.max_bytes,
-                len(decision.evicted),
+                len(spooled),
+            )
+        if incoming in decision.evicted:
+            logger.warning(
+                "D2003 a new report (%d bytes) does not fit the report spool (%d bytes):"
+                " dropped it",
+                incoming_size,
+                self.limits.max_bytes,
             )
         if decision.expired:
             logger.warning(
