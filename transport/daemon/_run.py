@@ -85,14 +85,42 @@ def collectors_config(config: DaemonConfig) -> CollectorsConfig | None:
     if not config.collectors and not config.manager:
         return None
     import collectors
+    from supervisor import ConfigIssue
 
     try:
-        return collectors.parse_collectors_config(config.collectors or None)
+        parsed = collectors.parse_collectors_config(config.collectors or None)
     except collectors.CollectorConfigError as exc:
         issues = [(path, message) for path, message in exc.issues]
-        from supervisor import ConfigIssue
-
         raise ConfigError([ConfigIssue(p, m) for p, m in issues], source=config.source) from exc
+    if config.manager:
+        too_often = [
+            ConfigIssue(
+                f"collectors.{name}.interval",
+                f"{interval_s:g}s is below 1s: a report's timestamp is in whole seconds and"
+                " the Manager keeps one report per node, metric type and second",
+            )
+            for name, interval_s in _enabled_intervals(parsed)
+            if interval_s < 1.0
+        ]
+        if too_often:
+            raise ConfigError(too_often, source=config.source)
+    return parsed
+
+
+def _enabled_intervals(parsed: CollectorsConfig) -> list[tuple[str, float]]:
+    """``(path below collectors, interval)`` of every enabled collector."""
+    found = [
+        (name, section.interval_s)
+        for name, section in (
+            ("cpu", parsed.cpu),
+            ("memory", parsed.memory),
+            ("disk", parsed.disk),
+            ("network", parsed.network),
+        )
+        if section.enabled
+    ]
+    found += [(f"plugins.{p.name}", p.interval_s) for p in parsed.plugins if p.enabled]
+    return found
 
 
 @contextlib.contextmanager

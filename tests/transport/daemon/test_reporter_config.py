@@ -182,3 +182,25 @@ def test_cpu_extras(tmp_path: Path) -> None:
     assert (extras.cpu_mhz, extras.cpu_iowait_s) == (2500.0, 5.0)
     empty = cpu_extras(str(tmp_path / "nowhere"))
     assert (empty.cpu_mhz, empty.cpu_iowait_s) == (None, None)
+
+
+def test_collectors_feeding_a_manager_run_at_most_once_a_second() -> None:
+    """A report's timestamp is in whole seconds and the Manager keeps one per node, type
+    and second: a faster collector would lose reports there, so it is refused (by path)."""
+    from transport.daemon._config import parse_config
+    from transport.daemon._run import collectors_config
+
+    manager = {"address": "127.0.0.1:9090"}
+    fast = {"cpu": {"interval": "500ms"}, "disk": {"enabled": False, "interval": "100ms"}}
+    with pytest.raises(ConfigError) as caught:
+        collectors_config(parse_config({"manager": manager, "collectors": fast}))
+    assert [(i.path, i.message) for i in caught.value.issues] == [
+        (
+            "collectors.cpu.interval",
+            "0.5s is below 1s: a report's timestamp is in whole seconds and the Manager"
+            " keeps one report per node, metric type and second",
+        )
+    ]  # the disabled disk collector is not checked
+    standalone = collectors_config(parse_config({"collectors": fast}))
+    assert standalone is not None and standalone.cpu.interval_s == 0.5
+    assert collectors_config(parse_config({"manager": manager, "collectors": {}})) is not None
