@@ -116,9 +116,15 @@ class Store(NodesMixin, AgentsMixin, MetricsMixin, UsersMixin, UpdatesMixin, Das
             return [], [], [], []
         with self._write() as conn:
             registered = [register_in(conn, self._dialect, *item) for item in registrations]
-            created = self._heartbeats(conn, latest) if latest else set()
-            inserted = self._reports(conn, reports, now) if reports else []
-            synced = self._sync_many(conn, syncs) if syncs else []
+            # Which nodes exist, in one query for the whole batch (a statement costs the
+            # writer more than its rows; a batch under light load has a few items).
+            named = {*latest, *(node_id for node_id, _ in reports)}
+            named.update(node_id for node_id, _, _ in syncs)
+            known = self._known_nodes(conn, named)
+            created = self._heartbeats(conn, latest, known) if latest else set()
+            known |= created
+            inserted = self._reports(conn, reports, now, known) if reports else []
+            synced = self._sync_many(conn, syncs, known) if syncs else []
         return registered, [node_id in created for node_id, _ in heartbeats], inserted, synced
 
     def close(self) -> None:

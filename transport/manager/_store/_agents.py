@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -249,7 +249,10 @@ class AgentsMixin(StoreBase):
         return len(rows)
 
     def _sync_many(
-        self, conn: sa.Connection, syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]]
+        self,
+        conn: sa.Connection,
+        syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]],
+        registered: AbstractSet[str] | None = None,
     ) -> list[int | None]:
         """Apply full syncs in ``conn``'s transaction (the gRPC ingest's batch): per sync
         the agents written, or None when its node is not registered.
@@ -259,12 +262,14 @@ class AgentsMixin(StoreBase):
         list are found by one query, so a batch costs a few statements, not three per sync.
         """
         ids = sorted({node_id for node_id, _, _ in syncs})
+        known: AbstractSet[str]
         if self._dialect == "sqlite":  # the transaction holds the database's write lock
-            known = self._known_nodes(conn, ids)
-        else:
-            known = set()
+            known = self._known_nodes(conn, ids) if registered is None else registered
+        else:  # the nodes' rows are locked (in node-id order), whatever the caller knows
+            locked: set[str] = set()
             for part in chunks(ids):
-                known.update(conn.scalars(_LOCK_NODES, {"b_nodes": part}))
+                locked.update(conn.scalars(_LOCK_NODES, {"b_nodes": part}))
+            known = locked
         order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])  # stable: per node in order
         counts: list[int | None] = [None] * len(syncs)
         if self._dialect == "postgresql":

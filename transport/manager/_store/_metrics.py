@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set as AbstractSet
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -209,10 +209,18 @@ class MetricsMixin(StoreBase):
             return self._reports(conn, items, now)
 
     def _reports(
-        self, conn: sa.Connection, items: Sequence[tuple[str, Sequence[MetricPoint]]], now: float
+        self,
+        conn: sa.Connection,
+        items: Sequence[tuple[str, Sequence[MetricPoint]]],
+        now: float,
+        registered: AbstractSet[str] | None = None,
     ) -> list[int | None]:
-        """Store reports in ``conn``'s transaction (see :meth:`report_metrics_batch`)."""
-        known = self._known_nodes(conn, (node_id for node_id, _ in items))
+        """Store reports in ``conn``'s transaction (see :meth:`report_metrics_batch`).
+        ``registered``: the nodes known to exist, when the caller looked them up."""
+        if registered is None:
+            known: AbstractSet[str] = self._known_nodes(conn, (node_id for node_id, _ in items))
+        else:
+            known = registered
         owner: dict[_Key, tuple[int, MetricPoint]] = {}
         for index, (node_id, points) in enumerate(items):
             if node_id in known:

@@ -18,7 +18,7 @@ skipped (it is alive; the next check looks at it again).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set as AbstractSet
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -133,9 +133,18 @@ class NodesMixin(StoreBase):
             created = self._heartbeats(conn, latest)
         return [node_id in created for node_id, _ in items]
 
-    def _heartbeats(self, conn: sa.Connection, latest: Mapping[str, float]) -> set[str]:
-        """Apply heartbeats; return the node ids that were created."""
-        known = self._known_nodes(conn, latest)
+    def _heartbeats(
+        self,
+        conn: sa.Connection,
+        latest: Mapping[str, float],
+        registered: AbstractSet[str] | None = None,
+    ) -> set[str]:
+        """Apply heartbeats; return the node ids that were created. ``registered``: the
+        nodes known to exist (a superset is fine), when the caller looked them up."""
+        if registered is None:
+            known = self._known_nodes(conn, latest)
+        else:
+            known = {node_id for node_id in latest if node_id in registered}
         if known:
             rows = [{"b_node": n, "b_t": latest[n]} for n in sorted(known)]
             if self._dialect == "sqlite":
