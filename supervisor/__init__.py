@@ -81,7 +81,11 @@ from ._persist import (
     SpawnJournal as SpawnJournal,
     spec_digest as spec_digest,
 )
-from ._process import ProcessIdentity as ProcessIdentity
+from ._proc import children_of as children_of
+from ._process import (
+    ProcessIdentity as ProcessIdentity,
+    set_child_subreaper as set_child_subreaper,
+)
 from ._registry import (
     Registry as Registry,
     ReloadPlan as ReloadPlan,
@@ -121,6 +125,9 @@ __all__ = [
     "ProcessIdentity",
     "spec_digest",
     "SupervisorStatistics",
+    # process control
+    "set_child_subreaper",
+    "children_of",
     # health
     "HealthSnapshot",
     "Check",

@@ -153,7 +153,7 @@ async def stop_orphans(timeout_s: float = STOP_TIMEOUT_S) -> int:
     ``timeout_s``. Processes orphaned in turn are handled in the next round. Call only once
     every child ``up`` watches is reaped: anything else is an orphan.
     """
-    from supervisor._proc import children_of
+    from supervisor import children_of
 
     stopped = 0
     for _ in range(_ORPHAN_ROUNDS):

@@ -48,7 +48,7 @@ import h11
 import trio
 import yaml
 
-from supervisor._process import set_child_subreaper
+from supervisor import set_child_subreaper
 
 from ._owned import Child, spawn, stop_orphans
 

@@ -28,6 +28,8 @@ EXPECTED = {
     "SpawnJournal",
     "AgentRecord",
     "ProcessIdentity",
+    "set_child_subreaper",
+    "children_of",
     "spec_digest",
     "atomic_write",
     "parse_duration",
