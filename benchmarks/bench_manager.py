@@ -12,8 +12,8 @@ Run with the project's interpreter from the repository root::
 For each database in turn, the real Manager runs as its own process
 (``python -m transport.manager run --config FILE``: gRPC and HTTP on 127.0.0.1, its data
 directory in a temporary directory, ``grpc.workers`` from ``--workers``: 2 by default, the
-setting that carries 10,000 nodes on 2 cores); for ``postgres`` on a throwaway PostgreSQL cluster
-started here (``initdb``/``pg_ctl`` from ``/usr/lib/postgresql/*/bin``, as the
+best setting measured for 10,000 nodes on 2 cores); for ``postgres`` on a throwaway
+PostgreSQL cluster started here (``initdb``/``pg_ctl`` from ``/usr/lib/postgresql/*/bin``, as the
 ``postgres`` user when run as root; the test suite's :class:`PostgresServer`, with
 ``fsync``, ``synchronous_commit`` and ``full_page_writes`` on, as a production server runs)
 and stopped at the end. ``fleet_sim.py`` then drives it with ``--nodes`` simulated
@@ -78,8 +78,9 @@ TARGET_P99_MS = 100.0
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 DEFAULT_WORKERS = 2
-"""The Manager's ``grpc.workers`` unless ``--workers`` says: one per core of this 2-core
-target machine (one process's Python runs on one core at a time)."""
+"""The Manager's ``grpc.workers`` unless ``--workers`` says: one per core of the 2-core
+target machine (one process's Python runs on one core at a time); at 10,000 nodes two
+workers answer every call where one process cannot (benchmarks/README.md)."""
 ANCHORS: dict[int, dict[str, tuple[float, float]]] = {
     10_000: {
         "failures": (0, 0),
