@@ -178,13 +178,27 @@ def _writer_lock(path: str | None) -> Iterator[None]:
 
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     dbapi_connection.isolation_level = None
+    _switch_to_wal(dbapi_connection)
     for pragma in (
-        "journal_mode=WAL",
         "synchronous=NORMAL",
         f"busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}",
         "foreign_keys=ON",
     ):
         dbapi_connection.execute(f"PRAGMA {pragma}").close()
+
+
+def _switch_to_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, holding the writers' lock (:func:`_writer_lock`).
+
+    Switching a new database file to WAL needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy handler, to a connection that tries
+    while another switches it (Managers that open a new file together): under the lock
+    they switch one after the other (the later ones find WAL and do nothing).
+    """
+    row = dbapi_connection.execute("PRAGMA database_list").fetchone()
+    path = row[2] if row is not None and row[2] else None
+    with _writer_lock(f"{path}.lock" if path else None):
+        dbapi_connection.execute("PRAGMA journal_mode=WAL").close()
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
