@@ -674,8 +674,7 @@ def metric_from_message(message: manager_pb2.MetricData) -> MetricPoint:
     Raises:
         InvalidMessageError: Empty type.
     """
-    kind = _required("MetricData.type", message.type)
-    isfinite = math.isfinite
+    kind, isfinite = _required("MetricData.type", message.type), math.isfinite
     values = {key: value for key, value in message.values.items() if isfinite(value)}
     return MetricPoint._of_wire(kind, message.timestamp, values)
 
