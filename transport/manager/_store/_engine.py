@@ -188,16 +188,22 @@ def _sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> No
 
 
 def _switch_to_wal(dbapi_connection: sqlite3.Connection) -> None:
-    """``PRAGMA journal_mode=WAL``, holding the writers' lock (:func:`_writer_lock`).
+    """``PRAGMA journal_mode=WAL`` for a file not yet in WAL mode, holding a lock file
+    (``{database}.wal.lock``, as :func:`_writer_lock` holds its own) while it switches.
 
     Switching a new database file to WAL needs the file to itself, and SQLite answers
     "database is locked" at once, without its busy handler, to a connection that tries
     while another switches it (Managers that open a new file together): under the lock
-    they switch one after the other (the later ones find WAL and do nothing).
+    they switch one after the other. A file in WAL mode stays so: most connections find
+    it so and take no lock. (Not the writers' lock: a writer holding it may be the one
+    opening this connection.)
     """
+    row = dbapi_connection.execute("PRAGMA journal_mode").fetchone()
+    if row is not None and str(row[0]).lower() == "wal":
+        return
     row = dbapi_connection.execute("PRAGMA database_list").fetchone()
     path = row[2] if row is not None and row[2] else None
-    with _writer_lock(f"{path}.lock" if path else None):
+    with _writer_lock(f"{path}.wal.lock" if path else None):
         dbapi_connection.execute("PRAGMA journal_mode=WAL").close()
 
 
