@@ -8,30 +8,17 @@ benchmarks/README.md, "The whole system"."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given, strategies as st
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_system.py"
+from tests.benchmark_scripts import load_benchmark
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_system", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_system"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_system = _load()
+bench_system = load_benchmark("bench_system")
 
 #: bench_report.py --quick's JSON (2026-12-03), without its raw runs.
 REPORT: dict[str, Any] = {

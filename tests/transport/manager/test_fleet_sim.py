@@ -4,7 +4,6 @@ are recorded, and nothing is left connected when it returns."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import subprocess
@@ -14,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psutil
 import trio
 from hypothesis import given, strategies as st
 
+from tests.benchmark_scripts import load_benchmark
 from tests.transport.manager.service_helpers import serving, sqlite_store
 from transport import (
     CallContext,
@@ -42,16 +41,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SIMULATOR = ROOT / "benchmarks" / "fleet_sim.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fleet_sim", SIMULATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fleet_sim"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fleet_sim = _load()
+fleet_sim = load_benchmark("fleet_sim")
 
 
 @dataclass
