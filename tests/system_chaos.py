@@ -58,7 +58,6 @@ import ctypes
 import itertools
 import os
 import random
-import re
 import select
 import signal
 import struct
@@ -76,7 +75,8 @@ from supervisor._process import owner_marker
 from tests.chaos import ChaosReport, ChaosRun, _agent_script
 from tests.e2e.harness import Api, ApiError, DaemonProc, Fleet, shell_agent
 from transport import manager_pb2
-from transport.daemon._spool import SPOOL_DIR
+from transport.daemon._spool import SPOOL_DIR, parse_entry_name
+from transport.daemon._spool_policy import EntryKind
 from transport.manager._store import STANDARD_TYPES, Store
 
 __all__ = [
@@ -115,7 +115,6 @@ _POLL_S = 0.2
 _IN_MOVED_TO = 0x00000080
 _IN_Q_OVERFLOW = 0x00004000
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
-_ENTRY = re.compile(r"\d{16}-\d{1,16}\.metrics")
 
 
 class SpoolWatch:
@@ -211,8 +210,13 @@ class SpoolWatch:
                 offset = start + length
                 if mask & _IN_Q_OVERFLOW:
                     self.overflowed = True
-                elif _ENTRY.fullmatch(name):
+                elif self._is_metrics(name):
                     self._take(name)
+
+    @staticmethod
+    def _is_metrics(name: str) -> bool:
+        parsed = parse_entry_name(name)
+        return parsed is not None and parsed[2] is EntryKind.METRICS
 
     def _take(self, name: str) -> None:
         self.reports += 1

@@ -27,7 +27,7 @@ from collectors._metric_data import TIMESTAMP_KEY
 from supervisor._proc import scan_marked
 from supervisor._process import ENV_AGENT_ID, ENV_OWNER, ENV_RUN_ID, owner_marker
 from transport import manager_pb2
-from transport.daemon._spool import SPOOL_DIR
+from transport.daemon._spool import SPOOL_DIR, parse_entry_name
 from transport.manager._store import Store
 
 __all__ = [
@@ -52,7 +52,6 @@ T = TypeVar("T")
 
 POLL_S = 0.1
 """How often the watchers look."""
-_ENTRY = re.compile(r"(\d{16})-(\d{1,16})\.(metrics|states)")
 _EVICTED = re.compile(r"D2003 the report spool is full \((\d+) bytes\): dropped (\d+) oldest")
 
 MetricKey = tuple[str, int]
@@ -103,14 +102,15 @@ def read_spool(work_dir: Path) -> list[Spooled]:
     except FileNotFoundError:
         return found
     for name in names:
-        match = _ENTRY.fullmatch(name)
-        if match is None:
+        parsed = parse_entry_name(name)
+        if parsed is None:
             continue
         try:
             payload = (directory / name).read_bytes()
         except FileNotFoundError:
             continue
-        found.append(Spooled(int(match[1]), int(match[2]) / 1000, match[3], payload))
+        seq, created_ms, kind = parsed
+        found.append(Spooled(seq, created_ms / 1000, kind.value, payload))
     return sorted(found, key=lambda entry: entry.seq)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from ._spool_policy import EntryInfo, EntryKind, SpoolDecision, SpoolLimits, admit, expire
 
-__all__ = ["SPOOL_DIR", "ReportSpool", "SpoolEntry", "SpoolStatistics"]
+__all__ = ["SPOOL_DIR", "ReportSpool", "SpoolEntry", "SpoolStatistics", "parse_entry_name"]
 
 logger = logging.getLogger("hostvisor.manager")
 
@@ -39,6 +39,15 @@ SPOOL_DIR = "spool"
 """The spool's directory under ``daemon.work_dir``."""
 _NAME = re.compile(r"(\d{16})-(\d{1,16})\.(metrics|states)")
 _TEMP_PREFIX = ".tmp-"
+
+
+def parse_entry_name(name: str) -> tuple[int, int, EntryKind] | None:
+    """``(seq, created_ms, kind)`` of a spool entry's file name
+    (``{seq:016d}-{created_ms}.{kind}``), or None for any other file."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), EntryKind(match[3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +161,14 @@ class ReportSpool:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 continue
-            match = _NAME.fullmatch(name)
-            if match is None:
+            parsed = parse_entry_name(name)
+            if parsed is None:
                 continue
             try:
                 size = os.stat(path).st_size
             except OSError:
                 continue
-            seq, created_ms, kind = int(match[1]), int(match[2]), EntryKind(match[3])
+            seq, created_ms, kind = parsed
             self._entries[seq] = SpoolEntry(EntryInfo(seq, created_ms / 1000, size, kind), path)
         self._order = sorted(self._entries)
         self._next_seq = max(self._order, default=0) + 1
