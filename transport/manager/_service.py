@@ -174,9 +174,10 @@ class _Service:
         """The future of ``respond(result)`` once ``future`` completes (in the writer
         thread); its failures become statuses. Cancelling the answer (the client gave
         up) cancels ``future``."""
-        answer: Answer[T] = concurrent.futures.Future()
+        answer: _Answer[T] = _Answer(future)
 
         def settle(done: Answer[R]) -> None:
+            answer.release()
             if done.cancelled() or answer.done():
                 answer.cancel()
                 return
@@ -187,7 +188,6 @@ class _Service:
             else:
                 _settle(answer.set_result, response)
 
-        answer.add_done_callback(lambda a: future.cancel() if a.cancelled() else None)
         future.add_done_callback(settle)
         return answer
 
@@ -277,6 +277,32 @@ class _Service:
             return self.then("SyncAgentStates", self.ingest.submit_sync(node_id, states), respond)
 
         return self.answer("SyncAgentStates", call)
+
+
+class _Answer(concurrent.futures.Future[T]):
+    """A handler's answer to the future of its write: cancelling it (the client gave up)
+    cancels the write, which the writer then leaves out if it has not taken it yet.
+
+    It holds the write only until :meth:`release` (the write completed): the write's
+    callback holds the answer, so holding the write for longer would make a reference
+    cycle per call, garbage that only the cycle collector frees, and its full collections
+    stall every call in flight.
+    """
+
+    def __init__(self, write: concurrent.futures.Future[Any]) -> None:
+        super().__init__()
+        self._write: concurrent.futures.Future[Any] | None = write
+
+    def release(self) -> None:
+        """Let go of the write (it completed)."""
+        self._write = None
+
+    def cancel(self) -> bool:
+        write = self._write
+        cancelled = super().cancel()
+        if cancelled and write is not None:
+            write.cancel()
+        return cancelled
 
 
 def _settle(set_outcome: Callable[[Any], None], outcome: Any) -> None:

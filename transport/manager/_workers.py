@@ -511,7 +511,13 @@ async def _serve_worker(config: ManagerConfig, link: _Link, sock: socket.socket)
 
     from ._config import server_tls
     from ._ingest import Ingest, store_writer
-    from ._run import GRPC_GRACE_S, GRPC_SERVER_OPTIONS, ingest_reader, open_store
+    from ._run import (
+        GRPC_GRACE_S,
+        GRPC_SERVER_OPTIONS,
+        ingest_reader,
+        open_store,
+        tune_for_serving,
+    )
     from ._service import manager_routes
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -534,6 +540,7 @@ async def _serve_worker(config: ManagerConfig, link: _Link, sock: socket.socket)
                 )
                 (address,) = await nursery.start(serve)
                 link.send(("bound", address))
+                tune_for_serving()
                 threading.Thread(
                     target=_watch_parent, args=(sock,), name="worker-parent", daemon=True
                 ).start()
