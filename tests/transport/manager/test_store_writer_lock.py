@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from transport.manager import StoreError
+from transport.manager import ConflictError, StoreError
 from transport.manager._store import Store
+from transport.manager._store._engine import prepare
+from transport.manager._store._schema import nodes
 
 SAFETY_S = 60  # a safety net against a hung test, never a timing assertion
 
@@ -65,3 +68,33 @@ def test_a_lock_file_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> N
         Path(f"{database}.lock").mkdir()
         with pytest.raises(StoreError, match=r"cannot open the writers' lock file '.*\.lock'"):
             store.heartbeats([("node-1", 100.0)])
+
+
+def test_statements_run_on_the_driver_stay_in_the_transaction(tmp_path: Path) -> None:
+    """The ingest's prepared statements run on the ``sqlite3`` connection under the
+    transaction's: a failure later in the block rolls them back with the rest, and the
+    driver's errors become the store's (a constraint: ConflictError)."""
+    database = tmp_path / "manager.db"
+    with Store.open(f"sqlite:///{database}") as store:
+        store.heartbeats([("n1", 10.0)])
+        node = prepare(sa.select(nodes.c.node_id).where(nodes.c.node_id == sa.bindparam("id")))
+        bump = prepare(
+            sa.update(nodes)
+            .where(nodes.c.node_id == sa.bindparam("b_node"))
+            .values(hostname=sa.bindparam("b_name"))
+        )
+
+        def bump_then_fail() -> None:
+            with store._write() as conn:
+                bump.executemany(conn, [{"b_node": "n1", "b_name": "changed"}])
+                assert node.rows(conn, {"id": "n1"}) == [("n1",)]
+                raise RuntimeError("fails after the statement")
+
+        with pytest.raises(RuntimeError):
+            bump_then_fail()
+        assert store.get_node("n1").hostname == "unknown"
+        duplicate = prepare(sa.update(nodes).values(node_id="n2"))
+        store.heartbeats([("n2", 10.0)])
+        with pytest.raises(ConflictError), store._write() as conn:
+            duplicate.executemany(conn, [{}])
+        assert {n.node_id for n in store.list_nodes(page=1, page_size=10).items} == {"n1", "n2"}

@@ -292,7 +292,8 @@ class AgentsMixin(StoreBase):
             prepare(_upsert_agents("sqlite"), _STATE_COLUMNS).executemany(conn, rows)
         gone: list[dict[str, Any]] = []
         if last:
-            alive = conn.execute(_ALIVE_OF_NODES_SQLITE, {"nodes": json.dumps(sorted(last))})
+            nodes = {"nodes": json.dumps(sorted(last))}
+            alive = prepare(_ALIVE_OF_NODES_SQLITE).rows(conn, nodes)
             for node_id, agent_id in alive:
                 named, when = last[node_id]
                 if agent_id not in named:

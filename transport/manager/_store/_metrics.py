@@ -244,8 +244,8 @@ class MetricsMixin(StoreBase):
         new: dict[_Key, int] = {}
         for part in chunks(keys, _SQLITE_CHUNK):
             points = json.dumps([[*key, texts[key]] for key in part])
-            for id, node_id, kind, timestamp in conn.execute(
-                _SQLITE_INGEST, {"points": points, "now": now}
+            for id, node_id, kind, timestamp in prepare(_SQLITE_INGEST).rows(
+                conn, {"points": points, "now": now}
             ):
                 new[node_id, kind, timestamp] = id
         newest: dict[tuple[str, str], _Key] = {}
