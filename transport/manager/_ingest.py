@@ -14,9 +14,10 @@ The callers are the gRPC handlers, synchronous functions on the gRPC server's th
 ``concurrent.futures.Future`` of its own result at once; the handler returns that future
 (mapped to a response) and the server answers when it completes. The writer runs in one
 **writer thread** owned by :meth:`Ingest.run`: it takes what is queued (up to
-``max_batch`` items, after waiting ``linger_s`` for more when fewer are queued), writes
-it, and completes each item's future. While one batch is written the next one fills, so
-under load batches grow by themselves and one commit serves many calls. Within a batch the
+``max_batch`` items, no sooner than ``interval_s`` after it took the last batch unless a
+whole batch waits: :mod:`._ingest_policy`), writes it, and completes each item's future.
+While one batch is written and while the interval runs the next one fills, so under load
+one commit serves many calls. Within a batch the
 registrations come first, then heartbeats, reports and syncs (a node registered, or created
 by a heartbeat, is known to the reports and syncs of the same batch).
 
@@ -62,6 +63,7 @@ import trio
 from transport._convert import AgentStateRecord, MetricPoint, NodeRegistration
 
 from ._errors import ManagerError, StoreError
+from ._ingest_policy import batch_delay
 
 if TYPE_CHECKING:
     from transport._errors import StatusCode
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_BUCKETS",
+    "BATCH_INTERVAL_S",
     "METHODS",
     "Batch",
     "BatchResult",
@@ -92,6 +95,8 @@ METHODS = ("RegisterNode", "Heartbeat", "ReportMetrics", "SyncAgentStates")
 """The methods the service counts calls of."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 """Upper bounds of the batch size histogram (a last bucket, +Inf, holds the rest)."""
+BATCH_INTERVAL_S = 0.010
+"""The least time between the starts of two batches, by default (see :mod:`._ingest_policy`)."""
 _FAILED_ALONE_MAX = 3
 """Items that fail alone in a row with a database error before the rest are failed."""
 
@@ -316,13 +321,13 @@ class Ingest:
     Args:
         writer: Writes a batch (:func:`store_writer`).
         max_batch: The most items in one batch.
-        linger_s: How long a batch may wait for more items while fewer than
-            ``max_batch`` are queued (0: write at once).
+        interval_s: The least time between the starts of two batches while fewer than
+            ``max_batch`` items are queued (0: write at once; see :mod:`._ingest_policy`).
         max_queued: The most weight that may wait (see the module documentation).
         wall: The wall clock (unix seconds).
 
     Raises:
-        ValueError: A limit below 1, or a negative ``linger_s``.
+        ValueError: A limit below 1, or a negative ``interval_s``.
     """
 
     def __init__(
@@ -330,17 +335,18 @@ class Ingest:
         writer: Writer,
         *,
         max_batch: int = 512,
-        linger_s: float = 0.002,
+        interval_s: float = BATCH_INTERVAL_S,
         max_queued: int = 500_000,
         wall: Callable[[], float] = time.time,
     ) -> None:
         if max_batch < 1 or max_queued < 1:
             raise ValueError("Ingest: max_batch and max_queued must be at least 1")
-        if not linger_s >= 0:
-            raise ValueError(f"Ingest: linger_s must be >= 0; got {linger_s!r}")
+        if not interval_s >= 0:
+            raise ValueError(f"Ingest: interval_s must be >= 0; got {interval_s!r}")
         self._writer = writer
         self.max_batch = max_batch
-        self.linger_s = linger_s
+        self.interval_s = interval_s
+        self._last_start: float | None = None
         self.max_queued = max_queued
         self._wall = wall
         self._queue: deque[_Pending] = deque()
@@ -566,10 +572,18 @@ class Ingest:
                 ready.wait()
             if self._closed:
                 return None
-            if len(self._queue) < self.max_batch and self.linger_s > 0:
-                ready.wait_for(self._full_or_closed, self.linger_s)
+            delay = batch_delay(
+                time.monotonic(),
+                last_start=self._last_start,
+                queued=len(self._queue),
+                max_batch=self.max_batch,
+                interval_s=self.interval_s,
+            )
+            if delay > 0:
+                ready.wait_for(self._full_or_closed, delay)
                 if self._full_or_closed() and len(self._queue) < self.max_batch:
-                    return None  # closed while lingering
+                    return None  # closed while waiting
+            self._last_start = time.monotonic()
             batch: list[_Pending] = []
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()

@@ -3,7 +3,7 @@
 The writer is a small function of the test (the seam is "a sync function that takes a
 batch"); a gate (a threading.Event) holds a batch in its worker thread so that the next
 batch fills meanwhile. Nothing waits for time to pass: the tests wait until every task is
-blocked, or use Trio's mock clock for the linger.
+blocked; a batch interval is either 0 or far longer than any test.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def arrive(nursery: trio.Nursery, fn: Callable[..., Awaitable[object]], *a
 
 async def test_calls_wait_for_one_batch_and_get_their_own_results() -> None:
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0)
+    ingest = Ingest(writer, interval_s=0)
     results: dict[str, object] = {}
 
     async def beat(node: str) -> None:
@@ -138,7 +138,7 @@ async def test_every_caller_gets_its_own_result(kinds: list[str], max_batch: int
     """Whatever arrives while a batch is written, batches respect max_batch, keep arrival
     order, and each caller gets the result of its own item."""
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0, max_batch=max_batch)
+    ingest = Ingest(writer, interval_s=0, max_batch=max_batch)
     got: dict[int, object] = {}
 
     async def call(index: int, kind: str) -> None:
@@ -168,24 +168,28 @@ async def test_every_caller_gets_its_own_result(kinds: list[str], max_batch: int
     assert sorted(written) == sorted(f"{k}-{i}" for i, k in enumerate(kinds))
 
 
-async def test_a_full_batch_is_written_without_lingering() -> None:
-    """With a long linger, a batch goes as soon as it holds max_batch items; a smaller
-    one waits for more (and is refused when the service stops meanwhile)."""
+async def test_batches_are_spaced_unless_a_whole_batch_waits() -> None:
+    """With a long interval, the first item is written at once (no batch before it);
+    the next ones wait for the interval, or go as soon as max_batch of them wait; a
+    smaller batch still waiting is refused when the service stops."""
     writer = Writer()
-    ingest = Ingest(writer, linger_s=3600, max_batch=3)
+    ingest = Ingest(writer, interval_s=3600, max_batch=3)
     outcomes: dict[str, object] = {}
     beat = partial(beat_into, ingest, outcomes)
 
     with trio.fail_after(SAFETY_S):
         async with trio.open_nursery() as calls, running(ingest) as service:
-            async with trio.open_nursery() as first:
-                for node in ("a", "b", "c"):
-                    first.start_soon(beat, node)
+            await beat("first")
+            async with trio.open_nursery() as full:
+                for node in ("a", "b"):
+                    await arrive(full, beat, node)
+                assert writer.sizes() == [1]  # a and b wait for the interval
+                full.start_soon(beat, "c")
             await arrive(calls, beat, "d")
-            assert writer.sizes() == [3]
+            assert writer.sizes() == [1, 3]
             service.cancel_scope.cancel()
-    assert writer.sizes() == [3]
-    assert [outcomes[n] for n in "abc"] == [False] * 3
+    assert writer.sizes() == [1, 3]
+    assert [outcomes[n] for n in ("first", "a", "b", "c")] == [False] * 4
     assert isinstance(outcomes["d"], ShuttingDownError)
 
 
@@ -196,7 +200,7 @@ async def test_a_failed_batch_fails_each_of_its_callers(
     error: Exception, transient: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0)
+    ingest = Ingest(writer, interval_s=0)
     errors: list[IngestError] = []
 
     async def beat(node: str) -> None:
@@ -238,7 +242,7 @@ async def test_one_bad_item_fails_only_its_own_call() -> None:
         return BatchResult(tuple(False for _ in nodes), ())
 
     for group in (("a", "bad", "b"), ("down1", "down2", "down3", "down4")):
-        ingest = Ingest(writer, linger_s=3600, max_batch=len(group))
+        ingest = Ingest(writer, interval_s=3600, max_batch=len(group))
         written.clear()
         outcomes: dict[str, object] = {}
 
@@ -252,6 +256,8 @@ async def test_one_bad_item_fails_only_its_own_call() -> None:
 
         with trio.fail_after(SAFETY_S):
             async with running(ingest), trio.open_nursery() as calls:
+                await ingest.heartbeat("primer")  # the next batch waits until it is full
+                written.clear()
                 for node in group:
                     calls.start_soon(beat, node)
         assert sorted(written[0]) == sorted(group)
@@ -264,7 +270,7 @@ async def test_one_bad_item_fails_only_its_own_call() -> None:
 
 
 async def test_a_writer_answering_the_wrong_count_is_a_defect() -> None:
-    ingest = Ingest(lambda batch: BatchResult((), ()), linger_s=0)
+    ingest = Ingest(lambda batch: BatchResult((), ()), interval_s=0)
     async with running(ingest):
         with pytest.raises(IngestError, match="the writer answered") as caught:
             await ingest.heartbeat("a")
@@ -274,7 +280,7 @@ async def test_a_writer_answering_the_wrong_count_is_a_defect() -> None:
 async def test_overload_is_refused_at_once() -> None:
     """A full queue refuses the call instead of growing; a report weighs 1 + its values."""
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0, max_queued=4)
+    ingest = Ingest(writer, interval_s=0, max_queued=4)
     with trio.fail_after(SAFETY_S):
         async with running(ingest), trio.open_nursery() as calls:
             await held_first_batch(writer, ingest, calls)
@@ -291,7 +297,7 @@ async def test_overload_is_refused_at_once() -> None:
 
 async def test_a_cancelled_caller_leaves_its_batch() -> None:
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0)
+    ingest = Ingest(writer, interval_s=0)
     with trio.fail_after(SAFETY_S):
         async with running(ingest), trio.open_nursery() as calls:
             await held_first_batch(writer, ingest, calls)
@@ -308,7 +314,7 @@ async def test_a_cancelled_caller_leaves_its_batch() -> None:
 
 async def test_shutdown_finishes_the_batch_in_flight_and_refuses_the_rest() -> None:
     writer = Writer(hold=True)
-    ingest = Ingest(writer, linger_s=0)
+    ingest = Ingest(writer, interval_s=0)
     outcomes: dict[str, object] = {}
     beat = partial(beat_into, ingest, outcomes)
 
@@ -353,8 +359,8 @@ async def test_statistics_count_the_services_calls() -> None:
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         Ingest(Writer(), max_batch=0)
-    with pytest.raises(ValueError, match="linger_s"):
-        Ingest(Writer(), linger_s=-1)
+    with pytest.raises(ValueError, match="interval_s"):
+        Ingest(Writer(), interval_s=-1)
 
 
 def test_store_writer_writes_a_batch_through_the_store(tmp_path: Path) -> None:
