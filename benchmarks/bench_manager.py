@@ -6,22 +6,23 @@ Run with the project's interpreter from the repository root::
     .venv/bin/python benchmarks/bench_manager.py --nodes 10000 --duration 150
     .venv/bin/python benchmarks/bench_manager.py --quick     # 200 nodes, compression 10, 20 s
     options: --databases sqlite,postgres  --sim-procs N  --compression C  --settle S
-             --concurrency N  --workers N (grpc.workers, default 2)  --keep (keep tmp dirs)
+             --concurrency N  --workers N (grpc.workers; default 1 on SQLite, 2 on
+             PostgreSQL)  --keep (keep tmp dirs)
              --output FILE
 
-For each database in turn, the real Manager runs as its own process
-(``python -m transport.manager run --config FILE``: gRPC and HTTP on 127.0.0.1, its data
-directory in a temporary directory, ``grpc.workers`` from ``--workers``: 2 by default, the
-best setting measured for 10,000 nodes on 2 cores); for ``postgres`` on a throwaway
-PostgreSQL cluster started here (``initdb``/``pg_ctl`` from ``/usr/lib/postgresql/*/bin``, as the
-``postgres`` user when run as root; the test suite's :class:`PostgresServer`, with
-``fsync``, ``synchronous_commit`` and ``full_page_writes`` on, as a production server runs)
-and stopped at the end. ``fleet_sim.py`` then drives it with ``--nodes`` simulated
-original daemons, in ``--sim-procs`` processes (each a shard of one fleet, all starting at
-one wall-clock instant): registrations spread over the first heartbeat interval (60 s),
-then heartbeat + metrics every 60 s and a full agent sync every 30 s per node, phases
-spread evenly. The measured window is ``--duration`` seconds after the ramp and
-``--settle`` seconds.
+For each database in turn, the real Manager runs as its own process (``python -m
+transport.manager run --config FILE``: gRPC and HTTP on 127.0.0.1, its data directory in a
+temporary directory, ``grpc.workers`` from ``--workers``, by default the best setting
+measured for 10,000 nodes on 2 cores: 1 on SQLite, 2 on PostgreSQL); for ``postgres`` on a
+throwaway PostgreSQL cluster started here (``initdb``/``pg_ctl`` from
+``/usr/lib/postgresql/*/bin``, as the ``postgres`` user when run as root; the test suite's
+:class:`PostgresServer`, with ``fsync``, ``synchronous_commit`` and ``full_page_writes`` on,
+as a production server runs) and stopped at the end. ``fleet_sim.py`` then drives it with
+``--nodes`` simulated original daemons, in ``--sim-procs`` processes (each a shard of one
+fleet, all starting at one wall-clock instant): registrations spread over the first
+heartbeat interval (60 s), then heartbeat + metrics every 60 s and a full agent sync every
+30 s per node, phases spread evenly. The measured window is ``--duration`` seconds after the
+ramp and ``--settle`` seconds.
 
 Sampled every second with psutil, over the window: the Manager's CPU (cores) and RSS
 (peak; its gRPC worker processes included), PostgreSQL's processes' CPU (the postmaster
@@ -77,10 +78,11 @@ MIB = 1024 * 1024
 TARGET_P99_MS = 100.0
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-DEFAULT_WORKERS = 2
-"""The Manager's ``grpc.workers`` unless ``--workers`` says: one per core of the 2-core
-target machine (one process's Python runs on one core at a time); at 10,000 nodes two
-workers answer every call where one process cannot (benchmarks/README.md)."""
+DEFAULT_WORKERS = {"sqlite": 1, "postgres": 2}
+"""The Manager's ``grpc.workers`` per database unless ``--workers`` says, the best measured
+at 10,000 nodes on 2 cores (benchmarks/README.md): on SQLite one process (one writer,
+the largest batches; two workers spent 0.3 cores more on the same calls), on PostgreSQL
+one per core (its path costs more CPU per call than one interpreter has)."""
 ANCHORS: dict[int, dict[str, tuple[float, float]]] = {
     10_000: {
         "failures": (0, 0),
@@ -321,7 +323,8 @@ def start_sims(root: Path, target: str, args: argparse.Namespace, start_at: floa
 
 def run_one(database: str, args: argparse.Namespace) -> Run:
     """One database: start it and the Manager, drive the fleet, measure, stop."""
-    result = Run(database=database, nodes=args.nodes, window_s=args.duration, workers=args.workers)
+    workers = args.workers or DEFAULT_WORKERS[database]
+    result = Run(database=database, nodes=args.nodes, window_s=args.duration, workers=workers)
     root = Path(tempfile.mkdtemp(prefix=f"hv-bench-manager-{database}-", dir="/tmp"))
     server: PostgresServer | None = None
     manager: subprocess.Popen[bytes] | None = None
@@ -335,7 +338,7 @@ def run_one(database: str, args: argparse.Namespace) -> Run:
             server = PostgresServer(bindir, durable=True)
             server.start()
             dsn = server.url(server.create_database())
-        config, grpc_port, _ = manager_config(root, dsn, args.workers)
+        config, grpc_port, _ = manager_config(root, dsn, workers)
         manager = start_manager(root, config)
         start_at = time.time() + 3.0
         sims = start_sims(root, f"127.0.0.1:{grpc_port}", args, start_at)
@@ -477,7 +480,7 @@ def report(runs: list[Run], nodes: int) -> None:
     )
     sqlite, postgres = by.get("sqlite", {}), by.get("postgres", {})
     head = ("figure", "SQLite", "PostgreSQL", "original", "SQLite/orig", "PG/orig")
-    workers = ", ".join(sorted({str(r.workers) for r in runs}))
+    workers = ", ".join(f"{r.database} {r.workers}" for r in runs)
     print(f"\nManager at {nodes} simulated daemons (steady window), grpc.workers {workers}")
     print(f"{head[0]:<24} {head[1]:>9} {head[2]:>10} {head[3]:>9} {head[4]:>11} {head[5]:>9}")
     for label, key in rows:
@@ -525,10 +528,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="s after the ramp")
     parser.add_argument("--compression", type=float, default=1.0)
     parser.add_argument("--databases", default="sqlite,postgres")
-    parser.add_argument("--sim-procs", type=int, default=0, help="0: 1 per 5,000 nodes")
+    parser.add_argument("--sim-procs", type=int, default=0, help="0: 1 per 10,000 nodes")
     parser.add_argument("--concurrency", type=int, default=256, help="per simulator")
     parser.add_argument(
-        "--workers", type=int, default=DEFAULT_WORKERS, help="the Manager's grpc.workers"
+        "--workers",
+        type=int,
+        default=0,
+        help="the Manager's grpc.workers (0: 1 on SQLite, 2 on PostgreSQL)",
     )
     parser.add_argument("--quick", action="store_true", help="200 nodes, compression 10, 20 s")
     parser.add_argument("--keep", action="store_true", help="keep the tmp dirs")
@@ -536,8 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.compression, args.duration, args.settle = 200, 10.0, 20.0, 2.0
-    args.sim_procs = args.sim_procs or max(1, math.ceil(args.nodes / 5000))
-    print(f"code {_code_version()}; grpc.workers {args.workers}", flush=True)
+    # One simulator carries 10,000 nodes (about 0.5 cores); a second process on a 2-core
+    # machine adds a process to the run queue and measured no better.
+    args.sim_procs = args.sim_procs or max(1, math.ceil(args.nodes / 10_000))
+    workers = args.workers or ", ".join(f"{db} {n}" for db, n in DEFAULT_WORKERS.items())
+    print(f"code {_code_version()}; grpc.workers {workers}", flush=True)
     runs = []
     for database in args.databases.split(","):
         print(f"running {database} with {args.nodes} nodes ...", flush=True)
