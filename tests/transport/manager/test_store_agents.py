@@ -267,3 +267,44 @@ def test_a_batch_writes_all_four_kinds_in_one_transaction(store: Store) -> None:
     assert synced == [2, 1]
     agents = {a.agent_id: (a.status, a.pid) for a in store.list_agents("n1")}
     assert agents == {"a1": (GONE, 0), "a2": ("running", 8)}
+
+
+def test_a_batch_of_many_nodes_syncs(store: Store) -> None:
+    """Full syncs of several nodes in one batch (on PostgreSQL one statement): each node's
+    agents are upserted with the empty-field rules, the agents its list left out are gone
+    as of its own sync, a node with an empty list has every agent gone, and a node
+    without a sync in the batch is untouched."""
+    for node in ("n1", "n2", "n3", "n4"):
+        store.register_node(registration(node), now=1.0, grpc_port=None)
+        store.sync_agent_states(
+            node,
+            [AgentStateRecord("a", RUNNING, 10, type="telegraf", version="1.0"),
+             AgentStateRecord("b", RUNNING, 11)],
+            now=2.0,
+        )  # fmt: skip
+    empty_fields = AgentStateRecord("a", None, 0)  # keeps type, version, status and pid
+    _, _, _, synced = store.write_batch(
+        [],
+        [],
+        [],
+        [
+            ("n2", (AgentStateRecord("b", STOPPED, 0), AgentStateRecord("c", RUNNING, 12)), 5.0),
+            ("n1", (empty_fields,), 4.0),
+            ("n3", (), 6.0),
+        ],
+        now=6.0,
+    )
+    assert synced == [2, 1, 0]
+
+    def states(node: str) -> dict[str, tuple[str, int, float]]:
+        return {a.agent_id: (a.status, a.pid, a.updated_at) for a in store.list_agents(node)}
+
+    assert states("n1") == {"a": ("running", 10, 4.0), "b": (GONE, 0, 4.0)}
+    assert by_id(store.list_agents("n1"))["a"].type == "telegraf"
+    assert states("n2") == {
+        "a": (GONE, 0, 5.0),
+        "b": ("stopped", 0, 5.0),
+        "c": ("running", 12, 5.0),
+    }
+    assert states("n3") == {"a": (GONE, 0, 6.0), "b": (GONE, 0, 6.0)}
+    assert states("n4") == {"a": ("running", 10, 2.0), "b": ("running", 11, 2.0)}

@@ -14,7 +14,10 @@ daemon left empty keeps the stored value (``CASE WHEN excluded.x = '' THEN agent
 A full sync then marks every other agent of the node ``gone`` with pid 0 in one
 ``UPDATE .. WHERE agent_id NOT IN (..)``. On PostgreSQL the upsert and the marking are one
 statement (the upsert fed by arrays in a data-modifying CTE, the same ``SET`` built by
-:func:`_keep_stored`): one round trip after the lock instead of a pipeline of rows.
+:func:`_keep_stored`): one round trip after the lock instead of a pipeline of rows; the
+gRPC ingest's batch of full syncs is one such statement for all its nodes
+(:func:`_postgres_sync_many`; a node synced twice in a batch falls back to one statement
+per sync, in order).
 Killing the Manager anywhere in between rolls the whole transaction back: the database
 holds either the old states or the new ones.
 """
@@ -186,6 +189,51 @@ def _postgres_sync() -> sa.Executable:
     )
 
 
+_BATCH_ARRAYS = (("node_id", sa.Text), *_ARRAYS, ("synced_at", sa.Float))
+
+
+@functools.cache
+def _postgres_sync_many() -> sa.Executable:
+    """:func:`_postgres_sync` for the full syncs of many nodes in one statement (the
+    gRPC ingest's batch; each node once): every reported agent of every node in one
+    upsert, in (node, agent) order, and the agents of those nodes that their sync did
+    not list marked ``gone`` as of that node's sync."""
+    reported = (
+        sa.func.unnest(*(_array(f"b_{name}", type_) for name, type_ in _BATCH_ARRAYS))
+        .table_valued(*(name for name, _ in _BATCH_ARRAYS))
+        .render_derived(name="reported")
+    )
+    when = reported.c.synced_at
+    rows = sa.select(
+        reported.c.node_id, *(reported.c[name] for name, _ in _ARRAYS), when, when, when
+    ).order_by(reported.c.node_id, reported.c.agent_id)
+    names = ["node_id", *(name for name, _ in _ARRAYS), "last_sync_time", "created_at"]
+    upsert = postgresql.insert(agents).from_select([*names, "updated_at"], rows)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[agents.c.node_id, agents.c.agent_id], set_=_keep_stored(upsert.excluded)
+    )
+    written = upsert.returning(agents.c.id).cte("written")
+    synced = (
+        sa.func.unnest(_array("b_sync_node", sa.Text), _array("b_sync_at", sa.Float))
+        .table_valued("node_id", "synced_at")
+        .render_derived(name="synced")
+    )
+    listed = (
+        sa.func.unnest(_array("b_node_id", sa.Text), _array("b_agent_id", sa.Text))
+        .table_valued("node_id", "agent_id")
+        .render_derived(name="listed")
+    )
+    still_listed = sa.exists().where(
+        listed.c.node_id == agents.c.node_id, listed.c.agent_id == agents.c.agent_id
+    )
+    return (
+        sa.update(agents)
+        .where(agents.c.node_id == synced.c.node_id, agents.c.status != GONE, ~still_listed)
+        .values(status=GONE, pid=0, updated_at=synced.c.synced_at)
+        .add_cte(written)
+    )
+
+
 class AgentsMixin(StoreBase):
     """The agent methods of :class:`~transport.manager._store.Store`."""
 
@@ -273,10 +321,12 @@ class AgentsMixin(StoreBase):
         order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])  # stable: per node in order
         counts: list[int | None] = [None] * len(syncs)
         if self._dialect == "postgresql":
-            for i in order:
+            applied = [i for i in order if syncs[i][0] in known]
+            if len({syncs[i][0] for i in applied}) == len(applied):
+                return self._sync_postgres(conn, syncs, applied, counts)
+            for i in applied:  # a node synced twice in the batch: one after the other
                 node_id, states, when = syncs[i]
-                if node_id in known:
-                    counts[i] = self._sync(conn, node_id, states, now=when, full=True, locked=True)
+                counts[i] = self._sync(conn, node_id, states, now=when, full=True, locked=True)
             return counts
         rows: list[dict[str, Any]] = []
         last: dict[str, tuple[set[str], float]] = {}
@@ -300,6 +350,33 @@ class AgentsMixin(StoreBase):
                     gone.append({"b_node": node_id, "b_agent": agent_id, "b_now": when})
         if gone:
             conn.execute(_MARK_ONE_GONE, gone)
+        return counts
+
+    @staticmethod
+    def _sync_postgres(
+        conn: sa.Connection,
+        syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]],
+        applied: Sequence[int],
+        counts: list[int | None],
+    ) -> list[int | None]:
+        """The full syncs ``applied`` (indexes into ``syncs``, each of another node, whose
+        rows are locked) in one statement (:func:`_postgres_sync_many`); ``counts`` with
+        theirs filled in."""
+        rows: list[dict[str, Any]] = []
+        for i in applied:
+            node_id, states, when = syncs[i]
+            latest = {state.agent_id: state for state in states}
+            rows += [_state_row(node_id, latest[agent_id], when) for agent_id in sorted(latest)]
+            counts[i] = len(latest)
+        if not applied:
+            return counts
+        params: dict[str, Any] = {
+            f"b_{name}": [row[name] for row in rows] for name, _ in _BATCH_ARRAYS[:-1]
+        }
+        params["b_synced_at"] = [row["last_sync_time"] for row in rows]
+        params["b_sync_node"] = [syncs[i][0] for i in applied]
+        params["b_sync_at"] = [syncs[i][2] for i in applied]
+        conn.execute(_postgres_sync_many(), params)
         return counts
 
     def _mark_gone(
