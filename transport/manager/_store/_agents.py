@@ -16,7 +16,7 @@ A full sync then marks every other agent of the node ``gone`` with pid 0 in one
 statement (the upsert fed by arrays in a data-modifying CTE, the same ``SET`` built by
 :func:`_keep_stored`): one round trip after the lock instead of a pipeline of rows; the
 gRPC ingest's batch of full syncs is one such statement for all its nodes
-(:func:`_postgres_sync_many`; a node synced twice in a batch falls back to one statement
+(:func:`_postgres_sync`; a node synced twice in a batch falls back to one statement
 per sync, in order).
 Killing the Manager anywhere in between rolls the whole transaction back: the database
 holds either the old states or the new ones.
@@ -157,47 +157,17 @@ _ARRAYS = (
 )
 
 
-@functools.cache
-def _postgres_sync() -> sa.Executable:
-    """PostgreSQL's sync in one statement: the upsert fed by arrays (``unnest``) in a
-    data-modifying CTE, and the full sync's ``gone`` marking as the main ``UPDATE`` (it
-    cannot see the CTE's rows, and excludes every reported agent)."""
-    reported = (
-        sa.func.unnest(*(_array(f"b_{name}", type_) for name, type_ in _ARRAYS))
-        .table_valued(*(name for name, _ in _ARRAYS))
-        .render_derived(name="reported")
-    )
-    now = sa.bindparam("b_now", type_=sa.Float)
-    node = sa.bindparam("b_node", type_=sa.String)
-    rows = sa.select(node, *reported.c, now, now, now).order_by(reported.c.agent_id)
-    names = ["node_id", *(name for name, _ in _ARRAYS), "last_sync_time", "created_at"]
-    upsert = postgresql.insert(agents).from_select([*names, "updated_at"], rows)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=[agents.c.node_id, agents.c.agent_id], set_=_keep_stored(upsert.excluded)
-    )
-    written = upsert.returning(agents.c.id).cte("written")
-    return (
-        sa.update(agents)
-        .where(
-            sa.bindparam("b_full", type_=sa.Boolean),
-            agents.c.node_id == node,
-            agents.c.status != GONE,
-            agents.c.agent_id != sa.all_(_array("b_agent_id", sa.Text)),
-        )
-        .values(status=GONE, pid=0, updated_at=now)
-        .add_cte(written)
-    )
-
-
 _BATCH_ARRAYS = (("node_id", sa.Text), *_ARRAYS, ("synced_at", sa.Float))
 
 
 @functools.cache
-def _postgres_sync_many() -> sa.Executable:
-    """:func:`_postgres_sync` for the full syncs of many nodes in one statement (the
-    gRPC ingest's batch; each node once): every reported agent of every node in one
-    upsert, in (node, agent) order, and the agents of those nodes that their sync did
-    not list marked ``gone`` as of that node's sync."""
+def _postgres_sync() -> sa.Executable:
+    """PostgreSQL's syncs of one or more nodes (each once) in one statement: every
+    reported agent in one upsert fed by arrays (``unnest``) in a data-modifying CTE, in
+    (node, agent) order, and as the main ``UPDATE`` the agents of the nodes named in
+    ``b_sync_node`` (the full syncs) that their sync did not list marked ``gone`` as of
+    that node's sync (the ``UPDATE`` cannot see the CTE's rows, and excludes every
+    reported agent)."""
     reported = (
         sa.func.unnest(*(_array(f"b_{name}", type_) for name, type_ in _BATCH_ARRAYS))
         .table_valued(*(name for name, _ in _BATCH_ARRAYS))
@@ -232,6 +202,21 @@ def _postgres_sync_many() -> sa.Executable:
         .values(status=GONE, pid=0, updated_at=synced.c.synced_at)
         .add_cte(written)
     )
+
+
+def _sync_postgres(
+    conn: sa.Connection, rows: Sequence[Mapping[str, Any]], full: Sequence[tuple[str, float]]
+) -> None:
+    """Upsert ``rows`` (:func:`_state_row`; each agent of a node once) and, for each
+    ``(node_id, when)`` of ``full``, mark the node's agents not among them gone as of
+    ``when``: :func:`_postgres_sync`, one statement."""
+    params: dict[str, Any] = {
+        f"b_{name}": [row[name] for row in rows] for name, _ in _BATCH_ARRAYS[:-1]
+    }
+    params["b_synced_at"] = [row["last_sync_time"] for row in rows]
+    params["b_sync_node"] = [node_id for node_id, _ in full]
+    params["b_sync_at"] = [when for _, when in full]
+    conn.execute(_postgres_sync(), params)
 
 
 class AgentsMixin(StoreBase):
@@ -284,11 +269,7 @@ class AgentsMixin(StoreBase):
         latest = {state.agent_id: state for state in states}
         rows = [_state_row(node_id, latest[agent_id], now) for agent_id in sorted(latest)]
         if self._dialect == "postgresql":
-            params: dict[str, Any] = {
-                f"b_{name}": [row[name] for row in rows] for name, _ in _ARRAYS
-            }
-            params.update(b_node=node_id, b_now=now, b_full=full)
-            conn.execute(_postgres_sync(), params)
+            _sync_postgres(conn, rows, [(node_id, now)] if full else [])
             return len(rows)
         if rows:
             conn.execute(_upsert_agents(self._dialect), rows)
@@ -320,15 +301,21 @@ class AgentsMixin(StoreBase):
             known = locked
         order = sorted(range(len(syncs)), key=lambda i: syncs[i][0])  # stable: per node in order
         counts: list[int | None] = [None] * len(syncs)
+        rows: list[dict[str, Any]] = []
         if self._dialect == "postgresql":
             applied = [i for i in order if syncs[i][0] in known]
-            if len({syncs[i][0] for i in applied}) == len(applied):
-                return self._sync_postgres(conn, syncs, applied, counts)
+            if applied and len({syncs[i][0] for i in applied}) == len(applied):
+                for i in applied:
+                    node_id, states, when = syncs[i]
+                    latest = {state.agent_id: state for state in states}
+                    rows += [_state_row(node_id, latest[a], when) for a in sorted(latest)]
+                    counts[i] = len(latest)
+                _sync_postgres(conn, rows, [(syncs[i][0], syncs[i][2]) for i in applied])
+                return counts
             for i in applied:  # a node synced twice in the batch: one after the other
                 node_id, states, when = syncs[i]
                 counts[i] = self._sync(conn, node_id, states, now=when, full=True, locked=True)
             return counts
-        rows: list[dict[str, Any]] = []
         last: dict[str, tuple[set[str], float]] = {}
         for i in order:
             node_id, states, when = syncs[i]
@@ -350,33 +337,6 @@ class AgentsMixin(StoreBase):
                     gone.append({"b_node": node_id, "b_agent": agent_id, "b_now": when})
         if gone:
             conn.execute(_MARK_ONE_GONE, gone)
-        return counts
-
-    @staticmethod
-    def _sync_postgres(
-        conn: sa.Connection,
-        syncs: Sequence[tuple[str, Sequence[AgentStateRecord], float]],
-        applied: Sequence[int],
-        counts: list[int | None],
-    ) -> list[int | None]:
-        """The full syncs ``applied`` (indexes into ``syncs``, each of another node, whose
-        rows are locked) in one statement (:func:`_postgres_sync_many`); ``counts`` with
-        theirs filled in."""
-        rows: list[dict[str, Any]] = []
-        for i in applied:
-            node_id, states, when = syncs[i]
-            latest = {state.agent_id: state for state in states}
-            rows += [_state_row(node_id, latest[agent_id], when) for agent_id in sorted(latest)]
-            counts[i] = len(latest)
-        if not applied:
-            return counts
-        params: dict[str, Any] = {
-            f"b_{name}": [row[name] for row in rows] for name, _ in _BATCH_ARRAYS[:-1]
-        }
-        params["b_synced_at"] = [row["last_sync_time"] for row in rows]
-        params["b_sync_node"] = [syncs[i][0] for i in applied]
-        params["b_sync_at"] = [syncs[i][2] for i in applied]
-        conn.execute(_postgres_sync_many(), params)
         return counts
 
     def _mark_gone(
